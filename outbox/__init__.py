@@ -1,0 +1,1 @@
+"""Outbox: transactional notifications for applications on PostgreSQL."""

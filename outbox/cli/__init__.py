@@ -1,0 +1,28 @@
+"""The ``outbox`` command: one Typer app, one module per group of subcommands.
+
+Configuration is read here, once, and passed down as explicit arguments.
+"""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="outbox",
+    help="Transactional notifications for applications on PostgreSQL.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Imported here so that `import outbox` stays light for applications.
+    from outbox.cli import db
+
+    app.add_typer(db.app, name="db")
+
+
+def main() -> None:
+    _register()
+    app()

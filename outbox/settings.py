@@ -1,0 +1,109 @@
+"""Settings, read once at the edge (CLI and worker start-up).
+
+Every field comes from an ``OUTBOX_``-prefixed environment variable or an
+optional ``.env`` file. Library functions never read settings themselves: they
+take explicit arguments, and the CLI passes these values in.
+
+Credentials are ``SecretStr``: their ``repr`` and ``str`` are ``**********``,
+so a settings object can be logged or printed without leaking them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+CHANNELS = ("email", "sms", "push")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OUTBOX_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- database -------------------------------------------------------------
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="libpq URL of the PostgreSQL to use; unset = the embedded server.",
+    )
+    data_dir: Path = Field(
+        default=Path(".outbox"),
+        description="Where the embedded PostgreSQL keeps its data (git-ignored).",
+    )
+
+    # --- worker ---------------------------------------------------------------
+    worker_channels: list[str] = Field(default_factory=lambda: list(CHANNELS))
+    worker_concurrency: int = Field(default=50, ge=1, le=10_000)
+    worker_batch_size: int = Field(default=100, ge=1, le=5_000)
+    lease_seconds: float = Field(default=30.0, gt=0)
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    backoff_base_seconds: float = Field(default=2.0, gt=0)
+    backoff_cap_seconds: float = Field(default=3600.0, gt=0)
+    max_attempts_email: int = Field(default=8, ge=1)
+    max_attempts_sms: int = Field(default=5, ge=1)
+    max_attempts_push: int = Field(default=5, ge=1)
+
+    # --- providers ------------------------------------------------------------
+    # Ordered provider list per channel: the first healthy one is used.
+    providers_email: list[str] = Field(default_factory=lambda: ["console"])
+    providers_sms: list[str] = Field(default_factory=lambda: ["console"])
+    providers_push: list[str] = Field(default_factory=lambda: ["console"])
+
+    apns_key_id: str | None = None
+    apns_team_id: str | None = None
+    apns_topic: str | None = None
+    apns_private_key: SecretStr | None = None  # PEM text of the .p8 key
+    apns_base_url: str | None = None  # override (the sandbox); default: Apple's per device
+    apns_ca_file: Path | None = None  # CA bundle to trust (the sandbox's local CA)
+
+    fcm_project_id: str | None = None
+    fcm_credentials_file: Path | None = None
+    fcm_base_url: str | None = None
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_status_callback_url: str | None = None
+    twilio_base_url: str | None = None
+
+    vonage_api_key: str | None = None
+    vonage_api_secret: SecretStr | None = None
+    vonage_from: str | None = None
+    vonage_base_url: str | None = None
+
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_from_email: str | None = None
+    sendgrid_base_url: str | None = None
+    sendgrid_webhook_public_key: str | None = None
+
+    mailchimp_api_key: SecretStr | None = None
+    mailchimp_from_email: str | None = None
+    mailchimp_base_url: str | None = None
+    mailchimp_webhook_key: SecretStr | None = None
+
+    provider_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # --- observability --------------------------------------------------------
+    log_format: str = Field(default="console", pattern="^(console|json)$")
+    log_level: str = "INFO"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
+    def max_attempts(self, channel: str) -> int:
+        return {
+            "email": self.max_attempts_email,
+            "sms": self.max_attempts_sms,
+            "push": self.max_attempts_push,
+        }[channel]
+
+    def secret_values(self) -> list[str]:
+        """Every secret's plain value, for the log redaction processor."""
+        out = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr) and value.get_secret_value():
+                out.append(value.get_secret_value())
+        return out

@@ -1,1 +1,49 @@
-"""Outbox: transactional notifications for applications on PostgreSQL."""
+"""Outbox: transactional notifications for applications on PostgreSQL.
+
+Enqueue inside your own transaction::
+
+    import outbox
+    with psycopg.connect(url) as conn:          # or a SQLAlchemy Session
+        place_order(conn, ...)
+        outbox.enqueue(conn, "order-42-confirmed", recipient="user-7",
+                       template="order_confirmed", data={"order": 42})
+    # commit: the order and its notification exist together, and workers wake up
+"""
+
+from outbox.api import (
+    activate_template,
+    cancel,
+    create_template,
+    deactivate_device,
+    enqueue,
+    enqueue_many,
+    register_device,
+    set_preference,
+    upsert_recipient,
+)
+from outbox.errors import (
+    NotFound,
+    OutboxError,
+    UnknownChannel,
+    UnknownRecipient,
+    UnknownTemplate,
+    ValidationError,
+)
+
+__all__ = [
+    "NotFound",
+    "OutboxError",
+    "UnknownChannel",
+    "UnknownRecipient",
+    "UnknownTemplate",
+    "ValidationError",
+    "activate_template",
+    "cancel",
+    "create_template",
+    "deactivate_device",
+    "enqueue",
+    "enqueue_many",
+    "register_device",
+    "set_preference",
+    "upsert_recipient",
+]

@@ -1,0 +1,46 @@
+-- Queries behind the public Python API (outbox/api.py). Each calls one of the
+-- SQL functions installed by the migrations, so Python and plain-SQL producers
+-- go through exactly the same checks.
+
+-- name: enqueue
+-- Enqueue one notification; returns its id.
+SELECT outbox.enqueue(
+    message_id => %(message_id)s, recipient => %(recipient)s, template => %(template)s,
+    data => %(data)s::jsonb, channels => %(channels)s::text[], address => %(address)s,
+    category => %(category)s, priority => %(priority)s::integer,
+    send_at => %(send_at)s::timestamptz, expires_at => %(expires_at)s::timestamptz);
+
+-- name: enqueue_many
+-- Enqueue a JSON array of notifications in one round trip; returns their ids.
+SELECT outbox.enqueue_many(%(items)s::jsonb);
+
+-- name: upsert_recipient
+SELECT outbox.upsert_recipient(
+    recipient => %(recipient)s, email => %(email)s, phone => %(phone)s, locale => %(locale)s,
+    timezone => %(timezone)s, quiet_start => %(quiet_start)s::time, quiet_end => %(quiet_end)s::time);
+
+-- name: register_device
+SELECT outbox.register_device(
+    recipient => %(recipient)s, token => %(token)s, platform => %(platform)s,
+    environment => %(environment)s);
+
+-- name: deactivate_device
+SELECT outbox.deactivate_device(token => %(token)s, reason => %(reason)s);
+
+-- name: set_preference
+SELECT outbox.set_preference(
+    recipient => %(recipient)s, channel => %(channel)s, opted_in => %(opted_in)s,
+    category => %(category)s);
+
+-- name: cancel
+SELECT outbox.cancel(message_id => %(message_id)s, reason => %(reason)s);
+
+-- name: create_template
+SELECT outbox.create_template(
+    key => %(key)s, channel => %(channel)s, body => %(body)s, subject => %(subject)s,
+    html_body => %(html_body)s, title => %(title)s, locale => %(locale)s, activate => %(activate)s);
+
+-- name: activate_template
+SELECT outbox.activate_template(
+    key => %(key)s, channel => %(channel)s, version => %(version)s, locale => %(locale)s,
+    actor => %(actor)s);

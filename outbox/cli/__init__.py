@@ -18,9 +18,11 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that `import outbox` stays light for applications.
-    from outbox.cli import db
+    from outbox.cli import db, migrate, worker
 
     app.add_typer(db.app, name="db")
+    app.command("migrate")(migrate.migrate)
+    app.command("worker")(worker.worker)
 
 
 def main() -> None:

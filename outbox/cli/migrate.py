@@ -1,0 +1,27 @@
+"""``outbox migrate``: bring the schema to the newest version (or another)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from outbox.settings import Settings
+
+
+def migrate(
+    revision: Annotated[str, typer.Argument(help="Target revision: head (default), or one to downgrade to, e.g. base.")] = "head",
+    downgrade: Annotated[bool, typer.Option("--downgrade", help="Downgrade to REVISION (base removes the outbox schema and its rows).")] = False,
+) -> None:
+    """Upgrade the outbox schema to head (idempotent). Uses OUTBOX_DATABASE_URL or the embedded server."""
+    from outbox import migrate as m
+    from outbox.db import resolve_url
+
+    url = resolve_url(Settings())
+    before = m.current(url)
+    if downgrade:
+        m.downgrade(url, revision)
+    else:
+        m.upgrade(url, revision)
+    after = m.current(url)
+    typer.echo(f"outbox schema: {before or 'not installed'} -> {after or 'not installed'}")

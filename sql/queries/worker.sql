@@ -1,0 +1,197 @@
+-- The worker's queries: claim, record, recover, heartbeat, release.
+-- Each is one statement, so each commits (or not) as a whole.
+
+-- name: claim
+-- Claim up to %(limit)s due deliveries of the worker's channels, best priority
+-- first, then oldest due. SKIP LOCKED: concurrent workers never block on or take
+-- each other's rows. Claimed rows get a lease (owner + expiry) and attempts + 1;
+-- that attempt number is the fencing token the worker must present to record a
+-- result. Rows whose expires_at has passed are marked expired in the same
+-- statement and not returned: an expired message is never sent.
+-- Returns what the worker needs to render and send, including the template
+-- version resolved along the recipient's locale chain (fr-CA -> fr -> default).
+WITH due AS (
+    SELECT d.id
+    FROM outbox.deliveries d
+    WHERE d.status = 'pending'
+      AND d.next_attempt_at <= now()
+      AND d.channel = ANY (%(channels)s::outbox.channel[])
+    ORDER BY d.priority DESC, d.next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE outbox.deliveries d
+    SET status           = CASE WHEN d.expires_at <= now() THEN 'expired' ELSE 'processing' END::outbox.delivery_status,
+        attempts         = CASE WHEN d.expires_at <= now() THEN d.attempts ELSE d.attempts + 1 END,
+        lease_owner      = CASE WHEN d.expires_at <= now() THEN NULL ELSE %(worker)s END,
+        lease_expires_at = CASE WHEN d.expires_at <= now() THEN NULL
+                                ELSE now() + %(lease_seconds)s * interval '1 second' END,
+        last_error       = CASE WHEN d.expires_at <= now() THEN 'expired before it could be sent'
+                                ELSE d.last_error END,
+        finished_at      = CASE WHEN d.expires_at <= now() THEN now() END,
+        updated_at       = now()
+    FROM due
+    WHERE d.id = due.id
+    RETURNING d.*
+), logged AS (
+    INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker)
+    SELECT c.notification_id, c.id, CASE c.status WHEN 'expired' THEN 'expired' ELSE 'processing' END,
+           c.attempts, %(worker)s
+    FROM claimed c
+)
+SELECT c.id, c.notification_id, n.message_id, c.channel::text AS channel, c.destination,
+       c.status::text AS status, c.attempts, c.max_attempts, c.priority, c.expires_at,
+       n.data, n.template_key, n.category, coalesce(r.locale, 'default') AS locale,
+       r.timezone, r.quiet_start, r.quiet_end, coalesce(cat.critical, false) AS critical,
+       dev.platform AS device_platform, dev.environment AS device_environment,
+       t.id AS template_id, t.version AS template_version, t.locale AS template_locale,
+       t.subject, t.body, t.html_body, t.title, t.content_hash
+FROM claimed c
+JOIN outbox.notifications n ON n.id = c.notification_id
+LEFT JOIN outbox.recipients r ON r.id = n.recipient_id
+LEFT JOIN outbox.categories cat ON cat.name = n.category
+LEFT JOIN outbox.devices dev ON dev.id = c.device_id
+LEFT JOIN LATERAL (
+    SELECT t.*
+    FROM outbox.templates t
+    WHERE t.key = n.template_key AND t.channel = c.channel AND t.active
+      AND t.locale IN (coalesce(r.locale, 'default'), split_part(coalesce(r.locale, 'default'), '-', 1), 'default')
+    ORDER BY t.locale = coalesce(r.locale, 'default') DESC,
+             t.locale = split_part(coalesce(r.locale, 'default'), '-', 1) DESC
+    LIMIT 1
+) t ON c.status = 'processing'
+ORDER BY c.priority DESC, c.id;
+
+-- name: record
+-- Record a batch of results in one statement. A row is updated only if this
+-- worker still holds its lease at that attempt (fencing): a worker that stalled
+-- past its lease, whose row was recovered and claimed again, changes nothing.
+-- Returns the ids that were recorded; the caller logs the others as dropped.
+--   status: sent | pending (retry, deferral, config pause) | dead | expired | suppressed
+--   delay:  seconds from now (database time) until the next attempt, for pending
+--   refund: 1 when the attempt does not count (deferred, provider misconfigured)
+WITH r AS (
+    SELECT *
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(statuses)s::outbox.delivery_status[],
+                %(kinds)s::text[], %(delays)s::float8[], %(providers)s::text[],
+                %(provider_message_ids)s::text[], %(errors)s::text[], %(template_ids)s::bigint[],
+                %(in_doubt)s::integer[], %(refunds)s::integer[], %(details)s::jsonb[])
+         AS r(id, attempt, status, kind, delay, provider, provider_message_id, error,
+              template_id, in_doubt, refund, detail)
+), updated AS (
+    UPDATE outbox.deliveries d
+    SET status              = r.status,
+        attempts            = d.attempts - r.refund,
+        next_attempt_at     = CASE WHEN r.delay IS NULL THEN d.next_attempt_at
+                                   ELSE now() + r.delay * interval '1 second' END,
+        lease_owner         = NULL,
+        lease_expires_at    = NULL,
+        provider            = coalesce(r.provider, d.provider),
+        provider_message_id = coalesce(r.provider_message_id, d.provider_message_id),
+        last_error          = coalesce(r.error, d.last_error),
+        template_id         = coalesce(r.template_id, d.template_id),
+        in_doubt            = d.in_doubt + r.in_doubt,
+        sent_at             = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
+        finished_at         = CASE WHEN r.status = 'pending' THEN NULL ELSE now() END,
+        updated_at          = now()
+    FROM r
+    WHERE d.id = r.id
+      AND d.status = 'processing'
+      AND d.lease_owner = %(worker)s
+      AND d.attempts = r.attempt
+    RETURNING d.id, d.notification_id, r.attempt, r.kind, r.detail
+), logged AS (
+    INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
+    SELECT u.notification_id, u.id, u.kind, u.attempt, %(worker)s, u.detail FROM updated u
+)
+SELECT u.id FROM updated u;
+
+-- name: deactivate_devices
+-- Push tokens a provider reported dead: deactivate them, so no later
+-- notification targets them.
+WITH gone AS (
+    UPDATE outbox.devices d
+    SET active = false, deactivated_at = now(), deactivated_reason = r.reason
+    FROM unnest(%(tokens)s::text[], %(reasons)s::text[]) AS r(token, reason)
+    WHERE d.token = r.token AND d.active
+    RETURNING d.id, d.token, d.deactivated_reason
+)
+INSERT INTO outbox.events (kind, worker, detail)
+SELECT 'device_deactivated', %(worker)s, jsonb_build_object('device_id', g.id, 'reason', g.deactivated_reason)
+FROM gone g;
+
+-- name: suppress_destinations
+-- Addresses and numbers a provider reported dead (hard bounce, invalid, STOP):
+-- never send to them again.
+INSERT INTO outbox.suppressions (channel, destination, reason)
+SELECT r.channel, r.destination, r.reason
+FROM unnest(%(channels)s::outbox.channel[], %(destinations)s::text[], %(reasons)s::text[])
+     AS r(channel, destination, reason)
+ON CONFLICT (channel, destination) DO NOTHING;
+
+-- name: recover_leases
+-- Deliveries whose lease expired (their worker died or hung) go back to
+-- pending, or to dead if that was their last attempt. The attempt stays
+-- counted, and in_doubt grows: the dead worker may have sent it.
+WITH stale AS (
+    SELECT d.id, d.lease_owner
+    FROM outbox.deliveries d
+    WHERE d.status = 'processing' AND d.lease_expires_at < now()
+    ORDER BY d.lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), recovered AS (
+    UPDATE outbox.deliveries d
+    SET status           = CASE WHEN d.attempts >= d.max_attempts THEN 'dead' ELSE 'pending' END::outbox.delivery_status,
+        lease_owner      = NULL,
+        lease_expires_at = NULL,
+        next_attempt_at  = now(),
+        in_doubt         = d.in_doubt + 1,
+        last_error       = 'lease of ' || s.lease_owner || ' expired at attempt ' || d.attempts
+                           || CASE WHEN d.attempts >= d.max_attempts THEN ' (attempts exhausted)' ELSE '' END,
+        finished_at      = CASE WHEN d.attempts >= d.max_attempts THEN now() END,
+        updated_at       = now()
+    FROM stale s
+    WHERE d.id = s.id
+    RETURNING d.id, d.notification_id, d.attempts, d.status, s.lease_owner
+), logged AS (
+    INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
+    SELECT r.notification_id, r.id, CASE r.status WHEN 'dead' THEN 'dead' ELSE 'recovered' END,
+           r.attempts, %(worker)s, jsonb_build_object('previous_owner', r.lease_owner, 'in_doubt', true)
+    FROM recovered r
+)
+SELECT count(*) FILTER (WHERE r.status = 'pending') AS recovered,
+       count(*) FILTER (WHERE r.status = 'dead') AS dead
+FROM recovered r;
+
+-- name: heartbeat
+-- Extend the leases this worker still holds (long sends must not be recovered
+-- from under it).
+UPDATE outbox.deliveries d
+SET lease_expires_at = now() + %(lease_seconds)s * interval '1 second'
+WHERE d.id = ANY (%(ids)s::bigint[]) AND d.status = 'processing' AND d.lease_owner = %(worker)s;
+
+-- name: release
+-- Give back deliveries this worker claimed but will not finish (shutdown).
+-- Not started: the attempt is refunded. Interrupted mid-send: the attempt
+-- counts and in_doubt grows, because the provider may have accepted it.
+WITH r AS (
+    SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(started)s::boolean[])
+         AS r(id, attempt, started)
+), released AS (
+    UPDATE outbox.deliveries d
+    SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = now(),
+        attempts = d.attempts - CASE WHEN r.started THEN 0 ELSE 1 END,
+        in_doubt = d.in_doubt + CASE WHEN r.started THEN 1 ELSE 0 END,
+        updated_at = now()
+    FROM r
+    WHERE d.id = r.id AND d.status = 'processing' AND d.lease_owner = %(worker)s AND d.attempts = r.attempt
+    RETURNING d.id, d.notification_id, d.attempts, r.started
+)
+INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
+SELECT x.notification_id, x.id, 'released', x.attempts, %(worker)s, jsonb_build_object('interrupted', x.started)
+FROM released x;
+
+-- name: wake_listen
+-- The channel the enqueue trigger notifies on commit.
+LISTEN outbox_work;

@@ -1,0 +1,72 @@
+"""The outcome -> next state rules (pure)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from outbox.providers.base import Outcome
+from workers.decide import RetryPolicy, decide
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+POLICY = RetryPolicy(base_seconds=2.0, cap_seconds=600.0, config_pause_seconds=60.0)
+
+
+def _decide(outcome, attempt=1, max_attempts=5, expires_at=None, rand=0.5):
+    return decide(outcome, provider="p", attempt=attempt, max_attempts=max_attempts,
+                  expires_at=expires_at, now=NOW, rand=rand, policy=POLICY)
+
+
+def test_sent():
+    d = _decide(Outcome.sent("abc"))
+    assert (d.status, d.kind, d.provider_message_id, d.error) == ("sent", "sent", "abc", None)
+
+
+def test_retry_uses_backoff_with_jitter():
+    d = _decide(Outcome.retry("503"), attempt=3, rand=0.5)
+    assert (d.status, d.kind, d.error, d.refund, d.in_doubt) == ("pending", "retry", "p: 503", 0, 0)
+    assert d.delay == 0.5 * 2.0 * 2 ** 2
+
+
+def test_retry_after_is_a_floor():
+    d = _decide(Outcome.retry("429", retry_after=120.0), attempt=1, rand=0.1)
+    assert d.delay == 120.0
+
+
+def test_exhausted_goes_dead_with_last_error():
+    d = _decide(Outcome.retry("503 Service Unavailable"), attempt=5, max_attempts=5)
+    assert (d.status, d.kind) == ("dead", "dead")
+    assert d.error == "attempts exhausted (5/5): p: 503 Service Unavailable"
+
+
+def test_unknown_is_retried_and_counted_in_doubt():
+    d = _decide(Outcome.unknown("timeout"))
+    assert (d.status, d.in_doubt) == ("pending", 1)
+
+
+def test_permanent_and_dead_destination():
+    assert _decide(Outcome.permanent("bad payload")).status == "dead"
+    d = _decide(Outcome.dead_destination("Unregistered"))
+    assert (d.status, d.dead_destination, d.error) == ("dead", True, "p: Unregistered")
+
+
+def test_config_pauses_without_burning_the_attempt():
+    d = _decide(Outcome.config("401 bad key"), attempt=5, max_attempts=5)
+    assert (d.status, d.refund, d.delay) == ("pending", 1, 60.0)
+
+
+def test_retry_after_expiry_expires_instead():
+    d = _decide(Outcome.retry("503", retry_after=300), expires_at=NOW + timedelta(seconds=60))
+    assert (d.status, d.kind) == ("expired", "expired")
+    assert "last error: p: 503" in d.error
+
+
+@given(attempt=st.integers(1, 60), rand=st.floats(0, 1, exclude_max=True),
+       retry_after=st.none() | st.floats(0, 10_000))
+def test_retry_delay_bounds(attempt, rand, retry_after):
+    d = _decide(Outcome.retry("x", retry_after=retry_after), attempt=attempt, max_attempts=100, rand=rand)
+    bound = min(POLICY.cap_seconds, POLICY.base_seconds * 2 ** (attempt - 1))
+    assert d.status == "pending"
+    assert max(0.0, retry_after or 0.0) <= d.delay <= max(bound, retry_after or 0.0)

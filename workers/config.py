@@ -1,0 +1,60 @@
+"""The worker's configuration: validated once, at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from outbox.settings import CHANNELS, Settings
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    channels: tuple[str, ...] = CHANNELS
+    # Sends in flight at once in this process.
+    concurrency: int = 50
+    # Most deliveries claimed by one claim statement.
+    batch_size: int = 100
+    lease_seconds: float = 30.0
+    # Fallback poll when no NOTIFY arrives: scheduled sends, retries coming due, lost notifies.
+    poll_interval_seconds: float = 1.0
+    # How often to return expired leases (of dead workers) to pending.
+    recover_interval_seconds: float = 5.0
+    shutdown_grace_seconds: float = 10.0
+    backoff_base_seconds: float = 2.0
+    backoff_cap_seconds: float = 3600.0
+    # A misconfigured or unavailable provider: wait this long, without burning an attempt.
+    config_pause_seconds: float = 60.0
+    max_sms_segments: int = 10
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.channels if c not in CHANNELS]
+        if unknown or not self.channels:
+            raise ValueError(f"worker channels must be some of {list(CHANNELS)}, got {list(self.channels)}")
+        for name in ("concurrency", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("lease_seconds", "poll_interval_seconds", "recover_interval_seconds",
+                     "backoff_base_seconds", "backoff_cap_seconds", "config_pause_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.shutdown_grace_seconds < 0:
+            raise ValueError(f"shutdown_grace_seconds must be >= 0, got {self.shutdown_grace_seconds}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: object) -> WorkerConfig:
+        """The configuration the settings describe, with command-line overrides applied."""
+        values: dict[str, object] = dict(
+            channels=tuple(settings.worker_channels),
+            concurrency=settings.worker_concurrency,
+            batch_size=settings.worker_batch_size,
+            lease_seconds=settings.lease_seconds,
+            poll_interval_seconds=settings.poll_interval_seconds,
+            recover_interval_seconds=settings.recover_interval_seconds,
+            shutdown_grace_seconds=settings.shutdown_grace_seconds,
+            backoff_base_seconds=settings.backoff_base_seconds,
+            backoff_cap_seconds=settings.backoff_cap_seconds,
+            config_pause_seconds=settings.config_pause_seconds,
+        )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

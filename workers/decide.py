@@ -1,0 +1,109 @@
+"""What a claimed delivery becomes, given what happened: a pure function.
+
+No I/O, no clock, no randomness of its own: ``now`` and ``rand`` are passed in,
+so every rule here is tested directly (tests/unit/test_decide.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from outbox.providers.base import Outcome, OutcomeKind
+from outbox.schedule import backoff_delay
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The row update and event for one delivery attempt."""
+
+    status: str  # sent | pending | dead | expired | suppressed
+    kind: str  # the event: sent, retry, dead, expired, deferred, suppressed
+    delay: float | None = None  # seconds until the next attempt (pending only)
+    error: str | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    refund: int = 0  # 1: this attempt does not count (deferral, provider misconfigured)
+    in_doubt: int = 0  # 1: the provider may have accepted it anyway
+    dead_destination: bool = False  # deactivate the device / suppress the address
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    base_seconds: float
+    cap_seconds: float
+    config_pause_seconds: float
+
+
+def decide(
+    outcome: Outcome,
+    *,
+    provider: str,
+    attempt: int,
+    max_attempts: int,
+    expires_at: datetime | None,
+    now: datetime,
+    rand: float,
+    policy: RetryPolicy,
+) -> Decision:
+    """Map a provider outcome for attempt ``attempt`` to the delivery's next state.
+
+    * sent: sent.
+    * retry / unknown: back to pending after exponential backoff with full jitter
+      (at least the provider's Retry-After); dead once ``max_attempts`` is used up;
+      expired if the next attempt would come after ``expires_at``. Unknown outcomes
+      count as in doubt (the provider may have accepted the message).
+    * permanent, dead destination: dead at once, with the reason.
+    * config: pending after a pause, the attempt refunded (a broken credential must
+      not burn every message's attempts).
+    """
+    detail = {"provider": provider, "outcome": outcome.kind.value, **outcome.detail}
+    reason = f"{provider}: {outcome.reason}" if outcome.reason else provider
+    kind = outcome.kind
+
+    if kind is OutcomeKind.SENT:
+        return Decision("sent", "sent", provider=provider,
+                        provider_message_id=outcome.provider_message_id, detail=detail)
+
+    if kind in (OutcomeKind.PERMANENT, OutcomeKind.DEAD_DESTINATION):
+        return Decision("dead", "dead", error=reason, provider=provider,
+                        dead_destination=kind is OutcomeKind.DEAD_DESTINATION, detail=detail)
+
+    if kind is OutcomeKind.CONFIG:
+        delay = max(policy.config_pause_seconds, outcome.retry_after or 0.0)
+        return _pending_or_expired(delay, reason, provider, expires_at, now, detail, refund=1)
+
+    # RETRY or UNKNOWN
+    in_doubt = 1 if kind is OutcomeKind.UNKNOWN else 0
+    if attempt >= max_attempts:
+        return Decision("dead", "dead", error=f"attempts exhausted ({attempt}/{max_attempts}): {reason}",
+                        provider=provider, in_doubt=in_doubt, detail=detail)
+    delay = max(backoff_delay(attempt, policy.base_seconds, policy.cap_seconds, rand),
+                outcome.retry_after or 0.0)
+    return _pending_or_expired(delay, reason, provider, expires_at, now, detail, in_doubt=in_doubt)
+
+
+def _pending_or_expired(
+    delay: float, reason: str, provider: str, expires_at: datetime | None, now: datetime,
+    detail: dict[str, Any], *, refund: int = 0, in_doubt: int = 0,
+) -> Decision:
+    if expires_at is not None and now + timedelta(seconds=delay) >= expires_at:
+        # It would only be tried after it stopped mattering: never send late.
+        return Decision("expired", "expired", error=f"expires before the next attempt; last error: {reason}",
+                        provider=provider, in_doubt=in_doubt, detail=detail)
+    detail = {**detail, "retry_in_seconds": round(delay, 3)}
+    return Decision("pending", "retry", delay=delay, error=reason, provider=provider,
+                    refund=refund, in_doubt=in_doubt, detail=detail)
+
+
+def failed_before_sending(reason: str, **detail: Any) -> Decision:
+    """A delivery that cannot be sent at all (template error, no template): dead, with why."""
+    return Decision("dead", "dead", error=reason, detail=detail)
+
+
+def deferred(delay: float, why: str, **detail: Any) -> Decision:
+    """Not now (rate limit, quiet hours): pending later, the attempt not counted."""
+    return Decision("pending", "deferred", delay=max(delay, 0.0), refund=1,
+                    detail={"reason": why, "retry_in_seconds": round(delay, 3), **detail})

@@ -1,0 +1,38 @@
+"""Run a worker process: build providers from settings, handle signals, run the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from outbox.db import resolve_url
+from outbox.logs import configure
+from outbox.providers.registry import build_providers
+from outbox.providers.router import Router
+from outbox.settings import Settings
+from workers.config import WorkerConfig
+from workers.worker import Worker
+
+
+async def serve(url: str, router: Router, config: WorkerConfig, worker_id: str | None = None) -> Worker:
+    """Run one worker until SIGTERM or SIGINT; return it (with its stats) after a clean stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    worker = Worker(url, router, config, worker_id=worker_id)
+    try:
+        await worker.run(stop)
+    finally:
+        await router.aclose()
+    return worker
+
+
+def main(settings: Settings, **overrides: object) -> None:
+    """The body of ``outbox worker``: everything is read from settings here, once."""
+    configure(level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values())
+    config = WorkerConfig.from_settings(settings, **overrides)
+    url = resolve_url(settings)
+    providers = build_providers(settings)
+    routes = {channel: list(getattr(settings, f"providers_{channel}")) for channel in config.channels}
+    asyncio.run(serve(url, Router(providers, routes), config))

@@ -1,0 +1,403 @@
+"""The worker: wait -> claim -> send -> record, until told to stop.
+
+One asyncio process, four connections, each with one job:
+
+* the claim loop: claims a batch (one statement, committed before any provider
+  call), starts a send task per delivery, and claims again at once while there
+  is work and free send slots; when the queue is empty it waits for a NOTIFY, the
+  poll interval, or stop;
+* the listener: LISTEN outbox_work, sets the wake-up event on each notification;
+* the recorder: takes finished results from a queue and records them in batches,
+  fenced by lease owner and attempt;
+* housekeeping: heartbeats the leases of sends in flight, and returns the expired
+  leases of dead workers to pending.
+
+A dropped connection is reopened with backoff by whichever loop noticed it;
+nothing in memory is lost meanwhile: results wait in the queue, and rows whose
+results never get recorded come back through lease recovery (counted in doubt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import secrets
+import socket
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import structlog
+
+from outbox.providers.base import Message, Outcome
+from outbox.providers.router import Router
+from outbox.schedule import quiet_until
+from outbox.templates import TemplateError, TemplateVersion, check_limits, render
+from workers import store
+from workers.config import WorkerConfig
+from workers.decide import Decision, RetryPolicy, decide, deferred, failed_before_sending
+
+log = structlog.get_logger("outbox.worker")
+
+# Errors after which a connection is thrown away and reopened.
+CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+
+
+@dataclass(slots=True)
+class Held:
+    """A delivery this worker claimed and has not recorded yet."""
+
+    attempt: int
+    # True once the provider call began: if it is interrupted, the provider may
+    # have the message, so releasing it counts the attempt as in doubt.
+    started: bool = False
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(2)}"
+
+
+class Worker:
+    def __init__(
+        self,
+        url: str,
+        router: Router,
+        config: WorkerConfig,
+        *,
+        worker_id: str | None = None,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.url = url
+        self.router = router
+        self.config = config
+        self.id = worker_id or default_worker_id()
+        self.rand = rand
+        self.clock = clock
+        self.policy = RetryPolicy(config.backoff_base_seconds, config.backoff_cap_seconds,
+                                  config.config_pause_seconds)
+        self.stats: Counter[str] = Counter()
+        self._held: dict[int, Held] = {}
+        self._sending: set[asyncio.Task[None]] = set()
+        self._results: asyncio.Queue[tuple[dict[str, Any], Decision]] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = False
+        self._conns: dict[str, psycopg.AsyncConnection | None] = {
+            "claim": None, "record": None, "house": None, "listen": None}
+        self._log = log.bind(worker=self.id)
+
+    # -- connections ---------------------------------------------------------------
+
+    async def _conn(self, role: str) -> psycopg.AsyncConnection:
+        """The connection for ``role``, reopened with backoff if it was lost."""
+        conn = self._conns[role]
+        if conn is not None and not conn.closed:
+            return conn
+        delay = 0.05
+        while True:
+            try:
+                conn = await store.connect(self.url, f"outbox-worker {role} {self.id}")
+                self._conns[role] = conn
+                return conn
+            except CONNECTION_ERRORS as exc:
+                self.stats["db_connect_failures"] += 1
+                self._log.warning("db.unavailable", role=role, error=type(exc).__name__, retry_in=delay)
+                if self._stopping and role == "claim":
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _drop(self, role: str, exc: BaseException) -> None:
+        self._log.warning("db.connection_lost", role=role, error=type(exc).__name__)
+        conn, self._conns[role] = self._conns[role], None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:  # noqa: BLE001 - it is already broken; closing is best effort
+                pass
+
+    # -- the loop ------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Work until ``stop`` is set, then shut down gracefully."""
+        stop = stop or asyncio.Event()
+        self._log.info("worker.started", channels=list(self.config.channels),
+                       concurrency=self.config.concurrency, batch_size=self.config.batch_size)
+        helpers = [asyncio.create_task(self._listen(), name="listen"),
+                   asyncio.create_task(self._record_loop(), name="record"),
+                   asyncio.create_task(self._housekeeping(), name="housekeeping")]
+        stopper = asyncio.create_task(self._wait_stop(stop), name="stop")
+        try:
+            await self._claim_loop()
+        finally:
+            stopper.cancel()
+            await self._shutdown(helpers)
+
+    async def _wait_stop(self, stop: asyncio.Event) -> None:
+        await stop.wait()
+        self._stopping = True
+        self._wake.set()
+        self._slot_free.set()
+
+    async def _claim_loop(self) -> None:
+        cfg = self.config
+        while not self._stopping:
+            free = cfg.concurrency - len(self._sending)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            limit = min(cfg.batch_size, free)
+            self._wake.clear()
+            try:
+                rows = await self.claim(limit)
+            except CONNECTION_ERRORS as exc:
+                await self._drop("claim", exc)
+                await asyncio.sleep(0.05)
+                continue
+            if len(rows) == limit:
+                continue  # there is more: claim again without waiting
+            try:
+                await asyncio.wait_for(self._wake.wait(), cfg.poll_interval_seconds)
+            except TimeoutError:
+                pass
+
+    async def claim(self, limit: int) -> list[dict[str, Any]]:
+        """Claim up to ``limit`` deliveries and start sending them; return the claimed rows."""
+        conn = await self._conn("claim")
+        rows = await store.claim(conn, worker=self.id, channels=self.config.channels, limit=limit,
+                                 lease_seconds=self.config.lease_seconds)
+        started = []
+        for row in rows:
+            if row["status"] == "expired":
+                self.stats["expired"] += 1
+                self._log.info("delivery.expired", delivery_id=row["id"], message_id=row["message_id"],
+                               channel=row["channel"])
+                continue
+            self._held[row["id"]] = Held(row["attempts"])
+            task = asyncio.create_task(self._deliver(row))
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
+            started.append(row)
+        return started
+
+    async def run_once(self, limit: int | None = None) -> int:
+        """Claim one batch, send it, record the results; return how many were claimed.
+
+        The whole loop in one call, for tests and tools (no listener, no housekeeping).
+        """
+        rows = await self.claim(limit or self.config.batch_size)
+        if self._sending:
+            await asyncio.gather(*set(self._sending))
+        batch = []
+        while not self._results.empty():
+            batch.append(self._results.get_nowait())
+            self._results.task_done()
+        if batch:
+            await self._record(batch)
+        return len(rows)
+
+    async def close(self) -> None:
+        """Close the connections (after run_once use; run() closes its own)."""
+        for role, conn in list(self._conns.items()):
+            if conn is not None:
+                await conn.close()
+            self._conns[role] = None
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._slot_free.set()
+
+    # -- one delivery ----------------------------------------------------------------
+
+    async def _deliver(self, row: dict[str, Any]) -> None:
+        try:
+            decision = await self._attempt(row)
+        except Exception as exc:  # noqa: BLE001 - a bug must not lose the delivery
+            self._log.exception("delivery.worker_error", delivery_id=row["id"])
+            decision = self._decide(row, "worker", Outcome.unknown(f"worker error: {type(exc).__name__}"))
+        self._results.put_nowait((row, decision))
+
+    async def _attempt(self, row: dict[str, Any]) -> Decision:
+        if row["template_id"] is None:
+            return failed_before_sending(
+                f"no active version of template {row['template_key']!r} for {row['channel']} "
+                f"(locale {row['locale']})", template=row["template_key"])
+        template = TemplateVersion(
+            id=row["template_id"], key=row["template_key"], channel=row["channel"],
+            locale=row["template_locale"], version=row["template_version"], subject=row["subject"],
+            body=row["body"], html_body=row["html_body"], title=row["title"],
+            content_hash=row["content_hash"])
+        try:
+            rendered = render(template, row["data"])
+            check_limits(row["channel"], rendered, row["data"], template=template,
+                         max_sms_segments=self.config.max_sms_segments)
+        except TemplateError as exc:
+            return failed_before_sending(str(exc), template=template.key, version=template.version)
+
+        gate = self._gate(row)
+        if gate is not None:
+            return gate
+
+        message = Message(
+            delivery_id=row["id"], notification_id=row["notification_id"], message_id=row["message_id"],
+            channel=row["channel"], destination=row["destination"], attempt=row["attempts"],
+            priority=row["priority"], body=rendered.body, subject=rendered.subject,
+            html_body=rendered.html_body, title=rendered.title, data=row["data"],
+            expires_at=row["expires_at"], device_platform=row["device_platform"],
+            device_environment=row["device_environment"])
+        provider = self.router.choose(message)
+        if provider is None:
+            return self._decide(row, "router", Outcome.config(
+                f"no available provider for {row['channel']}"))
+        self._held[row["id"]].started = True
+        outcome = await provider.send(message)
+        return self._decide(row, provider.name, outcome)
+
+    def _gate(self, row: dict[str, Any]) -> Decision | None:
+        """Not now? Quiet hours of the recipient (critical categories bypass them)."""
+        if row["critical"] or row["quiet_start"] is None or row["timezone"] is None:
+            return None
+        until = quiet_until(self.clock(), row["timezone"], row["quiet_start"], row["quiet_end"])
+        if until is None:
+            return None
+        if row["expires_at"] is not None and until >= row["expires_at"]:
+            return Decision("expired", "expired", error="expires before the recipient's quiet hours end")
+        return deferred((until - self.clock()).total_seconds(), "quiet hours", until=until.isoformat())
+
+    def _decide(self, row: dict[str, Any], provider: str, outcome: Outcome) -> Decision:
+        return decide(outcome, provider=provider, attempt=row["attempts"],
+                      max_attempts=row["max_attempts"], expires_at=row["expires_at"],
+                      now=self.clock(), rand=self.rand(), policy=self.policy)
+
+    # -- recording -------------------------------------------------------------------
+
+    async def _record_loop(self) -> None:
+        while True:
+            batch = [await self._results.get()]
+            while len(batch) < self.config.batch_size and not self._results.empty():
+                batch.append(self._results.get_nowait())
+            await self._record(batch)
+            for _ in batch:
+                self._results.task_done()
+
+    async def _record(self, batch: list[tuple[dict[str, Any], Decision]]) -> None:
+        """Record ``batch``, retrying through connection loss until it is written."""
+        results = [(row["id"], row["attempts"], d, row["template_id"]) for row, d in batch]
+        while True:
+            try:
+                conn = await self._conn("record")
+                recorded = await store.record(conn, worker=self.id, results=results)
+                await self._retire_destinations(conn, batch)
+                break
+            except CONNECTION_ERRORS as exc:
+                await self._drop("record", exc)
+                await asyncio.sleep(0.1)
+        for row, decision in batch:
+            self._held.pop(row["id"], None)
+            if row["id"] not in recorded:
+                # Fenced: our lease expired and the row was recovered (maybe re-claimed).
+                self.stats["fenced"] += 1
+                self._log.warning("delivery.result_dropped", delivery_id=row["id"],
+                                  message_id=row["message_id"], channel=row["channel"],
+                                  attempt=row["attempts"], status=decision.status,
+                                  reason="lease no longer held")
+                continue
+            self.stats[decision.kind] += 1
+            level = "debug" if decision.kind == "sent" else "info"
+            getattr(self._log, level)(
+                f"delivery.{decision.kind}", delivery_id=row["id"], message_id=row["message_id"],
+                channel=row["channel"], provider=decision.provider, attempt=row["attempts"],
+                error=decision.error)
+
+    async def _retire_destinations(self, conn: psycopg.AsyncConnection,
+                                   batch: list[tuple[dict[str, Any], Decision]]) -> None:
+        dead = [(row, d) for row, d in batch if d.dead_destination]
+        if not dead:
+            return
+        tokens = [(row["destination"], d.error or "dead token") for row, d in dead if row["channel"] == "push"]
+        addresses = [(row["channel"], row["destination"], d.error or "dead destination")
+                     for row, d in dead if row["channel"] != "push"]
+        await store.retire_destinations(conn, worker=self.id, tokens=tokens, addresses=addresses)
+        for token, reason in tokens:
+            self._log.info("device.deactivated", token_suffix=token[-6:], reason=reason)
+
+    # -- wake-ups and housekeeping ---------------------------------------------------------
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                conn = await self._conn("listen")
+                await store.listen(conn)
+                # Anything committed while we were not listening is found by this claim.
+                self._wake.set()
+                async for _ in conn.notifies():
+                    self._wake.set()
+            except CONNECTION_ERRORS as exc:
+                await self._drop("listen", exc)
+                await asyncio.sleep(0.1)
+
+    async def _housekeeping(self) -> None:
+        cfg = self.config
+        tick = min(cfg.recover_interval_seconds, cfg.lease_seconds / 3)
+        loop = asyncio.get_running_loop()
+        next_recovery = loop.time()
+        while True:
+            try:
+                conn = await self._conn("house")
+                in_flight = [i for i, h in self._held.items()]
+                if in_flight:
+                    await store.heartbeat(conn, worker=self.id, ids=in_flight,
+                                          lease_seconds=cfg.lease_seconds)
+                if loop.time() >= next_recovery:
+                    next_recovery = loop.time() + cfg.recover_interval_seconds
+                    await self.recover_leases(conn)
+            except CONNECTION_ERRORS as exc:
+                await self._drop("house", exc)
+            await asyncio.sleep(tick)
+
+    async def recover_leases(self, conn: psycopg.AsyncConnection | None = None) -> tuple[int, int]:
+        """Return expired leases (of dead or stalled workers) to pending; (recovered, dead)."""
+        conn = conn or await self._conn("house")
+        recovered, dead = await store.recover_leases(conn, worker=self.id)
+        if recovered or dead:
+            self.stats["recovered"] += recovered
+            self._log.info("leases.recovered", recovered=recovered, dead=dead)
+            self._wake.set()
+        return recovered, dead
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def _shutdown(self, helpers: list[asyncio.Task[None]]) -> None:
+        """Stop claiming; let sends finish up to the grace period; record; release the rest."""
+        self._stopping = True
+        grace = self.config.shutdown_grace_seconds
+        if self._sending:
+            _, late = await asyncio.wait(set(self._sending), timeout=grace)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.gather(*late, return_exceptions=True)
+        try:
+            await asyncio.wait_for(self._results.join(), timeout=max(grace, 5.0))
+        except TimeoutError:
+            self._log.warning("worker.unrecorded_results", count=self._results.qsize())
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        leftovers = [(i, h.attempt, h.started) for i, h in self._held.items()]
+        if leftovers:
+            try:
+                conn = await asyncio.wait_for(self._conn("record"), timeout=5)
+                await store.release(conn, worker=self.id, held=leftovers)
+                self.stats["released"] += len(leftovers)
+            except (TimeoutError, *CONNECTION_ERRORS):
+                # Their leases expire and lease recovery returns them: nothing is lost.
+                self._log.warning("worker.release_failed", count=len(leftovers))
+        await self.close()
+        self._log.info("worker.stopped", **dict(self.stats))

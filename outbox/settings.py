@@ -42,9 +42,10 @@ class Settings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     backoff_base_seconds: float = Field(default=2.0, gt=0)
     backoff_cap_seconds: float = Field(default=3600.0, gt=0)
-    max_attempts_email: int = Field(default=8, ge=1)
-    max_attempts_sms: int = Field(default=5, ge=1)
-    max_attempts_push: int = Field(default=5, ge=1)
+    recover_interval_seconds: float = Field(default=5.0, gt=0)
+    config_pause_seconds: float = Field(default=60.0, gt=0)
+    # Max attempts per channel live in the outbox.channel_config table (a DBA edits
+    # them there; each delivery copies its channel's value when enqueued).
 
     # --- providers ------------------------------------------------------------
     # Ordered provider list per channel: the first healthy one is used.
@@ -56,7 +57,12 @@ class Settings(BaseSettings):
     apns_team_id: str | None = None
     apns_topic: str | None = None
     apns_private_key: SecretStr | None = None  # PEM text of the .p8 key
+    # The same key as a file (the .p8 Apple hands out); used when apns_private_key is unset.
+    apns_private_key_file: Path | None = None
     apns_base_url: str | None = None  # override (the sandbox); default: Apple's per device
+    # Override for devices whose token is from Apple's sandbox (development) environment;
+    # unset = apns_base_url when that is set, else api.sandbox.push.apple.com.
+    apns_sandbox_base_url: str | None = None
     apns_ca_file: Path | None = None  # CA bundle to trust (the sandbox's local CA)
 
     fcm_project_id: str | None = None
@@ -91,13 +97,6 @@ class Settings(BaseSettings):
     log_format: str = Field(default="console", pattern="^(console|json)$")
     log_level: str = "INFO"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
-
-    def max_attempts(self, channel: str) -> int:
-        return {
-            "email": self.max_attempts_email,
-            "sms": self.max_attempts_sms,
-            "push": self.max_attempts_push,
-        }[channel]
 
     def secret_values(self) -> list[str]:
         """Every secret's plain value, for the log redaction processor."""

@@ -1,0 +1,593 @@
+"""Template rendering: sandboxed Jinja2, strict about undefined values, cached by version id.
+
+A template version is immutable, so its compiled form is cached by its database id.
+Every field is a Jinja2 template rendered in a sandbox with ``StrictUndefined``
+(a typo in a variable name is an error, not an empty string). Only an email's
+HTML body is autoescaped; subjects, text bodies, SMS and push text are plain text.
+
+Errors never carry the notification's data: a :class:`TemplateError` names the
+template (key, version, locale), the field and line, and at most a *name* that is
+written literally in the template source. Values, and keys computed from data,
+are never echoed.
+
+    OutboxError
+    └── TemplateError     the template cannot be compiled or rendered with this data
+        └── LimitError    it rendered, but the result is too big or incomplete for its
+                          channel (SMS segments, push payload size, email subject)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.utils import missing
+
+from outbox.errors import OutboxError, UnknownChannel
+
+__all__ = [
+    "CHANNELS",
+    "DEFAULT_MAX_SMS_SEGMENTS",
+    "PUSH_PAYLOAD_LIMIT_BYTES",
+    "CompiledTemplate",
+    "LimitError",
+    "Rendered",
+    "TemplateError",
+    "TemplateVersion",
+    "check_limits",
+    "compile_template",
+    "content_hash",
+    "locale_chain",
+    "push_payload_size",
+    "render",
+    "sms_segments",
+]
+
+CHANNELS = ("email", "sms", "push")
+DEFAULT_MAX_SMS_SEGMENTS = 10
+# APNs rejects larger payloads (FCM's limit is the same 4 KiB).
+PUSH_PAYLOAD_LIMIT_BYTES = 4096
+CACHE_SIZE = 1024
+FIELDS = ("subject", "body", "html_body", "title")
+
+
+# --- errors --------------------------------------------------------------------
+
+
+class TemplateError(OutboxError):
+    """The template cannot be compiled, or rendered with this data.
+
+    The message names the template, the field and line, and what went wrong;
+    the attributes carry the same facts for the event log.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        key: str | None = None,
+        version: int | None = None,
+        locale: str | None = None,
+        field: str | None = None,
+        line: int | None = None,
+        variable: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.key = key
+        self.version = version
+        self.locale = locale
+        self.field = field
+        self.line = line
+        self.variable = variable
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        where = "template"
+        if self.key is not None:
+            where = f"template {self.key!r} v{self.version} ({self.locale or 'default'})"
+        message = f"{where}: {self.reason}"
+        if self.field is not None:
+            message += f" in {self.field}"
+            if self.line is not None:
+                message += f" line {self.line}"
+        return message
+
+
+class LimitError(TemplateError):
+    """The rendered message does not fit its channel (too long, too big, or incomplete)."""
+
+
+# --- template versions and their rendered form ------------------------------------
+
+
+@dataclass(frozen=True)
+class TemplateVersion:
+    """One immutable version of a template, as stored in the templates table."""
+
+    id: int
+    key: str
+    channel: str
+    locale: str
+    version: int
+    subject: str | None
+    body: str
+    html_body: str | None
+    title: str | None
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A template rendered for one notification; a field is None if the template has none."""
+
+    subject: str | None
+    body: str
+    html_body: str | None
+    title: str | None
+
+
+def content_hash(subject: str | None, body: str, html_body: str | None, title: str | None) -> str:
+    """SHA-256 (hex) of a template's content, so pushing unchanged content adds no version.
+
+    Canonical encoding, simple to reproduce in SQL or another language: the ASCII
+    line ``outbox-template-v1``, then for each of subject, body, html_body, title
+    either ``-`` (None) or a netstring ``<byte length>:<UTF-8 bytes>,``. None and ""
+    hash differently, and no two field splits give the same bytes. Content is
+    hashed exactly as given: no newline or Unicode normalisation.
+    """
+    encoded = bytearray(b"outbox-template-v1\n")
+    for value in (subject, body, html_body, title):
+        if value is None:
+            encoded += b"-"
+        else:
+            raw = value.encode("utf-8")
+            encoded += b"%d:%s," % (len(raw), raw)
+    return hashlib.sha256(bytes(encoded)).hexdigest()
+
+
+# --- locales -------------------------------------------------------------------------
+
+
+def locale_chain(locale: str | None) -> list[str]:
+    """The locales to try in order, most specific first, always ending in ``"default"``.
+
+    ``"fr-CA"``, ``"fr_ca"`` and ``"fr_CA.UTF-8"`` all give ``["fr-CA", "fr", "default"]``;
+    ``"zh-hant-tw"`` gives ``["zh-Hant-TW", "zh-Hant", "zh", "default"]``. Case follows
+    BCP 47 (language lower, script title, region upper). None, ``""``, ``"default"``,
+    ``"C"`` and ``"POSIX"`` give ``["default"]``. Raises ValueError for a value that is
+    not a locale, naming it.
+    """
+    if locale is None:
+        return ["default"]
+    # POSIX locales (from an environment variable) carry ".codeset" and "@modifier".
+    cleaned = locale.strip().split(".", 1)[0].split("@", 1)[0]
+    if cleaned.lower() in ("", "default", "c", "posix"):
+        return ["default"]
+    parts = cleaned.replace("_", "-").split("-")
+    language = parts[0]
+    if not (2 <= len(language) <= 8 and language.isascii() and language.isalpha()):
+        raise ValueError(f"invalid locale {locale!r}: expected a language like 'fr' or 'fr-CA'")
+    tags = [language.lower()]
+    for part in parts[1:]:
+        if not (1 <= len(part) <= 8 and part.isascii() and part.isalnum()):
+            raise ValueError(f"invalid locale {locale!r}: bad subtag {part!r}")
+        if len(part) == 4 and part.isalpha():
+            tags.append(part.title())  # script: Hant, Latn
+        elif (len(part) == 2 and part.isalpha()) or (len(part) == 3 and part.isdigit()):
+            tags.append(part.upper())  # region: CA, 419
+        else:
+            tags.append(part.lower())  # variant or extension
+    chain = ["-".join(tags[:n]) for n in range(len(tags), 0, -1)]
+    return [*chain, "default"]
+
+
+# --- the sandbox -----------------------------------------------------------------------
+
+# A template can compute things no notification needs and that would stall or
+# exhaust a worker ("{{ 9**9**9 }}", "{{ 'x' * 10**10 }}"); refuse them up front.
+_MAX_POWER_BITS = 4096
+_MAX_REPEAT_ITEMS = 100_000
+
+
+class _SandboxLimit(SecurityError):
+    """An operation refused by our own limits; its message is fixed text, safe to show."""
+
+
+class _UndefinedAccess(UndefinedError):
+    """A missing value was used; carries what the template asked for, never the data."""
+
+    def __init__(self, message: str, *, name: Any, has_parent: bool, hint: str | None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.has_parent = has_parent
+        self.hint = hint
+
+
+class _UnsafeAccess(SecurityError):
+    """The sandbox blocked access to an internal attribute (``__class__``, ``mro``...)."""
+
+    def __init__(self, message: str, *, name: Any) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class _Undefined(StrictUndefined):
+    """StrictUndefined that raises our structured exceptions.
+
+    Jinja builds its error text from the parent object and the key, and the key may
+    come from the notification's data. Raising exceptions that carry the name as a
+    separate attribute lets :func:`render` decide what is safe to show.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        hint: str | None = None,
+        obj: Any = missing,
+        name: str | None = None,
+        exc: type[Exception] = UndefinedError,
+    ) -> None:
+        has_parent = obj is not missing
+        factory: Callable[[str], Exception]
+        if issubclass(exc, SecurityError):
+
+            def factory(message: str) -> Exception:
+                return _UnsafeAccess(message, name=name)
+        else:
+
+            def factory(message: str) -> Exception:
+                return _UndefinedAccess(message, name=name, has_parent=has_parent, hint=hint)
+
+        # Jinja only ever calls the stored "exception class" with the message.
+        super().__init__(hint, obj, name, factory)  # type: ignore[arg-type]
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Immutable sandbox (templates cannot change the data) with size limits on ``*`` and ``**``."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if (
+            operator == "**"
+            and isinstance(left, int)
+            and isinstance(right, int)
+            and abs(left) > 1
+            and right > 0
+            and abs(left).bit_length() * right > _MAX_POWER_BITS
+        ):
+            raise _SandboxLimit("power too large")
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if (
+                    isinstance(seq, str | list | tuple)
+                    and isinstance(times, int)
+                    and len(seq) * times > _MAX_REPEAT_ITEMS
+                ):
+                    raise _SandboxLimit("repetition too large")
+        return super().call_binop(context, operator, left, right)
+
+
+def _finalize(value: Any) -> Any:
+    # A JSON null in the data should print as nothing, not as "None".
+    return "" if value is None else value
+
+
+_TEXT_ENV = _Sandbox(undefined=_Undefined, autoescape=False, finalize=_finalize)
+_HTML_ENV = _Sandbox(undefined=_Undefined, autoescape=True, finalize=_finalize)
+
+
+# --- compiling, with a cache by version id ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Field:
+    template: Template
+    # Names written literally in the source (variables, attributes, constant subscripts):
+    # only these may appear in an error message.
+    literals: frozenset[Any]
+    # Static paths ("order.total", "items[0]") by their last name, for clearer messages.
+    paths: Mapping[Any, frozenset[str]]
+
+
+@dataclass(frozen=True)
+class CompiledTemplate:
+    """A template version compiled once; obtained from :func:`compile_template`."""
+
+    version: TemplateVersion
+    fields: Mapping[str, _Field]
+
+
+def _static_path(node: nodes.Node) -> tuple[str, Any] | None:
+    """``order.items[0].sku`` as text and its last name, or None if any part is computed."""
+    if isinstance(node, nodes.Name):
+        return node.name, node.name
+    if isinstance(node, nodes.Getattr):
+        parent = _static_path(node.node)
+        return (f"{parent[0]}.{node.attr}", node.attr) if parent else None
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        parent = _static_path(node.node)
+        return (f"{parent[0]}[{node.arg.value!r}]", node.arg.value) if parent else None
+    return None
+
+
+def _compile_field(env: _Sandbox, source: str) -> _Field:
+    ast = env.parse(source)
+    # There is no loader: a template version is self-contained, so that its content
+    # hash covers everything it renders.
+    for loading in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        raise TemplateSyntaxError("extends, include and import are not supported", loading.lineno)
+    literals: set[Any] = set()
+    paths: dict[Any, set[str]] = {}
+    for node in ast.find_all((nodes.Name, nodes.Getattr, nodes.Getitem)):
+        if isinstance(node, nodes.Name):
+            literals.add(node.name)
+        elif isinstance(node, nodes.Getattr):
+            literals.add(node.attr)
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str | int)
+        ):
+            literals.add(node.arg.value)
+        path = _static_path(node)
+        if path is not None:
+            paths.setdefault(path[1], set()).add(path[0])
+    return _Field(
+        template=env.from_string(ast),
+        literals=frozenset(literals),
+        paths={name: frozenset(found) for name, found in paths.items()},
+    )
+
+
+def _sources(template: TemplateVersion) -> tuple[str | None, ...]:
+    return tuple(getattr(template, name) for name in FIELDS)
+
+
+class _LRU:
+    """A bounded, thread-safe cache of compiled templates by version id."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._entries: OrderedDict[int, CompiledTemplate] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, template: TemplateVersion) -> CompiledTemplate | None:
+        with self._lock:
+            entry = self._entries.get(template.id)
+            # Ids are never reused for other content in one database, but a process
+            # can outlive a database (tests recreate it): compare the sources too.
+            if entry is None or _sources(entry.version) != _sources(template):
+                return None
+            self._entries.move_to_end(template.id)
+            return entry
+
+    def put(self, compiled: CompiledTemplate) -> None:
+        with self._lock:
+            self._entries[compiled.version.id] = compiled
+            self._entries.move_to_end(compiled.version.id)
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_CACHE = _LRU(CACHE_SIZE)
+
+
+def _error(template: TemplateVersion, reason: str, **where: Any) -> TemplateError:
+    return TemplateError(
+        reason, key=template.key, version=template.version, locale=template.locale, **where
+    )
+
+
+def compile_template(template: TemplateVersion) -> CompiledTemplate:
+    """Compile every field of a template version, or return it from the cache.
+
+    Raises TemplateError for a syntax error (with field and line); call it when a
+    template is pushed to refuse broken templates before any notification uses them.
+    """
+    cached = _CACHE.get(template)
+    if cached is not None:
+        return cached
+    fields: dict[str, _Field] = {}
+    for name, source in zip(FIELDS, _sources(template), strict=True):
+        if source is None:
+            continue
+        env = _HTML_ENV if name == "html_body" else _TEXT_ENV
+        try:
+            fields[name] = _compile_field(env, source)
+        except TemplateSyntaxError as exc:
+            # The message is about the template source, never about data.
+            raise _error(
+                template, f"syntax error: {exc.message}", field=name, line=exc.lineno
+            ) from exc
+    compiled = CompiledTemplate(version=template, fields=fields)
+    _CACHE.put(compiled)
+    return compiled
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def _template_line(exc: BaseException) -> int | None:
+    # Jinja rewrites tracebacks so template frames carry the template's own line numbers.
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == "<template>"]
+    return frames[-1].lineno if frames else None
+
+
+def _describe(exc: Exception, field: _Field) -> tuple[str, str | None]:
+    """A data-free reason for a render failure, and the variable name if it is safe to show."""
+    if isinstance(exc, _UnsafeAccess):
+        if exc.name in field.literals:
+            return f"access to {exc.name!r} is not allowed (sandbox)", None
+        return "access to an internal attribute is not allowed (sandbox)", None
+    if isinstance(exc, _SandboxLimit):
+        return f"{exc.message} (sandbox)", None
+    if isinstance(exc, SecurityError):
+        return "operation not allowed (sandbox)", None
+    if isinstance(exc, _UndefinedAccess):
+        if exc.hint:
+            # Jinja's own hints ("No first item, sequence was empty.") hold no data.
+            return f"undefined value: {exc.hint}", None
+        if exc.name not in field.literals:
+            return "undefined item (key not shown: it may come from the data)", None
+        paths = field.paths.get(exc.name, frozenset())
+        if not exc.has_parent:
+            return f"undefined variable {exc.name!r}", str(exc.name)
+        if len(paths) == 1:
+            (path,) = paths
+            return f"undefined variable {path!r}", path
+        return f"undefined attribute {exc.name!r}", str(exc.name)
+    # Other exceptions' messages may quote values (KeyError, ValueError): name the type only.
+    return f"rendering failed ({type(exc).__name__})", None
+
+
+def render(template: TemplateVersion, data: Mapping[str, Any]) -> Rendered:
+    """Render every field of ``template`` with ``data`` as the template variables.
+
+    Raises TemplateError naming the template, field, line and (for undefined values)
+    the variable; the notification's data never appears in the message.
+    """
+    compiled = compile_template(template)
+    out: dict[str, str | None] = dict.fromkeys(FIELDS)
+    for name, field in compiled.fields.items():
+        try:
+            out[name] = field.template.render(data)
+        except Exception as exc:
+            reason, variable = _describe(exc, field)
+            line = _template_line(exc)
+            # Suppress the chain: the original message may quote the notification's data,
+            # and errors end up in logs and delivery events.
+            raise _error(template, reason, field=name, line=line, variable=variable) from None
+    body = out["body"]
+    assert body is not None  # body is required, so always compiled
+    return Rendered(
+        subject=out["subject"], body=body, html_body=out["html_body"], title=out["title"]
+    )
+
+
+# --- channel limits --------------------------------------------------------------------
+
+# GSM 03.38 default alphabet (without ESC, 0x1B) and the extension table, whose
+# characters are sent as ESC + char and so cost two septets.
+_GSM7_BASIC = frozenset(
+    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ"
+    " !\"#¤%&'()*+,-./0123456789:;<=>?"
+    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
+    "¿abcdefghijklmnopqrstuvwxyzäöñüà"
+)
+_GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
+# (encoding, units per single message, units per part of a concatenated message):
+# the user data header of a concatenated SMS takes 7 septets / 3 UTF-16 units.
+_GSM7 = ("gsm7", 160, 153)
+_UCS2 = ("ucs2", 70, 67)
+
+
+def sms_segments(text: str) -> tuple[str, int]:
+    """The encoding (``"gsm7"`` or ``"ucs2"``) and number of segments ``text`` is sent as.
+
+    GSM-7 if every character is in the GSM 03.38 alphabet (extension characters
+    ``^ { } [ ] ~ \\ | €`` and form feed count twice), else UCS-2 counted in UTF-16
+    code units (an emoji is two). One message holds 160 septets / 70 units; a
+    concatenated one 153 / 67 per part, and an escape pair or surrogate pair is
+    never split across parts. Empty text is 0 segments.
+    """
+    if all(c in _GSM7_BASIC or c in _GSM7_EXTENSION for c in text):
+        encoding, single, per_part = _GSM7
+        costs = [2 if c in _GSM7_EXTENSION else 1 for c in text]
+    else:
+        encoding, single, per_part = _UCS2
+        costs = [2 if ord(c) > 0xFFFF else 1 for c in text]
+    total = sum(costs)
+    if total <= single:
+        return encoding, (1 if total else 0)
+    parts, used = 1, 0
+    for cost in costs:
+        if used + cost > per_part:
+            parts, used = parts + 1, 0
+        used += cost
+    return encoding, parts
+
+
+def push_payload_size(rendered: Rendered, data: Mapping[str, Any]) -> int:
+    """Bytes of the APNs-style JSON payload for ``rendered``: the alert plus ``data`` keys.
+
+    Compact UTF-8 JSON, as the HTTP clients send it. The ``aps`` key is ours: a data
+    key of that name does not replace the alert.
+    """
+    alert: dict[str, str] = {"body": rendered.body}
+    if rendered.title is not None:
+        alert = {"title": rendered.title, **alert}
+    payload = {**data, "aps": {"alert": alert}}
+    encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return len(encoded.encode("utf-8"))
+
+
+def check_limits(
+    channel: str,
+    rendered: Rendered,
+    data: Mapping[str, Any],
+    *,
+    template: TemplateVersion | None = None,
+    max_sms_segments: int = DEFAULT_MAX_SMS_SEGMENTS,
+) -> None:
+    """Raise LimitError if ``rendered`` cannot be sent on ``channel``.
+
+    push: the JSON payload must fit in 4096 bytes. sms: non-empty and at most
+    ``max_sms_segments`` segments. email: a non-empty, single-line subject.
+    Pass ``template`` so the error names it.
+    """
+
+    def fail(reason: str) -> LimitError:
+        if template is None:
+            return LimitError(reason)
+        return LimitError(
+            reason, key=template.key, version=template.version, locale=template.locale
+        )
+
+    if channel == "push":
+        try:
+            size = push_payload_size(rendered, data)
+        except (TypeError, ValueError):
+            raise fail("push data cannot be encoded as JSON") from None
+        if size > PUSH_PAYLOAD_LIMIT_BYTES:
+            raise fail(
+                f"push payload is {size} bytes, over the limit of {PUSH_PAYLOAD_LIMIT_BYTES}"
+            )
+    elif channel == "sms":
+        encoding, segments = sms_segments(rendered.body)
+        if segments == 0:
+            raise fail("sms body is empty")
+        if segments > max_sms_segments:
+            raise fail(
+                f"sms body is {segments} segments ({encoding}),"
+                f" over the limit of {max_sms_segments}"
+            )
+    elif channel == "email":
+        subject = rendered.subject
+        if subject is None or not subject.strip():
+            raise fail("email subject is missing or empty")
+        # A line break in a header is at best rejected by the provider, at worst injected.
+        if "\n" in subject or "\r" in subject:
+            raise fail("email subject contains a line break")
+    else:
+        raise UnknownChannel(
+            f"unknown channel {channel!r}: expected one of {', '.join(CHANNELS)}",
+            field="channel",
+        )

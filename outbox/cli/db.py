@@ -62,11 +62,11 @@ def stop() -> None:
         stopped = embedded.stop_server(settings.data_dir)
     except DatabaseUnavailable as exc:
         _fail(exc)
+    where = escape(str(settings.data_dir.resolve()))
     if stopped:
-        out.print(f"Stopped the embedded PostgreSQL in {escape(str(settings.data_dir.resolve()))}.")
+        out.print(f"Stopped the embedded PostgreSQL in {where}.", soft_wrap=True)
     else:
-        where = escape(str(settings.data_dir.resolve()))
-        out.print(f"The embedded PostgreSQL in {where} was not running.")
+        out.print(f"The embedded PostgreSQL in {where} was not running.", soft_wrap=True)
 
 
 @app.command()
@@ -97,22 +97,21 @@ def url() -> None:
 
 
 def _print_status(info: embedded.ServerStatus) -> None:
-    from rich.table import Table
-
-    table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    state = "[green]running[/]" if info.running else "[yellow]stopped[/]"
-    table.add_row("PostgreSQL", state)
-    table.add_row("URL", escape(info.url or "-"))
-    table.add_row("pid", str(info.pid) if info.pid else "-")
-    table.add_row("version", escape(info.version or "-"))
-    table.add_row("backend", info.backend or "- (chosen at first start)")
-    table.add_row("data dir", escape(str(info.data_dir)))
-    table.add_row("log", escape(str(info.log_file)))
-    out.print(table)
+    rows = [
+        ("PostgreSQL", "[green]running[/]" if info.running else "[yellow]stopped[/]"),
+        ("URL", escape(info.url or "-")),
+        ("pid", str(info.pid) if info.pid else "-"),
+        ("version", escape(info.version or "-")),
+        ("backend", info.backend or "- (chosen at first start)"),
+        ("data dir", escape(str(info.data_dir))),
+        ("log", escape(str(info.log_file))),
+    ]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        # soft_wrap: a long URL or path stays on one line, so it can be copied.
+        out.print(f"[bold]{name:<{width}}[/]  {value}", soft_wrap=True, highlight=False)
 
 
 def _fail(exc: Exception) -> NoReturn:
-    err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+    err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True, highlight=False)
     raise typer.Exit(1)

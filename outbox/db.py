@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pydantic is heavy; callers already hold a Settings
@@ -40,7 +41,7 @@ def sqlalchemy_url(url: str) -> str:
     )
 
 
-def _conninfo(url: str) -> dict[str, object]:
+def _conninfo(url: str) -> Mapping[str, object]:
     from psycopg import ProgrammingError
     from psycopg.conninfo import conninfo_to_dict
 

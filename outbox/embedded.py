@@ -822,14 +822,14 @@ def _chown(path: Path, run_as: _RunAs | None) -> None:
         os.chown(path, run_as.uid, run_as.gid)
 
 
-def _run(args: list[str], run_as: _RunAs | None, timeout: float) -> subprocess.CompletedProcess:
+def _run(
+    args: list[str], run_as: _RunAs | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"  # untranslated messages in errors and in the server log
-    kwargs: dict[str, object] = {}
     if run_as is not None:
         env["HOME"] = "/"
         env["USER"] = env["LOGNAME"] = run_as.name
-        kwargs = {"user": run_as.uid, "group": run_as.gid, "extra_groups": []}
     try:
         # Own session: a Ctrl-C meant for the caller must not reach the server.
         # The postmaster's output goes to the log file (pg_ctl -l), so these
@@ -842,7 +842,10 @@ def _run(args: list[str], run_as: _RunAs | None, timeout: float) -> subprocess.C
             cwd="/",
             timeout=timeout,
             start_new_session=True,
-            **kwargs,
+            # As root: the server's user and group, and none of root's groups.
+            user=run_as.uid if run_as is not None else None,
+            group=run_as.gid if run_as is not None else None,
+            extra_groups=[] if run_as is not None else None,
         )
     except subprocess.TimeoutExpired as exc:
         raise DatabaseUnavailable(
@@ -993,8 +996,8 @@ def _probe(socket_path: Path, database: str, timeout: float = PROBE_TIMEOUT_SECO
                 if code != 0:
                     return _Probe(True, "28000", "the server asks for a password", params)
             elif tag == b"S":
-                name, value = payload.split(b"\0")[:2]
-                params[name.decode()] = value.decode()
+                raw_name, raw_value = payload.split(b"\0")[:2]
+                params[raw_name.decode()] = raw_value.decode()
             elif tag == b"E":
                 fields = {
                     part[:1].decode(): part[1:].decode(errors="replace")

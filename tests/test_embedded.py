@@ -21,6 +21,8 @@ from pathlib import Path
 import psycopg
 import pytest
 import sqlalchemy as sa
+import typer
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from outbox import embedded
@@ -116,16 +118,16 @@ def pg_ctl_status(data_dir: Path) -> int:
     """Exit code of `pg_ctl status` (0 running, 3 not running), run as the data dir's owner."""
     bindir = Path(_state_bindir(data_dir))
     pgdata = data_dir / "pg"
-    kwargs = {}
-    if IS_ROOT:  # pg_ctl refuses to run as root
-        info = pgdata.stat()
-        kwargs = {"user": info.st_uid, "group": info.st_gid, "extra_groups": []}
+    info = pgdata.stat()
     result = subprocess.run(
         [str(bindir / "pg_ctl"), "status", "-D", str(pgdata)],
         capture_output=True,
         text=True,
         cwd="/",
-        **kwargs,
+        # pg_ctl refuses to run as root.
+        user=info.st_uid if IS_ROOT else None,
+        group=info.st_gid if IS_ROOT else None,
+        extra_groups=[] if IS_ROOT else None,
     )
     return result.returncode
 
@@ -194,7 +196,7 @@ def test_second_call_reuses_the_server_and_is_fast(server: tuple[Path, str]) -> 
 def test_server_settings_suit_tests(server: tuple[Path, str]) -> None:
     data_dir, url = server
     with psycopg.connect(url) as conn:
-        settings = dict(
+        settings: dict[str, str] = dict(
             conn.execute(
                 "select name, setting from pg_settings where name in "
                 "('max_connections', 'listen_addresses', 'server_encoding', 'TimeZone')"
@@ -375,7 +377,8 @@ def test_system_binaries_fallback(
         psycopg.connect(url, autocommit=True) as listener,
         psycopg.connect(url, autocommit=True) as sender,
     ):
-        assert int(listener.execute("show max_connections").fetchone()[0]) >= 200
+        row = listener.execute("show max_connections").fetchone()
+        assert row is not None and int(row[0]) >= 200
         listener.execute("LISTEN fallback")
         sender.execute("NOTIFY fallback, 'ok'")
         assert [n.payload for n in listener.notifies(timeout=5, stop_after=1)] == ["ok"]
@@ -401,7 +404,8 @@ def test_system_binaries_fallback(
 def test_resolve_url_prefers_the_configured_url(make_data_dir: Callable[[], Path]) -> None:
     data_dir = make_data_dir()
     configured = "postgresql://app:secret@db.example:5432/app"
-    assert resolve_url(Settings(database_url=configured, data_dir=data_dir)) == configured
+    settings = Settings(database_url=SecretStr(configured), data_dir=data_dir)
+    assert resolve_url(settings) == configured
     assert not (data_dir / "pg").exists()  # the embedded server was not touched
 
 
@@ -410,7 +414,7 @@ def test_resolve_url_falls_back_to_the_embedded_server(
 ) -> None:
     data_dir, url = server
     assert resolve_url(Settings(database_url=None, data_dir=data_dir)) == url
-    assert resolve_url(Settings(database_url="", data_dir=data_dir)) == url
+    assert resolve_url(Settings(database_url=SecretStr(""), data_dir=data_dir)) == url
 
 
 def test_sqlalchemy_url() -> None:
@@ -422,7 +426,7 @@ def test_sqlalchemy_url() -> None:
     assert sqlalchemy_url("postgresql+psycopg://u@h/d") == "postgresql+psycopg://u@h/d"
 
 
-def _cli() -> object:
+def _cli() -> typer.Typer:
     from outbox.cli import _register, app
 
     _register()

@@ -1,0 +1,156 @@
+"""What the adapters share: rate-limit headers, transport failures, time-to-live, secrets.
+
+Every adapter ends in the same few questions, answered once here:
+
+- *How long did the provider ask us to wait?* ``Retry-After`` (seconds or an
+  HTTP date) and ``X-RateLimit-Reset`` (epoch seconds) become seconds from now.
+- *Did the request leave?* A failure before the request was written (refused
+  connection, connect timeout, no free connection) is a plain ``retry``: the
+  provider never saw it. A failure after (read timeout, connection dropped
+  mid-response) is ``unknown``: the provider may have accepted it, and a retry
+  may duplicate.
+- *How long may the message still live?* ``expires_at`` becomes the provider's
+  TTL; a message whose time is up is ``permanent`` rather than sent late.
+- *Is there a secret in this text?* Reasons are stored in the database, so
+  every outcome passes through :func:`scrub` before an adapter returns it.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ssl
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from outbox.providers.base import Outcome
+
+REDACTED = "[redacted]"
+# Provider error texts can be long (HTML error pages); a reason is a summary.
+REASON_LIMIT_CHARS = 300
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def reset_at_seconds(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from an epoch-seconds reset header (``X-RateLimit-Reset``)."""
+    if not value:
+        return None
+    try:
+        reset = float(value.strip())
+    except ValueError:
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, reset - now)
+
+
+def header_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """The wait a response asks for: ``Retry-After`` first, then ``X-RateLimit-Reset``."""
+    if not headers:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    wait = retry_after_seconds(lowered.get("retry-after"), now)
+    if wait is None:
+        wait = reset_at_seconds(lowered.get("x-ratelimit-reset"), now)
+    return wait
+
+
+# Raised before a single byte of the request reached the provider.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def transport_outcome(exc: Exception) -> Outcome:
+    """Classify an httpx failure by whether the request may have reached the provider."""
+    kind = type(exc).__name__
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return Outcome.config(f"bad provider URL ({kind})", error=kind)
+    if isinstance(exc, _NOT_SENT):
+        return Outcome.retry(f"could not reach the provider ({kind})", error=kind)
+    if isinstance(exc, httpx.TimeoutException):
+        return Outcome.unknown(f"no answer before the timeout ({kind})", error=kind)
+    return Outcome.unknown(f"connection failed after the request was sent ({kind})", error=kind)
+
+
+def seconds_left(expires_at: datetime | None, now: datetime | None = None) -> float | None:
+    """Seconds until ``expires_at`` (None when it never expires; may be <= 0)."""
+    if expires_at is None:
+        return None
+    if expires_at.tzinfo is None:
+        # Timestamps from PostgreSQL are aware; a naive one is taken as UTC, not local time.
+        expires_at = expires_at.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return (expires_at - now).total_seconds()
+
+
+def expired_outcome(expires_at: datetime) -> Outcome:
+    """The outcome for a message whose expiry passed before it could be sent."""
+    return Outcome.permanent(
+        f"expired at {expires_at.isoformat()} before it was sent", error="expired"
+    )
+
+
+def ssl_context(ca_file: Path | str | None) -> ssl.SSLContext | bool:
+    """TLS verification: the system/certifi roots, or only the given CA file (the sandbox)."""
+    if ca_file is None:
+        return True
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+def short(text: Any, limit: int = REASON_LIMIT_CHARS) -> str:
+    """A provider's text cut down to something that fits in a reason."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every secret value replaced by ``[redacted]``."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def _redact_value(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {k: _redact_value(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_redact_value(v, secrets) for v in value)
+    return value
+
+
+def scrub(outcome: Outcome, secrets: Iterable[str]) -> Outcome:
+    """The outcome with secret values removed from its reason and detail.
+
+    Adapters build reasons from provider answers, which we do not control;
+    this is the last gate before the text is stored.
+    """
+    found = tuple(s for s in secrets if s)
+    if not found:
+        return outcome
+    return replace(
+        outcome,
+        reason=redact(outcome.reason, found) if outcome.reason else outcome.reason,
+        detail=_redact_value(outcome.detail, found),
+    )

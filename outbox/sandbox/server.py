@@ -1,0 +1,318 @@
+"""Serving the sandbox: hypercorn on two loopback listeners.
+
+:class:`SandboxServer` binds both sockets when it is created (so the ports,
+even free ones picked with port 0, are known before anything runs), writes
+``sandbox.json`` and ``outbox.env`` into the state directory, and serves
+until an event is set. :class:`Sandbox` runs it in a background thread for
+tests and the demo; ``outbox sandbox`` runs it in the foreground.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from outbox.sandbox.app import VOCABULARIES, build_http_app, build_tls_app
+from outbox.sandbox.client import SandboxClient
+from outbox.sandbox.context import SandboxContext
+from outbox.sandbox.credentials import SandboxCredentials
+from outbox.sandbox.faults import FaultInjector
+from outbox.sandbox.receipts import ReceiptSender
+from outbox.sandbox.recorder import Recorder
+
+INFO_FILE = "sandbox.json"
+ENV_FILE = "outbox.env"
+START_TIMEOUT_S = 15.0
+_log = logging.getLogger("outbox.sandbox")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not start (bad host, port in use, bad faults)."""
+
+
+def _check_loopback(host: str) -> None:
+    if host == "localhost":
+        return
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise SandboxError(f"the sandbox binds only to loopback addresses, not {host!r}")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SandboxError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    # Listening now means early clients wait in the backlog instead of being refused.
+    sock.listen(128)
+    return sock
+
+
+def _hypercorn_config(sock: socket.socket, certfile: Path | None = None) -> Config:
+    config = Config()
+    # Hypercorn adopts the already-bound socket by file descriptor.
+    config.bind = [f"fd://{sock.detach()}"]
+    config.accesslog = None
+    config.errorlog = _log
+    config.graceful_timeout = 1.0
+    if certfile is not None:
+        config.certfile = str(certfile)
+        config.keyfile = str(certfile)
+    return config
+
+
+class SandboxServer:
+    """The provider sandbox: bound at creation, serving inside :meth:`serve`."""
+
+    def __init__(
+        self,
+        state_dir: Path | str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls_port: int = 0,
+        faults: dict[str, Any] | None = None,
+        sendgrid_event_webhook_url: str | None = None,
+        receipt_delay_s: float = 0.05,
+    ) -> None:
+        _check_loopback(host)
+        self.state_dir = Path(state_dir).resolve()
+        self.credentials = SandboxCredentials.load_or_create(self.state_dir)
+        try:
+            self.faults = FaultInjector(VOCABULARIES, faults or {})
+        except ValueError as exc:
+            raise SandboxError(f"bad faults configuration: {exc}") from None
+        self.recorder = Recorder()
+        self.receipt_delay_s = receipt_delay_s
+        self.webhooks = (
+            {"sendgrid": sendgrid_event_webhook_url} if sendgrid_event_webhook_url else {}
+        )
+        self._http_sock = _listen(host, port)
+        try:
+            self._tls_sock = _listen(host, tls_port)
+        except SandboxError:
+            self._http_sock.close()
+            raise
+        url_host = f"[{host}]" if ":" in host else host
+        self.http_url = f"http://{url_host}:{self._http_sock.getsockname()[1]}"
+        self.apns_url = f"https://{url_host}:{self._tls_sock.getsockname()[1]}"
+        self.apns_sandbox_url = f"{self.apns_url}/sandbox"
+        self.credentials.write_fcm_service_account(f"{self.http_url}/token")
+        self._write_state_files()
+
+    def info(self) -> dict[str, Any]:
+        """Where everything is, and the public halves of the keys (no secrets)."""
+        c = self.credentials
+        return {
+            "pid": os.getpid(),
+            "http_url": self.http_url,
+            "apns_url": self.apns_url,
+            "apns_sandbox_url": self.apns_sandbox_url,
+            "ca_file": str(c.ca_file),
+            "state_dir": str(self.state_dir),
+            "env_file": str(self.state_dir / ENV_FILE),
+            "apns": {"team_id": c.apns_team_id, "key_id": c.apns_key_id, "topic": c.apns_topic},
+            "fcm": {
+                "project_id": c.fcm_project_id,
+                "credentials_file": str(c.fcm_service_account_file),
+            },
+            "twilio": {"account_sid": c.twilio_account_sid, "from_number": c.twilio_from_number},
+            "vonage": {"api_key": c.vonage_api_key, "from": c.vonage_from},
+            "sendgrid": {"webhook_public_key": c.sendgrid_webhook_public_key},
+        }
+
+    def settings_values(self) -> dict[str, Any]:
+        """``outbox.settings.Settings`` field values that point every adapter here."""
+        c = self.credentials
+        return {
+            "apns_key_id": c.apns_key_id,
+            "apns_team_id": c.apns_team_id,
+            "apns_topic": c.apns_topic,
+            "apns_private_key_file": c.apns_key_file,
+            "apns_base_url": self.apns_url,
+            "apns_sandbox_base_url": self.apns_sandbox_url,
+            "apns_ca_file": c.ca_file,
+            "fcm_project_id": c.fcm_project_id,
+            "fcm_credentials_file": c.fcm_service_account_file,
+            "fcm_base_url": self.http_url,
+            "twilio_account_sid": c.twilio_account_sid,
+            "twilio_auth_token": c.twilio_auth_token,
+            "twilio_from_number": c.twilio_from_number,
+            "twilio_base_url": self.http_url,
+            "vonage_api_key": c.vonage_api_key,
+            "vonage_api_secret": c.vonage_api_secret,
+            "vonage_from": c.vonage_from,
+            "vonage_base_url": self.http_url,
+            "sendgrid_api_key": c.sendgrid_api_key,
+            "sendgrid_from_email": c.sendgrid_from_email,
+            "sendgrid_base_url": self.http_url,
+            "sendgrid_webhook_public_key": c.sendgrid_webhook_public_key,
+            "mailchimp_api_key": c.mailchimp_api_key,
+            "mailchimp_from_email": c.mailchimp_from_email,
+            "mailchimp_base_url": f"{self.http_url}/api/1.0",
+        }
+
+    def env(self) -> dict[str, str]:
+        """The same as ``OUTBOX_*`` environment variables."""
+        return {f"OUTBOX_{k.upper()}": str(v) for k, v in self.settings_values().items()}
+
+    def _write_state_files(self) -> None:
+        (self.state_dir / INFO_FILE).write_text(json.dumps(self.info(), indent=2) + "\n")
+        lines = [f"{k}='{v}'" for k, v in self.env().items()]
+        env_file = self.state_dir / ENV_FILE
+        env_file.write_text(
+            "# Points Outbox's provider adapters at the provider sandbox.\n"
+            + "\n".join(lines)
+            + "\n"
+        )
+        os.chmod(env_file, 0o600)
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Serve both listeners until ``stop`` is set."""
+        ctx = SandboxContext(
+            credentials=self.credentials,
+            faults=self.faults,
+            recorder=self.recorder,
+            receipts=ReceiptSender(self.recorder, self.receipt_delay_s),
+            http_url=self.http_url,
+            stopping=stop,
+            webhooks=dict(self.webhooks),
+        )
+        http_config = _hypercorn_config(self._http_sock)
+        tls_config = _hypercorn_config(self._tls_sock, self.credentials.server_cert_file)
+        try:
+            await asyncio.gather(
+                serve(
+                    build_http_app(ctx, self.info()),
+                    http_config,  # type: ignore[arg-type]
+                    shutdown_trigger=stop.wait,
+                ),
+                serve(
+                    build_tls_app(ctx),
+                    tls_config,  # type: ignore[arg-type]
+                    shutdown_trigger=stop.wait,
+                ),
+            )
+        finally:
+            await ctx.receipts.aclose()
+
+
+class Sandbox:
+    """The sandbox in a background thread, as a context manager::
+
+        with Sandbox(tmp_path) as sandbox:
+            settings = Settings(**sandbox.settings_values())
+            ...
+            sandbox.client.requests("twilio")
+
+    Listens on free loopback ports unless ``port`` / ``tls_port`` are given.
+    """
+
+    def __init__(self, state_dir: Path | str, **options: Any) -> None:
+        self._state_dir = state_dir
+        self._options = options
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._failure: BaseException | None = None
+        self.server: SandboxServer | None = None
+        self.client: SandboxClient | None = None
+
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve_in_thread(self, started: threading.Event) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            started.set()
+            assert self.server is not None
+            await self.server.serve(self._stop)
+
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # reported to the starting thread
+            self._failure = exc
+            started.set()
+
+    def start(self) -> None:
+        """Bind, start serving in a thread, and wait until the sandbox answers."""
+        self.server = SandboxServer(self._state_dir, **self._options)
+        started = threading.Event()
+        self._thread = threading.Thread(
+            target=self._serve_in_thread, args=(started,), name="outbox-sandbox", daemon=True
+        )
+        self._thread.start()
+        started.wait(START_TIMEOUT_S)
+        self.client = SandboxClient(self.server.http_url)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.client.health():
+            if self._failure is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SandboxError(f"the sandbox did not start: {self._failure!r}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread to end."""
+        if self.client is not None:
+            self.client.close()
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._thread = None
+
+    def _require(self) -> SandboxServer:
+        if self.server is None:
+            raise SandboxError("the sandbox is not started")
+        return self.server
+
+    @property
+    def http_url(self) -> str:
+        return self._require().http_url
+
+    @property
+    def apns_url(self) -> str:
+        return self._require().apns_url
+
+    @property
+    def apns_sandbox_url(self) -> str:
+        return self._require().apns_sandbox_url
+
+    @property
+    def ca_file(self) -> Path:
+        return self._require().credentials.ca_file
+
+    @property
+    def credentials(self) -> SandboxCredentials:
+        return self._require().credentials
+
+    def settings_values(self) -> dict[str, Any]:
+        """Settings field values that point every adapter at this sandbox."""
+        return self._require().settings_values()
+
+    def env(self) -> dict[str, str]:
+        """The same as ``OUTBOX_*`` environment variables."""
+        return self._require().env()

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     mailchimp_base_url: str | None = None
     mailchimp_webhook_key: SecretStr | None = None
 
+    # The local providers (noop, record) for tests, benchmarks and development.
+    record_file: Path | None = None
+    local_provider_delay_seconds: float = Field(default=0.0, ge=0)
+
     provider_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # --- observability --------------------------------------------------------

@@ -18,11 +18,12 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that `import outbox` stays light for applications.
-    from outbox.cli import db, migrate, worker
+    from outbox.cli import db, migrate, sandbox, worker
 
     app.add_typer(db.app, name="db")
     app.command("migrate")(migrate.migrate)
     app.command("worker")(worker.worker)
+    app.command("sandbox")(sandbox.sandbox)
 
 
 def main() -> None:

@@ -35,10 +35,10 @@ import structlog
 
 from outbox.providers.base import Message, Outcome
 from outbox.providers.router import Router
-from outbox.schedule import quiet_until
 from outbox.templates import TemplateError, TemplateVersion, check_limits, render
 from workers import store
 from workers.config import WorkerConfig
+from workers.gate import Gate
 from workers.decide import Decision, RetryPolicy, decide, deferred, failed_before_sending
 
 log = structlog.get_logger("outbox.worker")
@@ -71,6 +71,7 @@ class Worker:
         worker_id: str | None = None,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        gate: Gate | None = None,
     ) -> None:
         self.url = url
         self.router = router
@@ -80,6 +81,7 @@ class Worker:
         self.clock = clock
         self.policy = RetryPolicy(config.backoff_base_seconds, config.backoff_cap_seconds,
                                   config.config_pause_seconds)
+        self.gate = gate or Gate(clock)
         self.stats: Counter[str] = Counter()
         self._held: dict[int, Held] = {}
         self._sending: set[asyncio.Task[None]] = set()
@@ -172,7 +174,7 @@ class Worker:
         conn = await self._conn("claim")
         rows = await store.claim(conn, worker=self.id, channels=self.config.channels, limit=limit,
                                  lease_seconds=self.config.lease_seconds)
-        started = []
+        claimed = []
         for row in rows:
             if row["status"] == "expired":
                 self.stats["expired"] += 1
@@ -180,6 +182,13 @@ class Worker:
                                channel=row["channel"])
                 continue
             self._held[row["id"]] = Held(row["attempts"])
+            claimed.append(row)
+        held_back = await self.gate.admit(conn, claimed) if claimed else {}
+        started = []
+        for row in claimed:
+            if row["id"] in held_back:
+                self._results.put_nowait((row, held_back[row["id"]]))
+                continue
             task = asyncio.create_task(self._deliver(row))
             self._sending.add(task)
             task.add_done_callback(self._sent)
@@ -240,10 +249,6 @@ class Worker:
         except TemplateError as exc:
             return failed_before_sending(str(exc), template=template.key, version=template.version)
 
-        gate = self._gate(row)
-        if gate is not None:
-            return gate
-
         message = Message(
             delivery_id=row["id"], notification_id=row["notification_id"], message_id=row["message_id"],
             channel=row["channel"], destination=row["destination"], attempt=row["attempts"],
@@ -258,17 +263,6 @@ class Worker:
         self._held[row["id"]].started = True
         outcome = await provider.send(message)
         return self._decide(row, provider.name, outcome)
-
-    def _gate(self, row: dict[str, Any]) -> Decision | None:
-        """Not now? Quiet hours of the recipient (critical categories bypass them)."""
-        if row["critical"] or row["quiet_start"] is None or row["timezone"] is None:
-            return None
-        until = quiet_until(self.clock(), row["timezone"], row["quiet_start"], row["quiet_end"])
-        if until is None:
-            return None
-        if row["expires_at"] is not None and until >= row["expires_at"]:
-            return Decision("expired", "expired", error="expires before the recipient's quiet hours end")
-        return deferred((until - self.clock()).total_seconds(), "quiet hours", until=until.isoformat())
 
     def _decide(self, row: dict[str, Any], provider: str, outcome: Outcome) -> Decision:
         return decide(outcome, provider=provider, attempt=row["attempts"],

@@ -41,7 +41,7 @@ WITH due AS (
 )
 SELECT c.id, c.notification_id, n.message_id, c.channel::text AS channel, c.destination,
        c.status::text AS status, c.attempts, c.max_attempts, c.priority, c.expires_at,
-       n.data, n.template_key, n.category, coalesce(r.locale, 'default') AS locale,
+       n.data, n.template_key, n.category, n.recipient_id, coalesce(r.locale, 'default') AS locale,
        r.timezone, r.quiet_start, r.quiet_end, coalesce(cat.critical, false) AS critical,
        dev.platform AS device_platform, dev.environment AS device_environment,
        t.id AS template_id, t.version AS template_version, t.locale AS template_locale,

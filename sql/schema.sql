@@ -240,6 +240,10 @@ CREATE TABLE outbox.events (
 -- outlive pruned deliveries only until the same prune removes them.
 CREATE INDEX events_notification ON outbox.events (notification_id);
 CREATE INDEX events_created ON outbox.events USING brin (created_at);
+-- Providers repeat webhooks: a receipt event with the same provider event id is
+-- recorded once (the insert of a repeat conflicts and changes nothing).
+CREATE UNIQUE INDEX events_receipt_once ON outbox.events ((detail ->> 'provider'), (detail ->> 'event_id'))
+    WHERE kind = 'receipt';
 COMMENT ON TABLE outbox.events IS 'Append-only audit trail of every delivery transition. Rows are never updated.';
 COMMENT ON COLUMN outbox.events.kind IS 'created, processing, sent, delivered, retry, dead, expired, cancelled, suppressed, released, recovered, deferred, requeued, receipt, ...';
 COMMENT ON COLUMN outbox.events.attempt IS 'The delivery''s attempt number when it happened.';

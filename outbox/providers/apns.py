@@ -77,8 +77,14 @@ class _Token:
     issued_at: float
 
 
+def _slot(team_id: str, key_id: str, key: ec.EllipticCurvePrivateKey) -> tuple[str, str, int]:
+    # The key itself is part of the slot: a token signed with another key under
+    # the same ids (a misconfiguration, or a test) must not be handed out.
+    return team_id, key_id, key.public_key().public_numbers().x
+
+
 class ApnsTokenCache:
-    """Provider tokens, one per (team id, key id), shared by every adapter in the process.
+    """Provider tokens, one per (team id, key id, key), shared by every adapter in the process.
 
     Apple rejects a team that mints tokens too often (TooManyProviderTokenUpdates),
     so the token is process state rather than adapter state. ``clock`` returns
@@ -88,7 +94,7 @@ class ApnsTokenCache:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self._lock = threading.Lock()
-        self._tokens: dict[tuple[str, str], _Token] = {}
+        self._tokens: dict[tuple[str, str, int], _Token] = {}
         # How many tokens were signed: lets tests (and metrics) see reuse.
         self.minted = 0
 
@@ -96,7 +102,7 @@ class ApnsTokenCache:
         """The current token, minted anew once the cached one is 50 minutes old."""
         now = self.clock()
         with self._lock:
-            token = self._tokens.get((team_id, key_id))
+            token = self._tokens.get(_slot(team_id, key_id, key))
             if token is None or now - token.issued_at >= TOKEN_REFRESH_AFTER_SECONDS:
                 token = self._mint(team_id, key_id, key, now)
             return token.value
@@ -110,7 +116,7 @@ class ApnsTokenCache:
         replacement instead of each minting their own.
         """
         with self._lock:
-            token = self._tokens.get((team_id, key_id))
+            token = self._tokens.get(_slot(team_id, key_id, key))
             if token is not None and token.value != rejected:
                 return token.value
             return self._mint(team_id, key_id, key, self.clock()).value
@@ -122,7 +128,7 @@ class ApnsTokenCache:
             {"iss": team_id, "iat": int(now)}, key, algorithm="ES256", headers={"kid": key_id}
         )
         token = _Token(value, now)
-        self._tokens[(team_id, key_id)] = token
+        self._tokens[_slot(team_id, key_id, key)] = token
         self.minted += 1
         return token
 

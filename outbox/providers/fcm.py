@@ -24,6 +24,7 @@ import asyncio
 import json
 import math
 import uuid
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -210,17 +211,23 @@ def _build(message: Message, left: float | None) -> tuple[messaging.Message, int
     notification = None
     if message.title or message.body:
         notification = messaging.Notification(title=message.title, body=message.body or None)
-    fcm_message = messaging.Message(
-        token=message.destination,
-        notification=notification,
-        data=data or None,
-        android=messaging.AndroidConfig(
-            collapse_key=message.collapse_id,
-            priority="high" if message.priority > 0 else "normal",
-            ttl=ttl,
-        ),
-        apns=messaging.APNSConfig(headers=apns_headers),
-    )
+    with warnings.catch_warnings():
+        # firebase-admin 7.7 deprecates Message.token in favour of Firebase
+        # installation ids. Devices register registration tokens, which FCM v1's
+        # message.token still takes. Nothing awaits in here, so the filter
+        # cannot leak into another send.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        fcm_message = messaging.Message(
+            token=message.destination,
+            notification=notification,
+            data=data or None,
+            android=messaging.AndroidConfig(
+                collapse_key=message.collapse_id,
+                priority="high" if message.priority > 0 else "normal",
+                ttl=ttl,
+            ),
+            apns=messaging.APNSConfig(headers=apns_headers),
+        )
     size = len(
         json.dumps(
             {"title": message.title, "body": message.body, "data": data}, ensure_ascii=False

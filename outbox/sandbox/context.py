@@ -78,7 +78,11 @@ class SandboxContext:
         destination: str | None = None,
         fields: dict[str, Any] | None = None,
     ) -> Response:
-        """Record and return an answer to a request that failed auth or validation."""
+        """Record and return an answer given without consulting the faults.
+
+        For requests that failed authentication or validation (and the FCM
+        token endpoint, which faults do not touch).
+        """
         self.recorder.add(
             provider=provider,
             method=request.method,

@@ -33,6 +33,7 @@ from outbox.sandbox.credentials import public_pem
 from outbox.sandbox.faults import Decision, Vocabulary
 
 NAME = "fcm"
+OAUTH_NAME = "fcm_oauth"  # token grants are recorded under this name
 MAX_PAYLOAD_BYTES = 4096
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
@@ -103,33 +104,35 @@ def routes(ctx: SandboxContext) -> list[Route]:
     # token_uri says; either audience is accepted.
     audiences = [f"{ctx.http_url}/token", GOOGLE_TOKEN_URI]
 
+    def refuse(request: Request, description: str, issuer: str | None = None) -> Response:
+        body = {"error": "invalid_grant", "error_description": description}
+        response = JSONResponse(body, status_code=400)
+        return ctx.reject(OAUTH_NAME, request, "invalid_grant", response, destination=issuer)
+
     async def token(request: Request) -> Response:
         form = dict(parse_qsl((await request.body()).decode()))
         if form.get("grant_type") != JWT_BEARER:
             return JSONResponse({"error": "unsupported_grant_type"}, status_code=400)
+        assertion = form.get("assertion", "")
+        issuer = None
         try:
+            issuer = jwt.decode(assertion, options={"verify_signature": False}).get("iss")
             claims = jwt.decode(
-                form.get("assertion", ""),
+                assertion,
                 account_key,
                 algorithms=["RS256"],
                 audience=audiences,
                 options={"require": ["iss", "exp", "iat"]},
             )
         except jwt.InvalidTokenError:
-            return JSONResponse(
-                {"error": "invalid_grant", "error_description": "Invalid JWT Signature."},
-                status_code=400,
-            )
+            return refuse(request, "Invalid JWT Signature.", issuer)
         if claims["iss"] != creds.fcm_client_email:
-            return JSONResponse(
-                {"error": "invalid_grant", "error_description": "Invalid email or User ID"},
-                status_code=400,
-            )
+            return refuse(request, "Invalid email or User ID", issuer)
         access_token = "ya29.sandbox." + secrets.token_urlsafe(32)
         ctx.fcm_tokens.add(access_token)
-        return JSONResponse(
-            {"access_token": access_token, "expires_in": 3599, "token_type": "Bearer"}
-        )
+        body = {"access_token": access_token, "expires_in": 3599, "token_type": "Bearer"}
+        # Recorded (without the token) so tests can see how often the SDK fetches one.
+        return ctx.reject(OAUTH_NAME, request, "ok", JSONResponse(body), destination=issuer)
 
     async def send(request: Request) -> Response:
         project = request.path_params["project"]

@@ -84,7 +84,10 @@ def _call(conn: Any, name: str, params: Mapping[str, Any]) -> Any:
         raise
     finally:
         cur.close()
-    return row[0] if row is not None else None
+    if row is None:
+        return None
+    # The caller's connection may use any row factory (tuples, dicts, namedtuples).
+    return next(iter(row.values())) if isinstance(row, Mapping) else row[0]
 
 
 def _json(value: Any, field: str) -> str:

@@ -256,6 +256,9 @@ class Worker:
             html_body=rendered.html_body, title=rendered.title, data=row["data"],
             expires_at=row["expires_at"], device_platform=row["device_platform"],
             device_environment=row["device_environment"])
+        if row["expires_at"] is not None and self.clock() >= row["expires_at"]:
+            # Claimed in time, but rendering or the gate took it past its expiry: never send late.
+            return Decision("expired", "expired", error="expired before it could be sent")
         provider = self.router.choose(message)
         if provider is None:
             return self._decide(row, "router", Outcome.config(

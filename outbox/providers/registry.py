@@ -132,13 +132,14 @@ def _twilio(settings: Settings) -> Provider:
     from outbox.providers.twilio_sms import TwilioSmsProvider
 
     need = _Need(settings, "twilio")
+    account_sid, auth_token = need("twilio_account_sid"), need("twilio_auth_token")
     from_number = need.optional("twilio_from_number")
     service_sid = need.optional("twilio_messaging_service_sid")
     if not (from_number or service_sid):
         raise need.missing("twilio_from_number", "twilio_messaging_service_sid")
     return TwilioSmsProvider(
-        account_sid=need("twilio_account_sid"),
-        auth_token=need("twilio_auth_token"),
+        account_sid=account_sid,
+        auth_token=auth_token,
         from_number=from_number,
         messaging_service_sid=service_sid,
         status_callback_url=settings.twilio_status_callback_url,

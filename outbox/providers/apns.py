@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -273,15 +274,15 @@ def _payload(message: Message) -> dict:
 def _classify(response: httpx.Response) -> tuple[Outcome, str | None]:
     status = response.status_code
     if status == 200:
-        detail = {"status": 200}
+        sent: dict[str, Any] = {"status": 200}
         if "apns-unique-id" in response.headers:  # only Apple's sandbox environment sends it
-            detail["apns_unique_id"] = response.headers["apns-unique-id"]
-        return Outcome.sent(response.headers.get("apns-id"), **detail), None
+            sent["apns_unique_id"] = response.headers["apns-unique-id"]
+        return Outcome.sent(response.headers.get("apns-id"), **sent), None
     try:
         reason = str(response.json().get("reason") or "")
     except (ValueError, AttributeError):
         reason = ""
-    detail = {"status": status, "error": reason or None}
+    detail: dict[str, Any] = {"status": status, "error": reason or None}
     text = f"APNs {status} {reason}".strip()
     if reason == "ExpiredProviderToken":
         return Outcome.config(text, **detail), reason

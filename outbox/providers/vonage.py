@@ -125,7 +125,7 @@ def classify(code: str, text: str) -> Outcome:
     reason = f"Vonage status {code}: {short(text)}"
     detail = {"code": code}
     if code in RETRY_STATUSES:
-        return Outcome.retry(reason, **detail)
+        return Outcome.retry(reason, None, **detail)
     if code in DEAD_STATUSES:
         return Outcome.dead_destination(reason, **detail)
     if code in CONFIG_STATUSES:

@@ -79,7 +79,7 @@ def _validate(mail: Any) -> tuple[str, str | None] | None:
 
 def _recipients(mail: dict) -> list[tuple[str, dict[str, str]]]:
     """Each recipient address with the custom_args its events carry."""
-    out = []
+    out: list[tuple[str, dict[str, str]]] = []
     for p in mail["personalizations"]:
         args = {**(mail.get("custom_args") or {}), **(p.get("custom_args") or {})}
         out.extend((to["email"], args) for to in p["to"])

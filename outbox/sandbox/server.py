@@ -198,18 +198,13 @@ class SandboxServer:
         )
         http_config = _hypercorn_config(self._http_sock)
         tls_config = _hypercorn_config(self._tls_sock, self.credentials.server_cert_file)
+        # Any: hypercorn's ASGI type and Starlette's differ only on paper.
+        http_app: Any = build_http_app(ctx, self.info())
+        tls_app: Any = build_tls_app(ctx)
         try:
             await asyncio.gather(
-                serve(
-                    build_http_app(ctx, self.info()),
-                    http_config,  # type: ignore[arg-type]
-                    shutdown_trigger=stop.wait,
-                ),
-                serve(
-                    build_tls_app(ctx),
-                    tls_config,  # type: ignore[arg-type]
-                    shutdown_trigger=stop.wait,
-                ),
+                serve(http_app, http_config, shutdown_trigger=stop.wait),
+                serve(tls_app, tls_config, shutdown_trigger=stop.wait),
             )
         finally:
             await ctx.receipts.aclose()

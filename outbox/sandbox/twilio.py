@@ -14,6 +14,7 @@ import math
 import re
 import secrets
 from email.utils import formatdate
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -146,7 +147,7 @@ def routes(ctx: SandboxContext) -> list[Route]:
         account_sid = request.path_params["sid"]
         form = dict(parse_qsl((await request.body()).decode(), keep_blank_values=True))
         to = form.get("To")
-        fields = {
+        fields: dict[str, Any] = {
             k: form.get(k)
             for k in ("From", "MessagingServiceSid", "StatusCallback", "ValidityPeriod")
         }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import uuid
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -82,7 +83,7 @@ def routes(ctx: SandboxContext) -> list[Route]:
         form = dict(request.query_params)
         form.update(parse_qsl((await request.body()).decode(), keep_blank_values=True))
         to = form.get("to")
-        fields = {k: form.get(k) for k in ("from", "type", "ttl")}
+        fields: dict[str, Any] = {k: form.get(k) for k in ("from", "type", "ttl")}
         fields["text_chars"] = len(form.get("text", ""))
         ids = {"client_ref": form.get("client-ref")}
         if (form.get("api_key"), form.get("api_secret")) != (

@@ -204,6 +204,9 @@ class TwilioSmsProvider:
             )
         except httpx.HTTPError as exc:
             return transport_outcome(exc)
+        except ValueError:
+            # A 2xx whose body is not JSON (a proxy page): Twilio may have taken it.
+            return Outcome.unknown("Twilio answered success with an unreadable body")
         finally:
             _LAST_RESPONSE.reset(reset)
         if created.status == "failed":

@@ -2,6 +2,33 @@
 -- locale) is active. `outbox templates push` and tests create versions through
 -- these functions; a DBA may call them from psql too.
 
+-- outbox.template_content_hash: the content hash stored with each version; the
+-- same formula as outbox.templates.content_hash in Python (tests check that
+-- they agree), so `outbox templates push` can tell unchanged content without
+-- asking the database, and any language can reproduce it:
+--   sha256 (hex) of the ASCII line 'outbox-template-v1' + newline, then for
+--   each of subject, body, html_body, title either '-' (NULL) or the netstring
+--   '<UTF-8 byte length>:<UTF-8 bytes>,'.
+-- NULL and '' hash differently, and no two ways of splitting the same text
+-- across fields give the same bytes. No newline or Unicode normalisation.
+CREATE OR REPLACE FUNCTION outbox.template_content_hash(
+    subject text, body text, html_body text, title text
+) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT encode(sha256(
+        convert_to('outbox-template-v1' || E'\n', 'UTF8')
+        || (SELECT string_agg(CASE WHEN f.value IS NULL THEN '\x2d'::bytea
+                                   ELSE convert_to(octet_length(convert_to(f.value, 'UTF8')) || ':', 'UTF8')
+                                        || convert_to(f.value, 'UTF8') || '\x2c'::bytea END,
+                              ''::bytea ORDER BY f.ord)
+            FROM unnest(ARRAY[subject, body, html_body, title]) WITH ORDINALITY AS f(value, ord))
+    ), 'hex');
+$$;
+COMMENT ON FUNCTION outbox.template_content_hash(text, text, text, text) IS
+    'sha256 of a template''s content: ''outbox-template-v1\n'' then per field ''-'' (NULL) or ''<bytes>:<text>,''. Same as outbox.templates.content_hash.';
+
+
 -- outbox.create_template: add a version of a template and (by default) make it
 -- the active one. If the content equals the newest version's, nothing is
 -- created and that version's number is returned (so pushing an unchanged
@@ -49,9 +76,7 @@ BEGIN
     END IF;
     locale := coalesce(locale, 'default');
 
-    v_hash := encode(sha256(convert_to(
-        concat_ws(E'\x1f', coalesce(subject, E'\x1e'), body, coalesce(html_body, E'\x1e'),
-                  coalesce(title, E'\x1e')), 'UTF8')), 'hex');
+    v_hash := outbox.template_content_hash(subject, body, html_body, title);
 
     -- Serialise version numbering per template without locking other templates.
     PERFORM pg_advisory_xact_lock(hashtextextended('outbox.template:' || key || ':' || channel || ':' || locale, 0));

@@ -13,7 +13,9 @@ class SandboxClient:
 
     def __init__(self, base_url: str, timeout: float = 5.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        # Idle connections are dropped well before the server would drop them.
+        limits = httpx.Limits(keepalive_expiry=2.0)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, limits=limits)
 
     def close(self) -> None:
         """Close the HTTP connection."""

@@ -1,4 +1,11 @@
-"""State shared by the sandbox's route handlers, and the common way they answer."""
+"""State shared by the sandbox's route handlers, and the common way they answer.
+
+Every handler reads the whole request body before answering, even when the
+answer does not depend on it (a refused credential): hypercorn closes an
+HTTP/1.1 connection whose request body was left unread, and the client's
+next request on that kept-alive connection then fails with "server
+disconnected without sending a response".
+"""
 
 from __future__ import annotations
 

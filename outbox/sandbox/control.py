@@ -53,6 +53,7 @@ def routes(ctx: SandboxContext, info: dict) -> list[Route]:
         return JSONResponse(ctx.recorder.counts())
 
     async def reset(request: Request) -> Response:
+        await request.body()  # read first: see outbox.sandbox.context
         ctx.recorder.clear()
         ctx.faults.reset()
         return JSONResponse({"ok": True})

@@ -136,11 +136,12 @@ def routes(ctx: SandboxContext) -> list[Route]:
 
     async def send(request: Request) -> Response:
         project = request.path_params["project"]
+        raw = await request.body()  # read first: see outbox.sandbox.context
         authorization = request.headers.get("authorization", "")
         if authorization[7:] not in ctx.fcm_tokens:
             return ctx.reject(NAME, request, "UNAUTHENTICATED", error_response("UNAUTHENTICATED"))
         try:
-            body = json.loads(await request.body())
+            body = json.loads(raw)
             message = body["message"]
         except (ValueError, KeyError, TypeError):
             return ctx.reject(

@@ -126,9 +126,9 @@ def routes(ctx: SandboxContext) -> list[Route]:
     creds = ctx.credentials
 
     async def send(request: Request) -> Response:
+        raw = await request.body()  # read first: see outbox.sandbox.context
         if request.headers.get("authorization") != f"Bearer {creds.sendgrid_api_key}":
             return ctx.reject(NAME, request, "401", error_response("401"))
-        raw = await request.body()
         try:
             mail = json.loads(raw)
         except ValueError:

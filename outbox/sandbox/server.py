@@ -34,6 +34,7 @@ from outbox.sandbox.recorder import Recorder
 INFO_FILE = "sandbox.json"
 ENV_FILE = "outbox.env"
 START_TIMEOUT_S = 15.0
+KEEP_ALIVE_S = 120.0
 _log = logging.getLogger("outbox.sandbox")
 
 
@@ -73,6 +74,10 @@ def _hypercorn_config(sock: socket.socket, certfile: Path | None = None) -> Conf
     config.accesslog = None
     config.errorlog = _log
     config.graceful_timeout = 1.0
+    # Clients must be the ones to drop idle connections (httpx does after 5 s):
+    # a server closing first races a client reusing the connection, and the
+    # client sees "disconnected without a response".
+    config.keep_alive_timeout = KEEP_ALIVE_S
     if certfile is not None:
         config.certfile = str(certfile)
         config.keyfile = str(certfile)

@@ -1,41 +1,97 @@
-"""Admission: which claimed deliveries may be sent now, and which must wait.
+"""Admission: which claimed deliveries may be sent now, and which must wait or not go at all.
 
-The worker asks once per claimed batch (so a check that needs the database
-costs one round trip per batch, not per delivery). A delivery that may not go
-now gets a ``deferred`` decision: back to pending at the time it may go, the
-attempt not counted, never dropped.
+The worker asks once per claimed batch, and the database part of the answer is
+one round trip (``outbox.admit``, sql/ratelimit.sql), not one per delivery. A
+delivery that may not go now gets a decision the worker records instead of
+sending it:
 
-Rules: quiet hours of the recipient (critical categories bypass them); expiry
-still wins (a delivery whose window would only open after it expires is
-expired instead).
+1. Quiet hours of the recipient, in their time zone (checked here, in Python,
+   with the worker's clock): ``deferred`` to the end of the window. Critical
+   categories bypass them.
+2. In the database, for the rest:
+
+   * an opt-out made since enqueue (critical categories bypass it), an address
+     suppressed since (hard bounce, STOP), a push device deactivated since:
+     ``suppressed`` with the reason, the attempt not counted;
+   * rate limits, token buckets shared by every worker: the provider that will
+     send (per-provider cap) and the recipient on this channel (per-person cap).
+     Over the limit: ``deferred`` to when a token will be free, the attempt not
+     counted, never dropped.
+
+Expiry still wins: a delivery that could only go after it expires is expired.
+
+Deferrals are measured against two clocks on purpose: quiet hours against the
+worker's (injectable) clock, because they are about the recipient's wall time;
+token buckets against the database's clock, because every worker on every host
+shares them and the database is the one clock they all see.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
 
+from outbox.providers.router import Router
 from outbox.schedule import quiet_until
+from outbox.sql import query
 from workers.decide import Decision, deferred
+
+# Full buckets are deleted now and then (a full bucket is the same as none), so the
+# table keeps one row per recently limited person rather than per person ever seen.
+PRUNE_EVERY_SECONDS = 60.0
+PRUNE_ROWS = 1000
 
 
 class Gate:
-    def __init__(self, clock: Callable[[], datetime]) -> None:
+    """Decides, once per claimed batch, which deliveries must not be sent now.
+
+    ``router`` names the provider each delivery will go through, for the
+    per-provider limits; without one only per-recipient limits apply.
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], datetime],
+        router: Router | None = None,
+        *,
+        prune_every_seconds: float = PRUNE_EVERY_SECONDS,
+        prune_rows: int = PRUNE_ROWS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.clock = clock
+        self.router = router
+        self.prune_every_seconds = prune_every_seconds
+        self.prune_rows = prune_rows
+        self._monotonic = monotonic
+        # The first batch prunes: a worker that starts after a long pause finds the
+        # most full buckets.
+        self._next_prune = monotonic()
 
     async def admit(
-        self, conn: psycopg.AsyncConnection, rows: Sequence[dict[str, Any]],
+        self,
+        conn: psycopg.AsyncConnection,
+        rows: Sequence[dict[str, Any]],
     ) -> dict[int, Decision]:
-        """Decisions for the rows that may not be sent now, by delivery id; the rest may go."""
+        """Decisions for the rows that may not be sent now, by delivery id; the rest may go.
+
+        ``rows`` are the claim's rows, in claim (priority) order: when a bucket
+        runs short within the batch, the earlier rows get its tokens.
+        """
         now = self.clock()
         held: dict[int, Decision] = {}
+        rest = []
         for row in rows:
             decision = self._quiet_hours(row, now)
             if decision is not None:
                 held[row["id"]] = decision
+            else:
+                rest.append(row)
+        if rest:
+            held.update(await self._check_in_database(conn, rest, now))
         return held
 
     @staticmethod
@@ -46,5 +102,64 @@ class Gate:
         if until is None:
             return None
         if row["expires_at"] is not None and until >= row["expires_at"]:
-            return Decision("expired", "expired", error="expires before the recipient's quiet hours end")
+            return Decision(
+                "expired", "expired", error="expires before the recipient's quiet hours end"
+            )
         return deferred((until - now).total_seconds(), "quiet hours", until=until.isoformat())
+
+    async def _check_in_database(
+        self,
+        conn: psycopg.AsyncConnection,
+        rows: Sequence[dict[str, Any]],
+        now: datetime,
+    ) -> dict[int, Decision]:
+        """Opt-outs, suppressions and rate limits for ``rows``: one statement."""
+        prune_rows = 0
+        if self._monotonic() >= self._next_prune:
+            prune_rows = self.prune_rows
+            self._next_prune = self._monotonic() + self.prune_every_seconds
+        by_id = {row["id"]: row for row in rows}
+        cur = await conn.execute(
+            query("admit"),
+            {
+                "ids": [r["id"] for r in rows],
+                "recipient_ids": [r["recipient_id"] for r in rows],
+                "channels": [r["channel"] for r in rows],
+                "categories": [r["category"] for r in rows],
+                "critical": [bool(r["critical"]) for r in rows],
+                "destinations": [r["destination"] for r in rows],
+                "providers": [self._provider(r) for r in rows],
+                "prune_limit": prune_rows,
+            },
+        )
+        held: dict[int, Decision] = {}
+        for verdict in await cur.fetchall():
+            row = by_id[verdict["id"]]
+            if verdict["verdict"] == "suppressed":
+                # Nothing was attempted: the attempt the claim counted is given back.
+                held[row["id"]] = Decision(
+                    "suppressed",
+                    "suppressed",
+                    error=verdict["reason"],
+                    refund=1,
+                    detail={"reason": verdict["reason"], "checked": "at send"},
+                )
+            else:
+                held[row["id"]] = self._rate_limited(
+                    row, verdict["wait_seconds"], verdict["reason"], now
+                )
+        return held
+
+    def _provider(self, row: dict[str, Any]) -> str | None:
+        if self.router is None:
+            return None
+        return self.router.provider_for(row["channel"], row["device_platform"])
+
+    @staticmethod
+    def _rate_limited(row: dict[str, Any], wait: float, limit: str, now: datetime) -> Decision:
+        expires_at = row["expires_at"]
+        if expires_at is not None and now + timedelta(seconds=wait) >= expires_at:
+            return Decision(
+                "expired", "expired", error=f"expires before a rate-limit token of {limit} is free"
+            )
+        return deferred(wait, "rate limit", limit=limit)

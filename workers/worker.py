@@ -81,7 +81,7 @@ class Worker:
         self.clock = clock
         self.policy = RetryPolicy(config.backoff_base_seconds, config.backoff_cap_seconds,
                                   config.config_pause_seconds)
-        self.gate = gate or Gate(clock)
+        self.gate = gate or Gate(clock, router)
         self.stats: Counter[str] = Counter()
         self._held: dict[int, Held] = {}
         self._sending: set[asyncio.Task[None]] = set()

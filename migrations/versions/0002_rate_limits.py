@@ -40,7 +40,8 @@ def upgrade() -> None:
         ALTER TABLE outbox.templates DISABLE TRIGGER templates_immutable;
         UPDATE outbox.templates
         SET content_hash = outbox.template_content_hash(subject, body, html_body, title)
-        WHERE content_hash IS DISTINCT FROM outbox.template_content_hash(subject, body, html_body, title);
+        WHERE content_hash IS DISTINCT FROM
+              outbox.template_content_hash(subject, body, html_body, title);
         ALTER TABLE outbox.templates ENABLE TRIGGER templates_immutable;
     """)
 

@@ -19,9 +19,11 @@ app = typer.Typer(
 def _register() -> None:
     # Imported here so that `import outbox` stays light for applications.
     from outbox.cli import db, demo, dlq, migrate, sandbox, worker
+    from outbox.cli import templates
 
     app.add_typer(db.app, name="db")
     app.add_typer(dlq.app, name="dlq")
+    app.add_typer(templates.app, name="templates")
     app.command("demo")(demo.demo)
     app.command("migrate")(migrate.migrate)
     app.command("worker")(worker.worker)

@@ -31,12 +31,29 @@ class Router:
 
     def candidates(self, message: Message) -> list[Provider]:
         """The providers that may send ``message``, in order of preference."""
-        names = self.routes.get(message.channel, ())
-        if message.channel == "push":
-            if message.device_platform in names:
-                return [self.providers[message.device_platform]]  # a token belongs to one platform
-            names = tuple(n for n in names if n not in PUSH_PLATFORMS)
+        names = self._candidate_names(message.channel, message.device_platform)
         return [self.providers[n] for n in names]
+
+    def _candidate_names(self, channel: str, device_platform: str | None) -> tuple[str, ...]:
+        names = self.routes.get(channel, ())
+        if channel == "push":
+            if device_platform is not None and device_platform in names:
+                return (device_platform,)  # a token belongs to one platform
+            names = tuple(n for n in names if n not in PUSH_PLATFORMS)
+        return names
+
+    def provider_for(self, channel: str, device_platform: str | None = None) -> str | None:
+        """The name of the provider :meth:`choose` would pick now for such a message, or None.
+
+        For admission checks that run before a message is rendered (the per-provider
+        rate limit): the answer depends only on the channel and, for push, the
+        device's platform.
+        """
+        for name in self._candidate_names(channel, device_platform):
+            provider = self.providers[name]
+            if self.available(provider.name):
+                return provider.name
+        return None
 
     def choose(self, message: Message) -> Provider | None:
         """The provider to use now, or None if every candidate is unavailable."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from outbox.providers.base import Message, Outcome
@@ -40,9 +41,11 @@ class ScriptedProvider:
 
 
 def make_worker(db_url: str, provider: Any, *, rand: Callable[[], float] = lambda: 0.5,
-                worker_id: str | None = None, **config: Any) -> Worker:
+                worker_id: str | None = None, clock: Callable[[], datetime] | None = None,
+                **config: Any) -> Worker:
     config.setdefault("poll_interval_seconds", 0.2)
     config.setdefault("backoff_base_seconds", 10.0)
     routes = {"email": [provider.name], "sms": [provider.name], "push": [provider.name]}
+    extra = {"clock": clock} if clock is not None else {}
     return Worker(db_url, Router({provider.name: provider}, routes), WorkerConfig(**config),
-                  rand=rand, worker_id=worker_id)
+                  rand=rand, worker_id=worker_id, **extra)

@@ -1,0 +1,581 @@
+"""``outbox templates``: push a folder of templates; list, show, diff, render, roll back.
+
+A templates folder (the layout is documented in docs/templates.md)::
+
+    DIR/<key>/<channel>[.<locale>]/
+        subject.txt   email subject                               (email: required)
+        body.txt      text body: email text part, SMS text, push body  (required)
+        body.html     email HTML body, autoescaped                 (email: optional)
+        title.txt     push title                                   (push: optional)
+
+``push`` compiles everything first and writes nothing if anything is wrong;
+then, in one transaction, it adds a version only where the content differs
+from the newest stored version (same content hash as
+:func:`outbox.templates.content_hash`), so pushing an unchanged folder is a
+no-op, and it never activates an older version back or deletes anything.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import psycopg
+import typer
+from psycopg.rows import dict_row
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from outbox import api
+from outbox.cli.common import actor, connection
+from outbox.errors import ValidationError
+from outbox.sql import query
+from outbox.templates import (
+    CHANNELS,
+    FIELDS,
+    TemplateError,
+    TemplateVersion,
+    check_limits,
+    compile_template,
+    content_hash,
+    locale_chain,
+    push_payload_size,
+    render,
+    sms_segments,
+)
+
+app = typer.Typer(
+    help="Template versions: push a folder, list, show, diff, render a preview, roll back.",
+    no_args_is_help=True,
+)
+
+# File name -> template field, and which files each channel has.
+FILES = {
+    "subject.txt": "subject",
+    "body.txt": "body",
+    "body.html": "html_body",
+    "title.txt": "title",
+}
+CHANNEL_FILES = {
+    "email": ("subject.txt", "body.txt", "body.html"),
+    "sms": ("body.txt",),
+    "push": ("title.txt", "body.txt"),
+}
+# The database's own rules (sql/schema.sql), checked here first so that every problem
+# of a folder is reported at once, with the path it comes from.
+_KEY = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,127}$")
+_LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+
+
+def _console() -> Console:
+    return Console(width=160)
+
+
+def _fail(*problems: str) -> typer.Exit:
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    return typer.Exit(1)
+
+
+# --- the folder ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TemplateSource:
+    """One (key, channel, locale) read from a templates folder."""
+
+    key: str
+    channel: str
+    locale: str
+    subject: str | None
+    body: str
+    html_body: str | None
+    title: str | None
+    path: Path
+
+    @property
+    def content_hash(self) -> str:
+        return content_hash(self.subject, self.body, self.html_body, self.title)
+
+    def as_version(self) -> TemplateVersion:
+        # Not stored yet: id -1 and version 0 mark it as a candidate in error messages.
+        return TemplateVersion(
+            id=-1,
+            key=self.key,
+            channel=self.channel,
+            locale=self.locale,
+            version=0,
+            subject=self.subject,
+            body=self.body,
+            html_body=self.html_body,
+            title=self.title,
+            content_hash=self.content_hash,
+        )
+
+
+def _read_text(path: Path, problems: list[str]) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})")
+        return None
+    # Editors end files with a newline; it is not part of the template.
+    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+
+
+def load_folder(root: Path) -> list[TemplateSource]:
+    """Every template in ``root``; ValidationError listing every problem found (one per line)."""
+    if not root.is_dir():
+        raise ValidationError(f"{root} is not a directory", field="DIR")
+    problems: list[str] = []
+    found: list[TemplateSource] = []
+    for key_dir in sorted(root.iterdir()):
+        if key_dir.name.startswith(".") or (key_dir.is_file() and key_dir.suffix == ".md"):
+            continue  # .git, editor files, a README
+        if not key_dir.is_dir():
+            problems.append(f"{key_dir}: expected a folder per template key, found a file")
+            continue
+        if not _KEY.match(key_dir.name):
+            problems.append(
+                f"{key_dir}: {key_dir.name!r} is not a valid template key "
+                "(lowercase letters, digits, _ . -; starting with a letter or digit)"
+            )
+            continue
+        for variant in sorted(key_dir.iterdir()):
+            if variant.name.startswith("."):
+                continue
+            source = _load_variant(key_dir.name, variant, problems)
+            if source is not None:
+                found.append(source)
+    seen: dict[tuple[str, str, str], Path] = {}
+    for source in found:
+        ident = (source.key, source.channel, source.locale)
+        if ident in seen:
+            problems.append(
+                f"{source.path}: same template as {seen[ident]} ({source.channel}, {source.locale})"
+            )
+        seen[ident] = source.path
+    if not found and not problems:
+        problems.append(
+            f"{root}: no templates found (expected {root}/<key>/<channel>[.<locale>]/body.txt)"
+        )
+    if problems:
+        raise ValidationError("\n".join(problems), field="DIR")
+    return found
+
+
+def _load_variant(key: str, folder: Path, problems: list[str]) -> TemplateSource | None:
+    channel, _, locale = folder.name.partition(".")
+    locale = locale or "default"
+    if not folder.is_dir():
+        problems.append(
+            f"{folder}: expected a folder named <channel> or <channel>.<locale>, found a file"
+        )
+        return None
+    if channel not in CHANNELS:
+        problems.append(f"{folder}: unknown channel {channel!r} (expected {', '.join(CHANNELS)})")
+        return None
+    if locale != "default" and not _LOCALE.match(locale):
+        problems.append(f"{folder}: {locale!r} is not a locale like fr or fr-CA")
+        return None
+    allowed = CHANNEL_FILES[channel]
+    fields: dict[str, str | None] = dict.fromkeys(FIELDS)
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.name not in allowed or not path.is_file():
+            problems.append(
+                f"{path}: unexpected {'folder' if path.is_dir() else 'file'} "
+                f"(a {channel} template has {', '.join(allowed)})"
+            )
+            continue
+        fields[FILES[path.name]] = _read_text(path, problems)
+    if not fields["body"]:
+        problems.append(f"{folder}: body.txt is missing or empty")
+        return None
+    if channel == "email" and not (fields["subject"] or "").strip():
+        problems.append(f"{folder}: an email template needs a non-empty subject.txt")
+        return None
+    return TemplateSource(
+        key=key,
+        channel=channel,
+        locale=locale,
+        subject=fields["subject"],
+        body=fields["body"],
+        html_body=fields["html_body"],
+        title=fields["title"],
+        path=folder,
+    )
+
+
+# --- database --------------------------------------------------------------------------------
+
+
+def _rows(conn: psycopg.Connection, name: str, **params: Any) -> list[dict[str, Any]]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query(name), params)
+        return cur.fetchall()
+
+
+def _version(row: dict[str, Any]) -> TemplateVersion:
+    return TemplateVersion(
+        id=row["id"],
+        key=row["key"],
+        channel=row["channel"],
+        locale=row["locale"],
+        version=row["version"],
+        subject=row["subject"],
+        body=row["body"],
+        html_body=row["html_body"],
+        title=row["title"],
+        content_hash=row["content_hash"],
+    )
+
+
+def _versions(
+    conn: psycopg.Connection,
+    key: str,
+    channel: str | None = None,
+    locale: str | None = None,
+    version: int | None = None,
+) -> list[dict[str, Any]]:
+    rows = _rows(
+        conn, "template_versions", key=key, channel=channel, locale=locale, version=version
+    )
+    if not rows:
+        what = ", ".join(
+            f"{k} {v}"
+            for k, v in (("channel", channel), ("locale", locale), ("version", version))
+            if v is not None
+        )
+        raise _fail(f"no template {key!r}" + (f" with {what}" if what else ""))
+    return rows
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@app.command()
+def push(
+    folder: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Folder of templates (see docs/templates.md).")
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
+    ] = False,
+    activate: Annotated[bool, typer.Option(help="Make new versions the active ones.")] = True,
+) -> None:
+    """Store a new version of each template in DIR whose content changed; leave the rest alone."""
+    try:
+        sources = load_folder(folder)
+    except ValidationError as exc:
+        raise _fail(*str(exc).splitlines()) from None
+    broken = []
+    for source in sources:
+        try:
+            compile_template(source.as_version())
+        except TemplateError as exc:
+            broken.append(
+                f"{source.path}: {exc.reason} in {exc.field}"
+                + (f" line {exc.line}" if exc.line else "")
+            )
+    if broken:
+        raise _fail(*broken, "nothing was pushed")
+
+    table = Table(
+        title=f"templates in {folder}" + (" (dry run: nothing written)" if dry_run else "")
+    )
+    for column in ("template", "channel", "locale", "result", "active"):
+        table.add_column(column)
+    changed = 0
+    with connection() as conn:
+        heads = {
+            (h["key"], h["channel"], h["locale"]): h
+            for h in _rows(conn, "template_heads", keys=sorted({s.key for s in sources}))
+        }
+        for s in sources:
+            head = heads.get((s.key, s.channel, s.locale))
+            if head is not None and head["latest_hash"] == s.content_hash:
+                result, active = f"unchanged (v{head['latest']})", head["active"]
+            else:
+                changed += 1
+                new = (head["latest"] if head else 0) + 1
+                if not dry_run:
+                    new = api.create_template(
+                        conn,
+                        s.key,
+                        s.channel,
+                        s.body,
+                        subject=s.subject,
+                        html_body=s.html_body,
+                        title=s.title,
+                        locale=s.locale,
+                        activate=activate,
+                    )
+                result = f"new v{new}"
+                active = new if activate else (head["active"] if head else None)
+            table.add_row(s.key, s.channel, s.locale, result, f"v{active}" if active else "none")
+        if dry_run:
+            conn.rollback()
+    _console().print(table)
+    verb = "would add" if dry_run else "added"
+    typer.echo(
+        f"{verb} {changed} new version{'' if changed == 1 else 's'}; "
+        f"{len(sources) - changed} unchanged"
+    )
+
+
+@app.command("list")
+def list_(key: Annotated[str | None, typer.Option(help="Only this template key.")] = None) -> None:
+    """Every template: channel, locale, active and newest version."""
+    with connection() as conn:
+        rows = _rows(conn, "template_summary", key=key)
+    table = Table(title=f"templates ({len(rows)})")
+    for column in ("template", "channel", "locale", "active", "newest", "versions", "updated"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["key"],
+            r["channel"],
+            r["locale"],
+            f"v{r['active']}" if r["active"] else "none",
+            f"v{r['latest']}",
+            str(r["versions"]),
+            r["updated_at"].strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    _console().print(table)
+
+
+Channel = Annotated[str | None, typer.Option(help="email, sms or push (default: every channel).")]
+Locale = Annotated[
+    str | None, typer.Option(help="Locale such as fr-CA, or default (default: every locale).")
+]
+
+
+@app.command()
+def show(
+    key: Annotated[str, typer.Argument(help="Template key.")],
+    channel: Channel = None,
+    locale: Locale = None,
+    version: Annotated[
+        int | None, typer.Option(help="This version (default: the active one).")
+    ] = None,
+) -> None:
+    """The versions of a template, and the content of the active (or the given) version."""
+    with connection() as conn:
+        rows = _versions(conn, key, channel, locale)
+    console = _console()
+    table = Table(title=f"versions of {key}")
+    for column in ("channel", "locale", "version", "active", "created", "content hash"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(
+            r["channel"],
+            r["locale"],
+            f"v{r['version']}",
+            "active" if r["active"] else "",
+            r["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
+            r["content_hash"][:12],
+        )
+    console.print(table)
+    wanted = [r for r in rows if (r["version"] == version if version is not None else r["active"])]
+    if version is not None and not wanted:
+        raise _fail(
+            f"template {key!r} has no version {version}" + (f" for {channel}" if channel else "")
+        )
+    for r in wanted:
+        console.rule(
+            f"{key} · {r['channel']} · {r['locale']} · v{r['version']}"
+            + (" (active)" if r["active"] else "")
+        )
+        for field in FIELDS:
+            if r[field] is not None:
+                console.print(f"[bold]{field}[/bold]")
+                console.print(escape(r[field]), highlight=False)
+
+
+@app.command()
+def diff(
+    key: Annotated[str, typer.Argument(help="Template key.")],
+    from_: Annotated[int, typer.Option("--from", help="Old version.")],
+    to: Annotated[int, typer.Option("--to", help="New version.")],
+    channel: Channel = None,
+    locale: Locale = None,
+) -> None:
+    """A unified diff of each field between two versions (per channel and locale having both)."""
+    with connection() as conn:
+        rows = _versions(conn, key, channel, locale)
+    by_variant: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for r in rows:
+        by_variant.setdefault((r["channel"], r["locale"]), {})[r["version"]] = r
+    pairs = [
+        (variant, v[from_], v[to]) for variant, v in by_variant.items() if from_ in v and to in v
+    ]
+    if not pairs:
+        have = "; ".join(
+            f"{c} ({loc}): v{', v'.join(str(n) for n in sorted(v))}"
+            for (c, loc), v in sorted(by_variant.items())
+        )
+        raise _fail(
+            f"template {key!r} has no channel and locale with both v{from_} and v{to}"
+            f" (it has {have})"
+        )
+    console = _console()
+    for (ch, loc), old, new in pairs:
+        console.rule(f"{key} · {ch} · {loc} · v{from_} → v{to}")
+        if old["content_hash"] == new["content_hash"]:
+            console.print("(identical content)")
+            continue
+        for field in FIELDS:
+            if old[field] is None and new[field] is None:
+                continue
+            if old[field] is None or new[field] is None:
+                # A field that appears or disappears: say so, since "" and absent differ.
+                console.print(
+                    f"[bold]{field}: {'added' if old[field] is None else 'removed'}[/bold]"
+                )
+            for line in difflib.unified_diff(
+                (old[field] or "").splitlines(),
+                (new[field] or "").splitlines(),
+                f"v{from_}/{field}",
+                f"v{to}/{field}",
+                lineterm="",
+            ):
+                style = (
+                    "bold"
+                    if line.startswith(("---", "+++"))
+                    else "green"
+                    if line.startswith("+")
+                    else "red"
+                    if line.startswith("-")
+                    else "cyan"
+                    if line.startswith("@@")
+                    else ""
+                )
+                console.print(
+                    f"[{style}]{escape(line)}[/{style}]" if style else escape(line), highlight=False
+                )
+
+
+def _data(text: str) -> dict[str, Any]:
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot read {text[1:]!r}: {exc.strerror}", param_hint="--data"
+            ) from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+            param_hint="--data",
+        ) from None
+    if not isinstance(data, dict):
+        raise typer.BadParameter(
+            f"must be a JSON object, got {type(data).__name__}", param_hint="--data"
+        )
+    return data
+
+
+@app.command("render")
+def render_(
+    key: Annotated[str, typer.Argument(help="Template key.")],
+    data: Annotated[str, typer.Option(help="Template data: a JSON object, or @file.json.")] = "{}",
+    channel: Channel = None,
+    locale: Annotated[
+        str | None,
+        typer.Option(
+            help="Recipient locale; falls back like a send does (fr-CA -> fr -> default)."
+        ),
+    ] = None,
+) -> None:
+    """Preview: render the active version(s) with DATA as a send would; check channel limits."""
+    values = _data(data)
+    if channel is not None and channel not in CHANNELS:
+        raise typer.BadParameter(
+            f"unknown channel {channel!r} (expected {', '.join(CHANNELS)})", param_hint="--channel"
+        )
+    chain = locale_chain(locale)
+    console = _console()
+    failed = False
+    with connection() as conn:
+        channels = [channel] if channel else sorted({r["channel"] for r in _versions(conn, key)})
+        found = {
+            ch: _rows(conn, "template_active_for_locales", key=key, channel=ch, locales=chain)
+            for ch in channels
+        }
+    for ch in channels:
+        if not found[ch]:
+            failed = True
+            typer.echo(
+                f"error: template {key!r} has no active {ch} version for locale "
+                f"{' -> '.join(chain)}",
+                err=True,
+            )
+            continue
+        template = _version(found[ch][0])
+        console.rule(f"{key} · {ch} · {template.locale} · v{template.version}")
+        try:
+            rendered = render(template, values)
+            check_limits(ch, rendered, values, template=template)
+        except TemplateError as exc:
+            failed = True
+            typer.echo(f"error: {exc}", err=True)
+            continue
+        for field in FIELDS:
+            value = getattr(rendered, field)
+            if value is not None:
+                console.print(f"[bold]{field}[/bold]")
+                console.print(escape(value), highlight=False)
+        if ch == "sms":
+            encoding, segments = sms_segments(rendered.body)
+            console.print(
+                f"[dim]{segments} segment{'' if segments == 1 else 's'} ({encoding})[/dim]"
+            )
+        elif ch == "push":
+            console.print(f"[dim]payload {push_payload_size(rendered, values)} bytes[/dim]")
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rollback(
+    key: Annotated[str, typer.Argument(help="Template key.")],
+    to: Annotated[int, typer.Option("--to", help="The version to make active again.")],
+    channel: Channel = None,
+    locale: Locale = None,
+) -> None:
+    """Make an older (or any) version the active one again; recorded as an event."""
+    with connection() as conn:
+        rows = _versions(conn, key, channel, locale, version=to)
+        if len(rows) > 1:
+            which = ", ".join(f"{r['channel']} ({r['locale']})" for r in rows)
+            raise _fail(
+                f"template {key!r} has a v{to} for {which}: say which with --channel and --locale"
+            )
+        target = rows[0]
+        previous = next(
+            (
+                r["version"]
+                for r in _versions(conn, key, target["channel"], target["locale"])
+                if r["active"]
+            ),
+            None,
+        )
+        api.activate_template(
+            conn, key, target["channel"], to, locale=target["locale"], actor=actor()
+        )
+    if previous == to:
+        typer.echo(f"{key} {target['channel']} ({target['locale']}): v{to} is already active")
+    else:
+        typer.echo(
+            f"{key} {target['channel']} ({target['locale']}): active version is now v{to}"
+            + (f" (was v{previous})" if previous else "")
+        )

@@ -101,12 +101,44 @@ class Settings(BaseSettings):
     log_format: str = Field(default="console", pattern="^(console|json)$")
     log_level: str = "INFO"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    # How often each worker refreshes the queue gauges (one cheap query; see outbox/metrics.py).
+    metrics_refresh_seconds: float = Field(default=15.0, gt=0)
+
+    # --- retention (see outbox/ops.py and docs/operations.md) ------------------
+    # Workers prune finished history older than this ("30d", "12h", ...); unset = never
+    # (run `outbox prune` yourself). One worker at a time does it (an advisory lock).
+    prune_older_than: str | None = Field(default=None, pattern=r"^\d+(\.\d+)?\s*[smhdw]$")
+    prune_interval_seconds: float = Field(default=600.0, gt=0)
+    prune_batch_size: int = Field(default=1000, ge=1, le=100_000)
 
     def secret_values(self) -> list[str]:
-        """Every secret's plain value, for the log redaction processor."""
+        """Every secret's plain value, for the log redaction processor.
+
+        The database URL's password is also listed on its own (as given and
+        percent-decoded): drivers and key=value conninfo strings show it without
+        the rest of the URL.
+        """
         out = []
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
                 out.append(value.get_secret_value())
+        if self.database_url is not None:
+            out.extend(_conninfo_passwords(self.database_url.get_secret_value()))
         return out
+
+
+def _conninfo_passwords(url: str) -> list[str]:
+    """The password of a libpq URL or key=value string, raw and decoded ([] if none)."""
+    from urllib.parse import unquote, urlsplit
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except Exception:  # noqa: BLE001 - a malformed URL fails later, with a better message
+        return []
+    if not password:
+        return []
+    raw = urlsplit(url).password if "://" in url else None
+    return sorted({str(password), unquote(str(password)), *([raw] if raw else [])})

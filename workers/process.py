@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
+from outbox import metrics
 from outbox.db import resolve_url
 from outbox.logs import configure
+from outbox.ops import Pruner, parse_age
 from outbox.providers.registry import build_providers
 from outbox.providers.router import Router
 from outbox.settings import Settings
@@ -14,13 +17,17 @@ from workers.config import WorkerConfig
 from workers.worker import Worker
 
 
-async def serve(url: str, router: Router, config: WorkerConfig, worker_id: str | None = None) -> Worker:
-    """Run one worker until SIGTERM or SIGINT; return it (with its stats) after a clean stop."""
+async def serve(url: str, router: Router, config: WorkerConfig, worker_id: str | None = None,
+                **extras: Any) -> Worker:
+    """Run one worker until SIGTERM or SIGINT; return it (with its stats) after a clean stop.
+
+    ``extras`` go to the Worker (``gauges``, ``pruner``).
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    worker = Worker(url, router, config, worker_id=worker_id)
+    worker = Worker(url, router, config, worker_id=worker_id, **extras)
     try:
         await worker.run(stop)
     finally:
@@ -35,4 +42,12 @@ def main(settings: Settings, **overrides: object) -> None:
     url = resolve_url(settings)
     providers = build_providers(settings)
     routes = {channel: list(getattr(settings, f"providers_{channel}")) for channel in config.channels}
-    asyncio.run(serve(url, Router(providers, routes), config))
+    extras: dict[str, Any] = {}
+    if settings.metrics_port is not None:
+        # Before the loop starts, so a scrape never finds the port closed while the worker runs.
+        metrics.serve(settings.metrics_port)
+        extras["gauges"] = metrics.QueueGauges(settings.metrics_refresh_seconds)
+    if settings.prune_older_than:
+        extras["pruner"] = Pruner(parse_age(settings.prune_older_than), batch_size=settings.prune_batch_size,
+                                  interval_seconds=settings.prune_interval_seconds)
+    asyncio.run(serve(url, Router(providers, routes), config, **extras))

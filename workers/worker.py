@@ -24,6 +24,7 @@ import os
 import random
 import secrets
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ from typing import Any
 import psycopg
 import structlog
 
+from outbox import metrics
+from outbox.ops import Pruner
 from outbox.providers.base import Message, Outcome
 from outbox.providers.router import Router
 from outbox.templates import TemplateError, TemplateVersion, check_limits, render
@@ -72,6 +75,8 @@ class Worker:
         rand: Callable[[], float] = random.random,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         gate: Gate | None = None,
+        gauges: metrics.QueueGauges | None = None,
+        pruner: Pruner | None = None,
     ) -> None:
         self.url = url
         self.router = router
@@ -82,6 +87,10 @@ class Worker:
         self.policy = RetryPolicy(config.backoff_base_seconds, config.backoff_cap_seconds,
                                   config.config_pause_seconds)
         self.gate = gate or Gate(clock, router)
+        # Periodic extras of housekeeping, off unless given: queue gauges (when metrics
+        # are served) and retention (when prune_older_than is set).
+        self.gauges = gauges
+        self.pruner = pruner
         self.stats: Counter[str] = Counter()
         self._held: dict[int, Held] = {}
         self._sending: set[asyncio.Task[None]] = set()
@@ -90,7 +99,7 @@ class Worker:
         self._slot_free = asyncio.Event()
         self._stopping = False
         self._conns: dict[str, psycopg.AsyncConnection | None] = {
-            "claim": None, "record": None, "house": None, "listen": None}
+            "claim": None, "record": None, "house": None, "listen": None, "prune": None}
         self._log = log.bind(worker=self.id)
 
     # -- connections ---------------------------------------------------------------
@@ -133,6 +142,8 @@ class Worker:
         helpers = [asyncio.create_task(self._listen(), name="listen"),
                    asyncio.create_task(self._record_loop(), name="record"),
                    asyncio.create_task(self._housekeeping(), name="housekeeping")]
+        if self.pruner is not None:
+            helpers.append(asyncio.create_task(self._prune_loop(), name="prune"))
         stopper = asyncio.create_task(self._wait_stop(stop), name="stop")
         try:
             await self._claim_loop()
@@ -178,8 +189,9 @@ class Worker:
         for row in rows:
             if row["status"] == "expired":
                 self.stats["expired"] += 1
+                metrics.record_result(row["channel"], None, "expired")
                 self._log.info("delivery.expired", delivery_id=row["id"], message_id=row["message_id"],
-                               channel=row["channel"])
+                               channel=row["channel"], provider=None, attempt=row["attempts"])
                 continue
             self._held[row["id"]] = Held(row["attempts"])
             claimed.append(row)
@@ -228,7 +240,8 @@ class Worker:
         try:
             decision = await self._attempt(row)
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the delivery
-            self._log.exception("delivery.worker_error", delivery_id=row["id"])
+            self._log.exception("delivery.worker_error", delivery_id=row["id"], message_id=row["message_id"],
+                                channel=row["channel"], provider=None, attempt=row["attempts"])
             decision = self._decide(row, "worker", Outcome.unknown(f"worker error: {type(exc).__name__}"))
         self._results.put_nowait((row, decision))
 
@@ -264,7 +277,12 @@ class Worker:
             return self._decide(row, "router", Outcome.config(
                 f"no available provider for {row['channel']}"))
         self._held[row["id"]].started = True
-        outcome = await provider.send(message)
+        began, kind = time.perf_counter(), "error"
+        try:
+            outcome = await provider.send(message)
+            kind = outcome.kind.value
+        finally:
+            metrics.observe_provider_call(provider.name, kind, time.perf_counter() - began)
         return self._decide(row, provider.name, outcome)
 
     def _decide(self, row: dict[str, Any], provider: str, outcome: Outcome) -> Decision:
@@ -300,12 +318,17 @@ class Worker:
             if row["id"] not in recorded:
                 # Fenced: our lease expired and the row was recovered (maybe re-claimed).
                 self.stats["fenced"] += 1
+                metrics.record_fenced(row["channel"], decision.provider)
                 self._log.warning("delivery.result_dropped", delivery_id=row["id"],
                                   message_id=row["message_id"], channel=row["channel"],
-                                  attempt=row["attempts"], status=decision.status,
+                                  provider=decision.provider, attempt=row["attempts"],
+                                  status=decision.status,
                                   reason="lease no longer held")
                 continue
             self.stats[decision.kind] += 1
+            due_since = row.get("due_since")
+            metrics.record_result(row["channel"], decision.provider, decision.kind,
+                                  (self.clock() - due_since).total_seconds() if due_since else None)
             level = "debug" if decision.kind == "sent" else "info"
             getattr(self._log, level)(
                 f"delivery.{decision.kind}", delivery_id=row["id"], message_id=row["message_id"],
@@ -354,6 +377,8 @@ class Worker:
                 if loop.time() >= next_recovery:
                     next_recovery = loop.time() + cfg.recover_interval_seconds
                     await self.recover_leases(conn)
+                if self.gauges is not None:
+                    await self.gauges.tick(conn)
             except CONNECTION_ERRORS as exc:
                 await self._drop("house", exc)
             await asyncio.sleep(tick)
@@ -367,6 +392,28 @@ class Worker:
             self._log.info("leases.recovered", recovered=recovered, dead=dead)
             self._wake.set()
         return recovered, dead
+
+    async def _prune_loop(self) -> None:
+        """Retention, every pruner interval, on a connection of its own.
+
+        Not in housekeeping: a long prune must never delay the lease heartbeats.
+        The pruner takes an advisory lock, so at most one worker prunes at a time;
+        the connection is closed between runs rather than held idle.
+        """
+        assert self.pruner is not None
+        while True:
+            # Jittered, so that workers started together do not all try at once.
+            await asyncio.sleep(self.pruner.interval_seconds * (0.5 + self.rand()))
+            try:
+                await self.pruner.run_once(await self._conn("prune"), log=self._log)
+            except CONNECTION_ERRORS as exc:
+                await self._drop("prune", exc)
+                continue
+            except psycopg.Error as exc:  # e.g. a statement timeout: try again next time
+                self._log.warning("retention.failed", error=type(exc).__name__, detail=str(exc))
+            conn, self._conns["prune"] = self._conns["prune"], None
+            if conn is not None:
+                await conn.close()
 
     # -- shutdown ----------------------------------------------------------------------------
 

@@ -10,6 +10,8 @@
 -- statement and not returned: an expired message is never sent.
 -- Returns what the worker needs to render and send, including the template
 -- version resolved along the recipient's locale chain (fr-CA -> fr -> default).
+-- due_since (enqueued, or its scheduled send_at if later) is where the
+-- end-to-end latency metric starts.
 WITH due AS (
     SELECT d.id
     FROM outbox.deliveries d
@@ -41,6 +43,7 @@ WITH due AS (
 )
 SELECT c.id, c.notification_id, n.message_id, c.channel::text AS channel, c.destination,
        c.status::text AS status, c.attempts, c.max_attempts, c.priority, c.expires_at,
+       greatest(n.created_at, n.send_at) AS due_since,
        n.data, n.template_key, n.category, n.recipient_id, coalesce(r.locale, 'default') AS locale,
        r.timezone, r.quiet_start, r.quiet_end, coalesce(cat.critical, false) AS critical,
        dev.platform AS device_platform, dev.environment AS device_environment,

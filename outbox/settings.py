@@ -97,6 +97,30 @@ class Settings(BaseSettings):
 
     provider_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # --- webhooks: delivery receipts (`outbox webhooks`, docs/webhooks.md) ------
+    # The public base URL providers post to, e.g. https://hooks.example.com. Twilio
+    # and Mandrill sign the exact URL they called, so this must be what they were
+    # given (behind a proxy, the URL the server sees is not that one).
+    webhooks_public_url: str | None = None
+    # Loopback by default: put a TLS-terminating proxy in front and expose /webhooks/.
+    webhooks_host: str = "127.0.0.1"
+    webhooks_port: int = Field(default=4020, ge=0, le=65535)
+    # Larger bodies get 413 before they are read. SendGrid batches up to ~768 KB,
+    # Mandrill up to 1000 events, so the default leaves room for both.
+    webhooks_max_body_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    # A signed request whose own timestamp (SendGrid header, Vonage parameter) is
+    # further than this from now is refused as stale (replay protection).
+    webhooks_timestamp_tolerance_seconds: float = Field(default=300.0, gt=0)
+    # A receipt can beat the worker's "sent" record; it is retried in memory this long.
+    webhooks_late_receipt_seconds: float = Field(default=120.0, ge=0)
+    webhooks_db_pool_size: int = Field(default=4, ge=1, le=100)
+    # Vonage signs SMS API webhooks (sig + timestamp parameters) once support has
+    # enabled signing on the account; the method is chosen in the dashboard.
+    vonage_signature_secret: SecretStr | None = None
+    vonage_signature_method: str = Field(
+        default="md5hash", pattern="^(md5hash|md5|sha1|sha256|sha512)$"
+    )
+
     # --- observability --------------------------------------------------------
     log_format: str = Field(default="console", pattern="^(console|json)$")
     log_level: str = "INFO"

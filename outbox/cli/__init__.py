@@ -18,7 +18,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported here so that `import outbox` stays light for applications.
-    from outbox.cli import db, demo, dlq, migrate, ops, sandbox, worker
+    from outbox.cli import db, demo, dlq, migrate, ops, sandbox, webhooks, worker
     from outbox.cli import templates
 
     app.add_typer(db.app, name="db")
@@ -28,6 +28,7 @@ def _register() -> None:
     app.command("migrate")(migrate.migrate)
     app.command("worker")(worker.worker)
     app.command("sandbox")(sandbox.sandbox)
+    app.command("webhooks")(webhooks.webhooks)
     app.command("status")(ops.status)
     app.command("inspect")(ops.inspect)
     app.command("prune")(ops.prune)

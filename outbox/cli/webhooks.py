@@ -1,0 +1,66 @@
+"""``outbox webhooks``: receive delivery receipts from the providers (docs/webhooks.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Annotated
+
+import typer
+
+from outbox.settings import Settings
+
+
+def webhooks(
+    host: Annotated[
+        str | None,
+        typer.Option(help="Address to listen on (default OUTBOX_WEBHOOKS_HOST, 127.0.0.1)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port to listen on (default OUTBOX_WEBHOOKS_PORT, 4020; 0 = any free)."),
+    ] = None,
+) -> None:
+    """Receive Twilio, SendGrid, Vonage and Mandrill receipts until SIGTERM/SIGINT.
+
+    POST /webhooks/{twilio,sendgrid,vonage,mandrill}, GET /healthz, GET /metrics.
+    A provider whose secret is not configured has its requests refused (404).
+    """
+    from outbox.db import resolve_url
+    from outbox.logs import configure
+    from outbox.webhooks import WebhookConfig, WebhookConfigError, WebhookServer, create_app
+    from outbox.webhooks.app import PROVIDER_MODULES
+
+    settings = Settings()
+    configure(level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values())
+    try:
+        config = WebhookConfig.from_settings(settings)
+    except WebhookConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    missing = {m.PATH: config.missing(m.NAME) for m in PROVIDER_MODULES}
+    if all(missing.values()):
+        typer.echo("outbox webhooks: no provider can verify its webhooks; set at least one of:",
+                   err=True)
+        for path, what in missing.items():
+            typer.echo(f"  {path}: {what}", err=True)
+        raise typer.Exit(2)
+    try:
+        server = WebhookServer(host or settings.webhooks_host,
+                               settings.webhooks_port if port is None else port)
+    except OSError as exc:
+        typer.echo(f"outbox webhooks: {exc.strerror}", err=True)
+        raise typer.Exit(1) from None
+    app = create_app(config, resolve_url(settings), pool_size=settings.webhooks_db_pool_size)
+    typer.echo(f"webhooks: listening on {server.url}  (public URL: {config.public_url or 'unset'})")
+    for path, what in missing.items():
+        typer.echo(f"  POST {path:<19} {'ready' if what is None else 'off: set ' + what}")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await server.serve(app, stop)
+
+    asyncio.run(run())
+    typer.echo("webhooks stopped")

@@ -1,0 +1,193 @@
+-- Delivery receipts from provider webhooks (outbox/webhooks/store.py is the only caller).
+--
+-- A receipt only ever moves a delivery forward: sent -> delivered, or
+-- sent -> dead (bounce, undelivered, rejected). A delivery in any other status
+-- is left alone, so a repeated, late or out-of-order receipt changes nothing.
+-- Every receipt is still recorded once, as an event of kind 'receipt'; the
+-- unique index events_receipt_once (provider, event_id) makes repeats no-ops.
+
+-- name: receipts_record
+-- Record one webhook request's receipts, in one statement (one transaction):
+--   1. match each receipt to its delivery: by our delivery id when the provider
+--      echoed it back (SendGrid custom_args, Mandrill metadata, Vonage
+--      client-ref), else by the provider's message id;
+--   2. insert the 'receipt' events; a receipt already recorded (same provider
+--      and event id) conflicts and goes no further: it changes nothing else;
+--   3. apply the earliest fresh terminal receipt of each delivery, only if the
+--      delivery is 'sent', and log the transition ('delivered' or 'dead');
+--   4. suppress dead addresses (hard bounce, drop, STOP), and record opt-outs
+--      (spam report, unsubscribe, STOP) as a '*' preference of every recipient
+--      with that address; an opted-out address no recipient owns is suppressed
+--      instead, so the opt-out is honoured all the same.
+-- One row per receipt, in input order, says what happened to it.
+--   action: delivered | dead | none (recorded only)
+WITH r AS (
+    SELECT *
+    FROM unnest(%(providers)s::text[], %(channels)s::outbox.channel[], %(event_ids)s::text[],
+                %(statuses)s::text[], %(actions)s::text[], %(reasons)s::text[],
+                %(suppress)s::boolean[], %(opt_outs)s::boolean[], %(delivery_ids)s::bigint[],
+                %(notification_ids)s::bigint[], %(provider_message_ids)s::text[],
+                %(addresses)s::text[], %(occurred_at)s::timestamptz[], %(details)s::jsonb[])
+         WITH ORDINALITY
+         AS r(provider, channel, event_id, status, action, reason, suppress, opt_out, delivery_id,
+              notification_id, provider_message_id, address, occurred_at, detail, n)
+), matched AS (
+    SELECT r.*, d.id AS d_id, d.notification_id AS d_notification_id, d.status AS d_status,
+           d.attempts AS d_attempts, coalesce(d.destination, r.address) AS destination
+    FROM r
+    LEFT JOIN LATERAL (
+        -- Two arms, each served by an index (primary key; deliveries_provider_message).
+        (SELECT d.id, d.notification_id, d.status, d.attempts, d.destination
+         FROM outbox.deliveries d
+         WHERE d.id = r.delivery_id AND d.channel = r.channel
+           AND (r.notification_id IS NULL OR d.notification_id = r.notification_id))
+        UNION ALL
+        (SELECT d.id, d.notification_id, d.status, d.attempts, d.destination
+         FROM outbox.deliveries d
+         WHERE r.delivery_id IS NULL
+           AND d.provider_message_id = r.provider_message_id AND d.provider = r.provider
+           AND d.channel = r.channel)
+        LIMIT 1
+    ) d ON true
+), fresh AS (
+    INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
+    SELECT m.d_notification_id, m.d_id, 'receipt', m.d_attempts, 'webhook:' || m.provider,
+           jsonb_strip_nulls(coalesce(m.detail, '{}') || jsonb_build_object(
+               'provider', m.provider, 'event_id', m.event_id, 'status', m.status,
+               'action', m.action, 'reason', m.reason,
+               'provider_message_id', m.provider_message_id, 'matched', m.d_id IS NOT NULL,
+               'occurred_at', m.occurred_at))
+    FROM matched m
+    ORDER BY m.n
+    ON CONFLICT ((detail ->> 'provider'), (detail ->> 'event_id')) WHERE kind = 'receipt' DO NOTHING
+    RETURNING detail ->> 'provider' AS provider, detail ->> 'event_id' AS event_id
+), accepted AS (
+    SELECT m.* FROM matched m JOIN fresh f ON f.provider = m.provider AND f.event_id = m.event_id
+), winner AS (
+    -- Several terminal receipts for one delivery in one batch: the earliest wins,
+    -- as it would have had they come one by one.
+    SELECT DISTINCT ON (a.d_id) a.*
+    FROM accepted a
+    WHERE a.d_id IS NOT NULL AND a.action IN ('delivered', 'dead')
+    ORDER BY a.d_id, a.occurred_at NULLS LAST, a.n
+), moved AS (
+    UPDATE outbox.deliveries d
+    SET status       = w.action::outbox.delivery_status,
+        -- The provider's time, kept between the send and now (clocks disagree).
+        delivered_at = CASE WHEN w.action = 'delivered'
+                            THEN greatest(d.sent_at, least(now(), coalesce(w.occurred_at, now())))
+                            ELSE d.delivered_at END,
+        last_error   = CASE WHEN w.action = 'dead' THEN coalesce(w.reason, w.provider || ': ' || w.status)
+                            ELSE d.last_error END,
+        finished_at  = now(),
+        updated_at   = now()
+    FROM winner w
+    WHERE d.id = w.d_id AND d.status = 'sent'
+    RETURNING d.id, d.notification_id, d.attempts, d.last_error, w.provider, w.action, w.event_id
+), logged AS (
+    INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
+    SELECT mv.notification_id, mv.id, mv.action, mv.attempts, 'webhook:' || mv.provider,
+           jsonb_strip_nulls(jsonb_build_object(
+               'provider', mv.provider, 'receipt', mv.event_id,
+               'reason', CASE WHEN mv.action = 'dead' THEN mv.last_error END))
+    FROM moved mv
+), owners AS (
+    -- Recipients whose address an opt-out names (exact match: deliveries copy it verbatim).
+    SELECT DISTINCT a.event_id, a.provider, rc.id AS recipient_id, a.channel
+    FROM accepted a
+    JOIN outbox.recipients rc
+      ON (a.channel = 'email' AND rc.email = a.destination)
+      OR (a.channel = 'sms' AND rc.phone = a.destination)
+    WHERE a.opt_out
+), opted_out AS (
+    INSERT INTO outbox.preferences AS p (recipient_id, channel, category, opted_in)
+    SELECT DISTINCT o.recipient_id, o.channel, '*', false FROM owners o
+    ON CONFLICT (recipient_id, channel, category)
+        DO UPDATE SET opted_in = false, updated_at = now()
+        WHERE p.opted_in
+    RETURNING p.recipient_id
+), suppressed AS (
+    INSERT INTO outbox.suppressions (channel, destination, reason)
+    SELECT DISTINCT ON (a.channel, a.destination) a.channel, a.destination,
+           coalesce(a.reason, a.provider || ': ' || a.status)
+    FROM accepted a
+    WHERE a.destination IS NOT NULL AND a.destination <> ''
+      AND (a.suppress OR (a.opt_out AND NOT EXISTS (
+               SELECT 1 FROM owners o WHERE o.provider = a.provider AND o.event_id = a.event_id)))
+    ORDER BY a.channel, a.destination, a.n
+    ON CONFLICT (channel, destination) DO NOTHING
+    RETURNING channel, destination
+)
+SELECT m.provider, m.event_id, m.action, m.d_id AS delivery_id, n.message_id,
+       m.channel::text AS channel, m.d_attempts AS attempt, m.d_status::text AS previous_status,
+       (f.event_id IS NOT NULL) AS fresh, (mv.id IS NOT NULL) AS moved,
+       (SELECT count(*) FROM suppressed) AS suppressions,
+       (SELECT count(*) FROM opted_out) AS opt_outs
+FROM matched m
+LEFT JOIN fresh f ON f.provider = m.provider AND f.event_id = m.event_id
+LEFT JOIN moved mv ON mv.id = m.d_id AND mv.event_id = m.event_id
+LEFT JOIN outbox.notifications n ON n.id = m.d_notification_id
+ORDER BY m.n;
+
+-- name: receipts_apply_late
+-- Terminal receipts recorded while their delivery was not 'sent' yet: the
+-- provider's receipt beat the worker's record of the send (still 'processing',
+-- or no provider message id stored yet), or came for an attempt whose outcome
+-- the worker could not know (pending a retry). The webhooks service retries
+-- them for a while. Same guard as above: only a 'sent' delivery moves. The
+-- receipt events exist already; only the transition is logged.
+WITH r AS (
+    SELECT *
+    FROM unnest(%(providers)s::text[], %(channels)s::outbox.channel[], %(event_ids)s::text[],
+                %(statuses)s::text[], %(actions)s::text[], %(reasons)s::text[],
+                %(delivery_ids)s::bigint[], %(provider_message_ids)s::text[],
+                %(occurred_at)s::timestamptz[])
+         WITH ORDINALITY
+         AS r(provider, channel, event_id, status, action, reason, delivery_id,
+              provider_message_id, occurred_at, n)
+), matched AS (
+    SELECT r.*, d.id AS d_id, d.status AS d_status
+    FROM r
+    LEFT JOIN LATERAL (
+        (SELECT d.id, d.status FROM outbox.deliveries d
+         WHERE d.id = r.delivery_id AND d.channel = r.channel)
+        UNION ALL
+        (SELECT d.id, d.status FROM outbox.deliveries d
+         WHERE r.delivery_id IS NULL
+           AND d.provider_message_id = r.provider_message_id AND d.provider = r.provider
+           AND d.channel = r.channel)
+        LIMIT 1
+    ) d ON true
+), winner AS (
+    SELECT DISTINCT ON (m.d_id) m.*
+    FROM matched m
+    WHERE m.d_id IS NOT NULL AND m.action IN ('delivered', 'dead')
+    ORDER BY m.d_id, m.occurred_at NULLS LAST, m.n
+), moved AS (
+    UPDATE outbox.deliveries d
+    SET status       = w.action::outbox.delivery_status,
+        delivered_at = CASE WHEN w.action = 'delivered'
+                            THEN greatest(d.sent_at, least(now(), coalesce(w.occurred_at, now())))
+                            ELSE d.delivered_at END,
+        last_error   = CASE WHEN w.action = 'dead' THEN coalesce(w.reason, w.provider || ': ' || w.status)
+                            ELSE d.last_error END,
+        finished_at  = now(),
+        updated_at   = now()
+    FROM winner w
+    WHERE d.id = w.d_id AND d.status = 'sent'
+    RETURNING d.id, d.notification_id, d.attempts, d.last_error, w.provider, w.action, w.event_id
+), logged AS (
+    INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
+    SELECT mv.notification_id, mv.id, mv.action, mv.attempts, 'webhook:' || mv.provider,
+           jsonb_strip_nulls(jsonb_build_object(
+               'provider', mv.provider, 'receipt', mv.event_id, 'late', true,
+               'reason', CASE WHEN mv.action = 'dead' THEN mv.last_error END))
+    FROM moved mv
+)
+SELECT m.provider, m.event_id, m.d_id AS delivery_id, n.message_id, m.channel::text AS channel,
+       mv.attempts AS attempt, m.d_status::text AS previous_status, (mv.id IS NOT NULL) AS moved
+FROM matched m
+LEFT JOIN moved mv ON mv.id = m.d_id AND mv.event_id = m.event_id
+LEFT JOIN outbox.deliveries d ON d.id = m.d_id
+LEFT JOIN outbox.notifications n ON n.id = d.notification_id
+ORDER BY m.n;

@@ -117,10 +117,12 @@ COMMENT ON FUNCTION outbox.token_wait_us(double precision, double precision, dou
 -- by one bucket in a call waits for the k-th token that bucket will mint, so
 -- a batch deferred together does not wake up together.
 --
--- Buckets are created full when first needed and locked in (scope, name,
--- subject) order, so concurrent callers never deadlock. `at` replaces the
--- clock (tests); by default it is clock_timestamp() once the locks are held,
--- so time never runs backwards between workers waiting on the same bucket.
+-- Buckets are created full when first needed and locked in one fixed order,
+-- so concurrent callers never deadlock: recipient buckets first, provider
+-- buckets (the ones every worker wants) last, so those are held the shortest.
+-- `at` replaces the clock (tests); by default it is clock_timestamp() once the
+-- locks are held, so time never runs backwards between workers waiting on the
+-- same bucket.
 --
 -- Returns one row per request: wait_seconds = 0 if granted, else the seconds
 -- until it may be tried again, and the limit that held it ('provider:twilio').
@@ -135,7 +137,7 @@ LANGUAGE plpgsql
 AS $$
 #variable_conflict use_column
 DECLARE
-    -- One slot per distinct configured bucket, in lock order.
+    -- One slot per distinct configured bucket; the arrays share one order.
     k_scope    text[];
     k_name     text[];
     k_subject  text[];
@@ -164,24 +166,24 @@ BEGIN
             USING ERRCODE = 'OB001', COLUMN = 'requests';
     END IF;
 
-    SELECT array_agg(k.scope ORDER BY k.scope, k.name, k.subject),
-           array_agg(k.name ORDER BY k.scope, k.name, k.subject),
-           array_agg(k.subject ORDER BY k.scope, k.name, k.subject),
-           array_agg(l.rate_per_second ORDER BY k.scope, k.name, k.subject),
-           array_agg(l.burst ORDER BY k.scope, k.name, k.subject)
+    -- Every aggregate of one SELECT sees the rows in the same order, so the
+    -- arrays line up slot by slot without sorting them.
+    SELECT array_agg(k.scope), array_agg(k.name), array_agg(k.subject),
+           array_agg(l.rate_per_second), array_agg(l.burst)
     INTO k_scope, k_name, k_subject, k_rate, k_burst
     FROM (SELECT DISTINCT q.scope, q.name, coalesce(q.subject, '') AS subject
           FROM unnest(scopes, names, subjects) AS q(scope, name, subject)) k
     JOIN outbox.rate_limits l ON l.scope = k.scope AND l.name = k.name;
 
     IF k_scope IS NOT NULL THEN
-        -- Create missing buckets full, and lock every bucket, in key order. The
-        -- conflict action never writes (WHERE false) but still locks the existing
-        -- row, and if a concurrent prune deleted it, the insert is retried.
+        -- Create missing buckets full, and lock every bucket, in lock order (byte
+        -- order, the same in every database). The conflict action never writes
+        -- (WHERE false) but still locks the existing row, and if a concurrent prune
+        -- deleted it, the insert is retried.
         INSERT INTO outbox.rate_buckets AS b (scope, name, subject, tokens, updated_at)
         SELECT k.scope, k.name, k.subject, k.burst, coalesce(at, clock_timestamp())
-        FROM unnest(k_scope, k_name, k_subject, k_burst) WITH ORDINALITY AS k(scope, name, subject, burst, slot)
-        ORDER BY k.slot
+        FROM unnest(k_scope, k_name, k_subject, k_burst) AS k(scope, name, subject, burst)
+        ORDER BY k.scope COLLATE "C" DESC, k.name COLLATE "C", k.subject COLLATE "C"
         ON CONFLICT (scope, name, subject) DO UPDATE SET tokens = b.tokens WHERE false;
 
         v_now := coalesce(at, clock_timestamp());
@@ -369,10 +371,8 @@ BEGIN
         FROM judged j JOIN q ON q.ord = j.ord WHERE j.why IS NULL
     ), taken AS (
         SELECT t.*
-        FROM (SELECT array_agg(k.request ORDER BY k.request) AS requests,
-                     array_agg(k.scope ORDER BY k.request) AS scopes,
-                     array_agg(k.name ORDER BY k.request) AS names,
-                     array_agg(k.subject ORDER BY k.request) AS subjects
+        FROM (SELECT array_agg(k.request) AS requests, array_agg(k.scope) AS scopes,
+                     array_agg(k.name) AS names, array_agg(k.subject) AS subjects
               FROM keys k) a
         CROSS JOIN LATERAL outbox.take_tokens(a.requests, a.scopes, a.names, a.subjects, at) t
         WHERE a.requests IS NOT NULL

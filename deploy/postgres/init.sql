@@ -1,0 +1,25 @@
+-- First start of the compose PostgreSQL (docker-entrypoint-initdb.d): the roles
+-- of a least-privilege deployment. Demo passwords: change them for anything real.
+--
+--   outbox_owner   owns the schema and runs `outbox migrate`; not a superuser, so
+--                  the SECURITY DEFINER producer functions it owns can do no more
+--                  than it can.
+--   outbox_producer, outbox_worker, outbox_reader
+--                  the group roles migration 0003 grants to (sql/roles.sql). Made
+--                  here, so the owner needs no CREATEROLE.
+--   outbox_app     an application (enqueue/register only)      -> outbox_producer
+--   outbox_svc     the workers and the webhook receiver          -> outbox_worker
+--   grafana        dashboards                                    -> outbox_reader
+
+CREATE ROLE outbox_owner LOGIN PASSWORD 'outbox_owner';
+ALTER DATABASE outbox OWNER TO outbox_owner;
+
+CREATE ROLE outbox_producer NOLOGIN;
+CREATE ROLE outbox_worker NOLOGIN;
+CREATE ROLE outbox_reader NOLOGIN;
+
+CREATE ROLE outbox_app LOGIN PASSWORD 'outbox_app' IN ROLE outbox_producer;
+CREATE ROLE outbox_svc LOGIN PASSWORD 'outbox_svc' IN ROLE outbox_worker;
+CREATE ROLE grafana LOGIN PASSWORD 'grafana' IN ROLE outbox_reader;
+-- pg_stat_activity shows other sessions' queries only to pg_read_all_stats members.
+GRANT pg_monitor TO grafana;

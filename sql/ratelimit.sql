@@ -311,6 +311,13 @@ COMMENT ON FUNCTION outbox.prune_rate_buckets(integer, timestamptz) IS
 -- reason). Every other delivery may be sent. Every rate limit applies to
 -- critical categories too: a provider's cap is the provider's, and a per-person
 -- cap is what stops SMS pumping through login codes.
+--
+-- Call it in a transaction of its own, as the worker does: its commit does not
+-- wait for the WAL flush (SET LOCAL synchronous_commit = off), so the provider
+-- buckets' locks, which every worker waits for, are released a flush sooner.
+-- The bucket state is soft: the worker's next durable commit (recording the
+-- batch) flushes it anyway, and a server crash before that could only forget
+-- the last fraction of a second of takes, letting that many tokens go again.
 CREATE FUNCTION outbox.admit(
     ids            bigint[],
     recipient_ids  bigint[],
@@ -383,6 +390,8 @@ BEGIN
     SELECT q.id, 'deferred'::text, t.wait_seconds, t.limited_by
     FROM taken t JOIN q ON q.ord = t.request
     WHERE t.wait_seconds > 0;
+
+    PERFORM set_config('synchronous_commit', 'off', true);
 
     IF prune_limit > 0 THEN
         -- After the takes: this call already holds its own buckets' locks, and the

@@ -337,7 +337,10 @@ def render_(
         raise typer.BadParameter(
             f"unknown channel {channel!r} (expected {', '.join(CHANNELS)})", param_hint="--channel"
         )
-    chain = locale_chain(locale)
+    try:
+        chain = locale_chain(locale)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--locale") from None
     console = _console()
     failed = False
     with connection() as conn:

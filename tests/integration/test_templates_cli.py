@@ -243,6 +243,8 @@ def test_render_previews_with_locale_fallback_and_names_errors(cli, db_url, tmp_
     assert bad.exit_code == 2 and "not valid JSON" in bad.output
     not_object = cli("render", "welcome", "--data", "[1, 2]")
     assert not_object.exit_code == 2 and "must be a JSON object, got list" in not_object.output
+    locale = cli("render", "welcome", "--locale", "!!")
+    assert locale.exit_code == 2 and "invalid locale '!!'" in locale.output
     channel = cli("render", "welcome", "--channel", "fax")
     assert channel.exit_code == 2 and "unknown channel 'fax'" in channel.output
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from outbox import metrics
@@ -25,6 +26,10 @@ async def serve(url: str, router: Router, config: WorkerConfig, worker_id: str |
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Adapters over synchronous SDKs (SendGrid, FCM token refresh) run in threads:
+    # size the pool to the sends in flight, or it (6 threads on 2 cores) caps them.
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=config.concurrency,
+                                                 thread_name_prefix="outbox-send"))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     worker = Worker(url, router, config, worker_id=worker_id, **extras)

@@ -54,7 +54,8 @@ async def record(
         "template_ids": [r[3] for r in results],
         "in_doubt": [r[2].in_doubt for r in results],
         "refunds": [r[2].refund for r in results],
-        "details": [json.dumps(r[2].detail) if r[2].detail else None for r in results],
+        # default=str: an adapter's detail must never stop a result from being recorded.
+        "details": [json.dumps(r[2].detail, default=str) if r[2].detail else None for r in results],
     }
     async with conn.transaction():
         cur = await conn.execute(query("record"), params)

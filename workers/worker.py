@@ -173,6 +173,11 @@ class Worker:
                 await self._drop("claim", exc)
                 await asyncio.sleep(0.05)
                 continue
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive a bug or a bad row
+                self._log.exception("worker.claim_failed", error=type(exc).__name__)
+                await self._drop("claim", exc)
+                await asyncio.sleep(1.0)
+                continue
             if len(rows) == limit:
                 continue  # there is more: claim again without waiting
             try:
@@ -302,8 +307,14 @@ class Worker:
                 self._results.task_done()
 
     async def _record(self, batch: list[tuple[dict[str, Any], Decision]]) -> None:
-        """Record ``batch``, retrying through connection loss until it is written."""
+        """Record ``batch``, retrying through connection loss until it is written.
+
+        Any other error (a bug, a value the database refuses) must not stop the
+        recorder: the batch is retried row by row, and a row that still fails is
+        left to lease recovery, which returns it to pending (nothing is lost).
+        """
         results = [(row["id"], row["attempts"], d, row["template_id"]) for row, d in batch]
+        recorded: set[int] = set()
         while True:
             try:
                 conn = await self._conn("record")
@@ -313,6 +324,14 @@ class Worker:
             except CONNECTION_ERRORS as exc:
                 await self._drop("record", exc)
                 await asyncio.sleep(0.1)
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                self._log.exception("delivery.record_failed", count=len(batch), error=type(exc).__name__)
+                if len(batch) == 1:
+                    self._held.pop(batch[0][0]["id"], None)
+                    return
+                for one in batch:
+                    await self._record([one])
+                return
         for row, decision in batch:
             self._held.pop(row["id"], None)
             if row["id"] not in recorded:
@@ -358,7 +377,7 @@ class Worker:
                 self._wake.set()
                 async for _ in conn.notifies():
                     self._wake.set()
-            except CONNECTION_ERRORS as exc:
+            except Exception as exc:  # noqa: BLE001 - connection loss or not, listen again
                 await self._drop("listen", exc)
                 await asyncio.sleep(0.1)
 
@@ -380,6 +399,9 @@ class Worker:
                 if self.gauges is not None:
                     await self.gauges.tick(conn)
             except CONNECTION_ERRORS as exc:
+                await self._drop("house", exc)
+            except Exception as exc:  # noqa: BLE001 - housekeeping must keep running
+                self._log.exception("worker.housekeeping_failed", error=type(exc).__name__)
                 await self._drop("house", exc)
             await asyncio.sleep(tick)
 

@@ -169,10 +169,17 @@ FROM recovered r;
 
 -- name: heartbeat
 -- Extend the leases this worker still holds (long sends must not be recovered
--- from under it).
+-- from under it). SKIP LOCKED: a row locked right now is being recorded by
+-- this same worker's recorder; waiting for it could deadlock the two.
 UPDATE outbox.deliveries d
 SET lease_expires_at = now() + %(lease_seconds)s * interval '1 second'
-WHERE d.id = ANY (%(ids)s::bigint[]) AND d.status = 'processing' AND d.lease_owner = %(worker)s;
+FROM (
+    SELECT x.id FROM outbox.deliveries x
+    WHERE x.id = ANY (%(ids)s::bigint[]) AND x.status = 'processing' AND x.lease_owner = %(worker)s
+    ORDER BY x.id
+    FOR UPDATE SKIP LOCKED
+) held
+WHERE d.id = held.id;
 
 -- name: release
 -- Give back deliveries this worker claimed but will not finish (shutdown).

@@ -415,6 +415,37 @@ def test_per_recipient_cap_holds_exactly_across_two_workers(conn, db_url):
     assert all(attempts == 0 and 1100 < wait <= 1200 * 7 for _, attempts, wait in rows)
 
 
+def test_expiry_wins_over_a_rate_limit_deferral(conn, db_url):
+    _limit(conn, "recipient", "sms", 1 / 3600, 1.0)  # one SMS per hour
+    factories.templates(conn, channels=("sms",))
+    factories.recipient(conn, "once", phone="+14155550133")
+    soon = datetime.now(UTC) + timedelta(minutes=10)
+    for message_id, expires_at in (("first", None), ("second", soon)):
+        outbox.enqueue(
+            conn,
+            message_id,
+            recipient="once",
+            template="order_confirmed",
+            data={"order": 1},
+            channels=["sms"],
+            expires_at=expires_at,
+        )
+    conn.commit()
+    provider = ScriptedProvider()
+    worker = make_worker(db_url, provider)
+
+    async def once():
+        await worker.run_once()
+        await worker.close()
+
+    asyncio.run(once())
+    assert [m.message_id for m in provider.calls] == ["first"]
+    assert conn.execute("""
+        SELECT d.status::text, d.last_error FROM outbox.deliveries d
+        JOIN outbox.notifications n ON n.id = d.notification_id WHERE n.message_id = 'second'
+        """).fetchone() == ("expired", "expires before a rate-limit token of recipient:sms is free")
+
+
 @pytest.mark.slow
 def test_two_workers_hold_a_provider_cap_over_ten_seconds(conn, db_url):
     rate, burst, seconds = 20.0, 5.0, 10.0

@@ -67,6 +67,15 @@ def decide(
         return Decision("sent", "sent", provider=provider,
                         provider_message_id=outcome.provider_message_id, detail=detail)
 
+    if expires_at is not None and (now >= expires_at or outcome.detail.get("error") == "expired"):
+        # Whatever went wrong, the message no longer matters: expired, not dead or
+        # retried (a dead destination is still retired). Adapters that refuse to send
+        # what cannot arrive in time (Twilio's validity period is at least 1 s) say
+        # so with error="expired" (outbox.providers.transport.expired_outcome).
+        return Decision("expired", "expired", error=f"expired before it could be sent; last error: {reason}",
+                        provider=provider, dead_destination=kind is OutcomeKind.DEAD_DESTINATION,
+                        in_doubt=1 if kind is OutcomeKind.UNKNOWN else 0, detail=detail)
+
     if kind in (OutcomeKind.PERMANENT, OutcomeKind.DEAD_DESTINATION):
         return Decision("dead", "dead", error=reason, provider=provider,
                         dead_destination=kind is OutcomeKind.DEAD_DESTINATION, detail=detail)

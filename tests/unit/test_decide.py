@@ -70,3 +70,18 @@ def test_retry_delay_bounds(attempt, rand, retry_after):
     bound = min(POLICY.cap_seconds, POLICY.base_seconds * 2 ** (attempt - 1))
     assert d.status == "pending"
     assert max(0.0, retry_after or 0.0) <= d.delay <= max(bound, retry_after or 0.0)
+
+
+def test_any_failure_after_expiry_is_expired():
+    past = NOW - timedelta(seconds=1)
+    d = _decide(Outcome.permanent("expired at the provider"), expires_at=past)
+    assert (d.status, d.kind) == ("expired", "expired")
+    d = _decide(Outcome.dead_destination("Unregistered"), expires_at=past)
+    assert (d.status, d.dead_destination) == ("expired", True)
+    assert _decide(Outcome.sent("x"), expires_at=past).status == "sent"
+
+
+def test_an_adapter_refusing_for_lack_of_time_means_expired():
+    soon = NOW + timedelta(milliseconds=500)
+    d = _decide(Outcome.permanent("expired at ... before it was sent", error="expired"), expires_at=soon)
+    assert (d.status, d.kind) == ("expired", "expired")

@@ -14,16 +14,20 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from rich.console import Console, Group
@@ -34,7 +38,10 @@ from rich.table import Table
 
 import outbox
 from outbox import migrate
+from outbox.logs import configure
 from outbox.sandbox import Sandbox
+from outbox.settings import Settings
+from outbox.webhooks import WebhookConfig, WebhookServer, WebhookThread, create_app
 from outbox.sql import query
 
 DEMO_DATABASE = "outbox_demo"
@@ -58,6 +65,7 @@ class DemoOptions:
     workers: int = 2
     duration: float = 90.0  # at most this long, then stop whatever is left
     state_dir: Path = Path(".outbox/demo")
+    database: str = DEMO_DATABASE  # dropped and created again on every run
 
 
 @dataclass
@@ -65,17 +73,18 @@ class DemoRun:
     url: str
     started: float = field(default_factory=time.monotonic)
     workers: list[subprocess.Popen] = field(default_factory=list)
+    metrics_urls: list[str] = field(default_factory=list)
     enqueued: int = 0
 
 
-def demo_database_url(server_url: str) -> str:
-    """Recreate the demo's own database on the server of ``server_url``; return its URL."""
+def demo_database_url(server_url: str, name: str = DEMO_DATABASE) -> str:
+    """Recreate the demo's own database ``name`` on the server of ``server_url``; return its URL."""
     params = conninfo_to_dict(server_url)
     admin = make_conninfo(**{**params, "dbname": "postgres"})
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{DEMO_DATABASE}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DEMO_DATABASE}"')
-    return make_conninfo(**{**params, "dbname": DEMO_DATABASE})
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_conninfo(**{**params, "dbname": name})
 
 
 def load_examples(conn: psycopg.Connection, opts: DemoOptions, rng: random.Random) -> list[str]:
@@ -131,6 +140,17 @@ def faults() -> dict[str, Any]:
     }
 
 
+@contextmanager
+def receipts_service(sandbox: Sandbox, url: str) -> Iterator[str]:
+    """The `outbox webhooks` app on a free port, fed by the sandbox's signed receipts."""
+    server = WebhookServer()
+    settings = Settings(**sandbox.settings_values(), webhooks_public_url=server.url)
+    app = create_app(WebhookConfig.from_settings(settings), url, pool_size=2)
+    with WebhookThread(server, app):
+        sandbox.client.set_webhooks(sendgrid=f"{server.url}/webhooks/sendgrid")
+        yield server.url
+
+
 def worker_env(sandbox: Sandbox, url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
     env.update(sandbox.env())
@@ -151,14 +171,24 @@ def worker_env(sandbox: Sandbox, url: str) -> dict[str, str]:
     return env
 
 
-def start_workers(n: int, env: dict[str, str], log_dir: Path) -> list[subprocess.Popen]:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_workers(n: int, env: dict[str, str], log_dir: Path) -> tuple[list[subprocess.Popen], list[str]]:
+    """``n`` worker processes, each serving Prometheus metrics on a port of its own."""
     log_dir.mkdir(parents=True, exist_ok=True)
-    procs = []
+    procs, metrics_urls = [], []
     for i in range(n):
+        port = _free_port()
         log = open(log_dir / f"worker-{i + 1}.log", "w")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen([sys.executable, "-m", "outbox", "worker"], env=env,
+        procs.append(subprocess.Popen([sys.executable, "-m", "outbox", "worker"],
+                                      env={**env, "OUTBOX_METRICS_PORT": str(port)},
                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-    return procs
+        metrics_urls.append(f"http://127.0.0.1:{port}/metrics")
+    return procs, metrics_urls
 
 
 def stop_workers(procs: list[subprocess.Popen], timeout: float = 15.0) -> None:
@@ -283,7 +313,8 @@ def summary(conn: psycopg.Connection, console: Console, run: DemoRun, opts: Demo
         f"  psql \"{run.url}\"\n"
         f"    SELECT * FROM outbox.queue_depth;   SELECT * FROM outbox.dead_letters;\n"
         f"    SELECT * FROM outbox.message_timeline WHERE message_id = 'otp-0';\n"
-        f"  OUTBOX_DATABASE_URL=\"{run.url}\" outbox dlq list\n"
+        f"  OUTBOX_DATABASE_URL=\"{run.url}\" outbox dlq list    (and: outbox status, outbox inspect otp-0)\n"
+        f"  metrics (while workers run): {', '.join(run.metrics_urls)}\n"
         f"  worker logs: {opts.state_dir / 'logs'}",
         title="outbox demo"))
 
@@ -291,20 +322,27 @@ def summary(conn: psycopg.Connection, console: Console, run: DemoRun, opts: Demo
 def run_demo(server_url: str, opts: DemoOptions, console: Console | None = None) -> bool:
     """Run the demo against the server of ``server_url``; True if every delivery finished."""
     console = console or Console(width=max(120, Console().width))
+    opts.state_dir.mkdir(parents=True, exist_ok=True)
+    # The in-process services (sandbox, receipts) log to a file, not over the progress display.
+    configure(level="INFO", fmt="json", stream=(opts.state_dir / "demo.log").open("w"))
     rng = random.Random(42)
     console.rule("[bold]outbox demo")
-    console.print("database: creating", DEMO_DATABASE, "and migrating …")
-    url = demo_database_url(server_url)
+    console.print("database: creating", opts.database, "and migrating …")
+    url = demo_database_url(server_url, opts.database)
     migrate.upgrade(url)
     run = DemoRun(url=url)
     opts.state_dir.mkdir(parents=True, exist_ok=True)
     with psycopg.connect(url, row_factory=dict_row) as conn:
         recipients = load_examples(conn, opts, rng)
         console.print(f"loaded {len(recipients)} recipients, their devices, and 3 templates in 2 locales")
-        with Sandbox(opts.state_dir / "sandbox", faults=faults()) as sandbox:
+        with Sandbox(opts.state_dir / "sandbox", faults=faults()) as sandbox, \
+                receipts_service(sandbox, url) as receipts_url:
             console.print(f"provider sandbox on {sandbox.http_url} (APNs on {sandbox.apns_url}) with faults: "
                           "15% Twilio errors, 10% APNs/FCM errors, a dead token, an invalid number, slow SendGrid")
-            run.workers = start_workers(opts.workers, worker_env(sandbox, url), opts.state_dir / "logs")
+            console.print(f"delivery receipts: SendGrid events and Twilio status callbacks to {receipts_url}")
+            env = worker_env(sandbox, url)
+            env["OUTBOX_TWILIO_STATUS_CALLBACK_URL"] = f"{receipts_url}/webhooks/twilio"
+            run.workers, run.metrics_urls = start_workers(opts.workers, env, opts.state_dir / "logs")
             try:
                 run.enqueued = enqueue_mix(conn, recipients, opts, rng)
                 console.print(f"enqueued {run.enqueued} notifications: {opts.marketing} marketing (priority -10), "

@@ -17,19 +17,21 @@ def demo(
     reminders: Annotated[int, typer.Option(min=0, help="Appointment reminders (scheduled a few seconds ahead).")] = 60,
     workers: Annotated[int, typer.Option(min=1, max=16, help="Worker processes.")] = 2,
     duration: Annotated[float, typer.Option(min=5, help="Stop after this many seconds at most.")] = 90.0,
+    database: Annotated[str, typer.Option(help="Database the demo (re)creates on the server.")] = "outbox_demo",
 ) -> None:
     """Run the whole flow on this machine: database, sandbox providers with faults, two workers,
     a realistic mix of notifications, live progress, and a summary.
 
     Uses OUTBOX_DATABASE_URL's server, or the embedded PostgreSQL; creates (and recreates on
-    each run) a database named outbox_demo there. Ctrl-C stops it cleanly.
+    each run) a database named outbox_demo (or --database) there. Ctrl-C stops it cleanly.
     """
     from outbox.db import resolve_url
     from outbox.demo import DemoOptions, run_demo
 
     settings = Settings()
     opts = DemoOptions(recipients=recipients, marketing=marketing, otps=otps, reminders=reminders,
-                       workers=workers, duration=duration, state_dir=Path(settings.data_dir) / "demo")
+                       workers=workers, duration=duration, state_dir=Path(settings.data_dir) / "demo",
+                       database=database)
     try:
         finished = run_demo(resolve_url(settings), opts)
     except KeyboardInterrupt:

@@ -39,7 +39,10 @@ __all__ = [
     "inspect",
     "parse_age",
     "prune",
+    "prune_exclusive",
     "status",
+    "try_lock",
+    "unlock",
 ]
 
 #: Statuses a delivery never leaves on its own: what retention may delete.

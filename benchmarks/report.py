@@ -1,0 +1,254 @@
+"""docs/benchmarks.md, written from the stored results (``benchmarks/results/<server>.json``).
+
+Each server's results are kept in their own file, so a run against one server
+rewrites its own section and keeps the other's. Every number in the page comes
+from one of those files, that is, from an actual run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from benchmarks import drain, enqueue, latency
+from benchmarks.harness import ROOT, md_table, num
+
+RESULTS_DIR = Path(__file__).parent / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+# Server sections in this order; labels are harness.Server.label.
+LABELS = {
+    "service": "PostgreSQL service (OUTBOX_DATABASE_URL)",
+    "embedded": "Embedded PostgreSQL (no OUTBOX_DATABASE_URL)",
+}
+MARKDOWN: dict[str, Callable[[dict[str, Any]], str]] = {
+    "enqueue": enqueue.markdown,
+    "drain": drain.markdown,
+    "latency": latency.markdown,
+}
+TITLES = {
+    "enqueue": "Enqueue (`benchmarks/enqueue.py`)",
+    "drain": "Drain (`benchmarks/drain.py`)",
+    "latency": "Idle wake-up latency (`benchmarks/latency.py`)",
+}
+
+INTRO = """\
+# Benchmarks
+
+Numbers from actual runs of `benchmarks/` on the machine described below; the
+page is rewritten by `python -m benchmarks` (from `benchmarks/results/*.json`).
+Each benchmark creates a database of its own on the server it measures
+(`CREATE DATABASE`, migrations to head), and drops it at the end.
+
+```sh
+# everything, against what the project is configured for (OUTBOX_DATABASE_URL, else embedded):
+.venv/bin/python -m benchmarks
+# both servers of this page, one after the other:
+export OUTBOX_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres
+.venv/bin/python -m benchmarks --target both
+# one benchmark alone, with its own sizes (see --help of each):
+.venv/bin/python -m benchmarks.enqueue --single 3000 --bulk 20000 --producers 4 --duration 5
+.venv/bin/python -m benchmarks.drain --deliveries 20000 --processes 1 2 --rounds 2 --diagnose
+.venv/bin/python -m benchmarks.latency --enqueues 500 --diagnose
+```
+
+How each is measured:
+
+- **enqueue**: one notification per transaction (statement + durable COMMIT)
+  via `outbox.enqueue`, against a plain one-row INSERT into a similar table
+  (`bench.plain_outbox`: same kind of columns and partial index), interleaved
+  in rounds; bulk via `enqueue_many` (one round trip per batch); 4 producer
+  *processes* committing one enqueue each, with the NOTIFY trigger on and off
+  (`SET outbox.notify = 'off'`), a LISTEN connection attached throughout.
+- **drain**: pending deliveries inserted set-based with NOTIFY off while the
+  `outbox worker` processes (no-op provider) sit idle in LISTEN; one statement
+  reads the database clock and sends the wake-up; rate = deliveries /
+  (max(finished_at) − that time). The raw baseline is a minimal loop of one
+  statement per batch (`FOR UPDATE SKIP LOCKED` claim + mark done) on its own
+  table with the same partial index, woken the same way, in the same run,
+  alternating with Outbox. Medians over rounds.
+- **latency**: one idle `outbox worker` with the `record` provider; one
+  enqueue per transaction; latency = the provider call's `time.time()` −
+  `time.time()` right after `commit()` returned. The bare LISTEN loop is a
+  process that LISTENs on the same channel and records when each
+  notification arrives, for the same transactions.
+- **diagnostics** (`--diagnose`, on by default in `python -m benchmarks`): one
+  extra, unmeasured run of drain and of latency with the worker started through
+  `benchmarks/trace.py` (the real `outbox worker` with its database and provider
+  calls timed) and sampled by py-spy if it is installed (`pip install py-spy`;
+  not a project dependency). They say where the worker's time goes, waiting and
+  computing; the headline numbers never come from these runs.
+"""
+
+
+def load() -> dict[str, dict[str, Any]]:
+    """Stored results by server label."""
+    out = {}
+    for label in LABELS:
+        path = RESULTS_DIR / f"{label}.json"
+        if path.exists():
+            out[label] = json.loads(path.read_text())
+    return out
+
+
+def _get(data: dict[str, Any] | None, bench: str) -> dict[str, Any] | None:
+    if data is None:
+        return None
+    entry = data.get("benchmarks", {}).get(bench)
+    return entry["result"] if entry else None
+
+
+def summary(results: dict[str, dict[str, Any]]) -> str:
+    """One table, one column per server: the headline numbers and the targets."""
+    labels = [label for label in LABELS if label in results]
+    rows: list[list[str]] = []
+
+    def add(name: str, fn: Callable[[dict[str, Any]], str], bench: str) -> None:
+        cells = []
+        for label in labels:
+            r = _get(results[label], bench)
+            try:
+                cells.append(fn(r) if r is not None else "not run")
+            except (KeyError, IndexError, StopIteration):
+                cells.append("n/a")
+        rows.append([name, *cells])
+
+    def single(kind: str) -> Callable[[dict[str, Any]], str]:
+        def cell(r: dict[str, Any]) -> str:
+            x = next(v for v in r["single"] if v["variant"] == kind)
+            return f"{num(x['tx_per_s'])} tx/s ({x['ratio_to_plain']:.2f}× plain)"
+
+        return cell
+
+    def bulk(kind: str) -> Callable[[dict[str, Any]], str]:
+        def cell(r: dict[str, Any]) -> str:
+            x = next(v for v in r["bulk"] if v["variant"] == kind)
+            rates = (num(x["notifications_per_s"]), num(x["deliveries_per_s"]))
+            return f"{rates[0]} notif./s = {rates[1]} deliveries/s"
+
+        return cell
+
+    def drained(processes: int) -> Callable[[dict[str, Any]], str]:
+        def cell(r: dict[str, Any]) -> str:
+            x = next(v for v in r["summary"] if v["processes"] == processes)
+            mark = "✅" if x["ratio"] >= drain.TARGET_RATIO else "❌"
+            rates = f"{num(x['outbox_rate'])}/s vs raw {num(x['raw_rate'])}/s"
+            return f"{rates} = **{x['ratio']:.0%}** {mark}"
+
+        return cell
+
+    def lat(key: str, target: bool) -> Callable[[dict[str, Any]], str]:
+        def cell(r: dict[str, Any]) -> str:
+            x = r[key]
+            text = f"{x['p50']:.2f} / {x['p95']:.2f} / {x['p99']:.2f}"
+            if target:
+                ok = x["p50"] < latency.TARGET_P50_MS and x["p99"] < latency.TARGET_P99_MS
+                text += " ✅" if ok else " ❌"
+            return text
+
+        return cell
+
+    add("single enqueue, direct address", single("address"), "enqueue")
+    add("single enqueue, recipient (4 deliveries)", single("recipient"), "enqueue")
+    add("plain INSERT (baseline)", single("plain"), "enqueue")
+    add("bulk enqueue_many, direct addresses", bulk("address"), "enqueue")
+    add("bulk enqueue_many, recipients (4 deliveries)", bulk("recipient"), "enqueue")
+    add(
+        "4 producers, commits/s NOTIFY on / off",
+        lambda r: (
+            f"{num(r['concurrent']['commits_per_s_notify_on'])} / "
+            f"{num(r['concurrent']['commits_per_s_notify_off'])} "
+            f"(NOTIFY costs {100 * r['concurrent']['notify_cost']:.0f}%)"
+        ),
+        "enqueue",
+    )
+    add("drain, 1 worker (target ≥ 80% of raw)", drained(1), "drain")
+    add("drain, 2 workers (target ≥ 80% of raw)", drained(2), "drain")
+
+    def variant(r: dict[str, Any]) -> str:
+        x = next(v for v in r["summary"] if v["processes"] == 1)
+        return f"{num(x['variant_rate'])}/s = {x['variant_ratio']:.0%} of raw"
+
+    drains = [r for r in (_get(d, "drain") for d in results.values()) if r is not None]
+    options = next((r["settings"].get("variant_pgoptions") for r in drains), None)
+    if options:
+        add(f"(diagnostic) drain, 1 worker, PGOPTIONS=`{options}`", variant, "drain")
+    add(
+        "audit events written per delivery",
+        lambda r: f"{r['summary'][0]['events_per_delivery']:.2f}",
+        "drain",
+    )
+    add(
+        "wake-up latency p50 / p95 / p99 ms (target < 1.5 / – / < 3)",
+        lat("outbox", True),
+        "latency",
+    )
+    add("bare LISTEN loop p50 / p95 / p99 ms", lat("listen", False), "latency")
+    servers = [results[label]["server"] for label in labels]
+    headers = ["", *(f"{s['label']}: PostgreSQL {s['version'].split()[0]}" for s in servers)]
+    return md_table(headers, rows)
+
+
+def server_section(label: str, data: dict[str, Any]) -> str:
+    srv = data["server"]
+    settings = ", ".join(f"{k}={v}" for k, v in srv["settings"].items())
+    parts = [
+        f"## {LABELS[label]}: PostgreSQL {srv['version']}",
+        f"- Server: {srv['backend']}\n- Server settings: {settings}",
+    ]
+    for bench, entry in data.get("benchmarks", {}).items():
+        if bench not in MARKDOWN:
+            continue
+        meta = entry["meta"]
+        m = meta["machine"]
+        quick = " — quick smoke run (small sizes), not for comparison" if meta.get("quick") else ""
+        parts.append(f"### {TITLES[bench]}{quick}")
+        parts.append(
+            f"Run {m['date']} at commit `{m['git_commit']}`{_dirty(m)}; "
+            f"machine {meta['cpu_busy_before']:.0%} busy "
+            f"(other processes) just before, load average {', '.join(map(str, m['load_average']))}."
+        )
+        parts.append(MARKDOWN[bench](entry["result"]))
+    return "\n\n".join(parts)
+
+
+def _dirty(m: dict[str, Any]) -> str:
+    n = m.get("uncommitted_product_files", 0)
+    return (
+        f" plus uncommitted changes in {n} product files (the working tree was measured)"
+        if n
+        else ""
+    )
+
+
+def machine_section(results: dict[str, dict[str, Any]]) -> str:
+    machines = [
+        e["meta"]["machine"] for d in results.values() for e in d.get("benchmarks", {}).values()
+    ]
+    if not machines:
+        return ""
+    m = machines[0]
+    return (
+        f"## Machine\n\n{m['cores']} cores ({m['cpu']}), {m['memory_gb']} GB RAM, {m['os']}; "
+        f"Python {m['python']}, psycopg {m['psycopg']} (libpq {m['libpq']}). "
+        f"The machine is shared: "
+        f"other people's test runs may have been running too; each section says how busy it was "
+        f"just before the benchmark started."
+    )
+
+
+def render(results: dict[str, dict[str, Any]]) -> str:
+    parts = [
+        INTRO.strip(),
+        "## Summary",
+        summary(results) if results else "No results yet.",
+        machine_section(results),
+    ]
+    parts += [server_section(label, results[label]) for label in LABELS if label in results]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def write() -> Path:
+    DOC.write_text(render(load()))
+    return DOC

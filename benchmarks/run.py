@@ -1,0 +1,158 @@
+"""Run the benchmark suite and rewrite docs/benchmarks.md.
+
+    python -m benchmarks                     # enqueue, drain, latency on the configured server
+    python -m benchmarks --target both       # the OUTBOX_DATABASE_URL service, then embedded
+    python -m benchmarks --only drain --quick
+
+Sizes default to what a 2-core machine runs in a few minutes per server (each
+benchmark's own defaults; ``--quick`` for a smoke run). Before each benchmark it
+waits (bounded) for the machine to be mostly idle and records how busy it was.
+Results go to ``benchmarks/results/<server>.json`` (merged: a partial run keeps
+the other benchmarks' last results) and the page is rendered from those files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a file: python benchmarks/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import drain, enqueue, latency, report  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    log,
+    machine,
+    open_server,
+    save_json,
+    terminate_on_sigterm,
+    wait_quiet,
+)
+
+MODULES = {"enqueue": enqueue, "drain": drain, "latency": latency}
+QUICK = {
+    "enqueue": [
+        "--single",
+        "600",
+        "--bulk",
+        "4000",
+        "--rounds",
+        "1",
+        "--duration",
+        "2",
+        "--recipients",
+        "100",
+    ],
+    "drain": ["--deliveries", "5000", "--rounds", "1"],
+    "latency": ["--enqueues", "100", "--blocks", "1"],
+}
+
+
+def _options(name: str, quick: bool, diagnose: bool) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    MODULES[name].add_arguments(parser)
+    args = QUICK[name] if quick else []
+    if name in ("drain", "latency") and diagnose:
+        args = [*args, "--diagnose"]
+    if name == "drain" and diagnose:
+        # Generic plans of prepared statements made the recorder's statement quadratic
+        # in the backlog (seen 2026-11): this shows whether that still matters.
+        args = [*args, "--variant-pgoptions", "-c plan_cache_mode=force_custom_plan"]
+    return parser.parse_args(args)
+
+
+def run_target(
+    target: str, names: list[str], *, quick: bool, diagnose: bool, quiet_wait: float
+) -> Path:
+    """Run ``names`` against one server; merge into its results file; return that file."""
+    with open_server(target) as server:
+        log(f"=== {server.label}: PostgreSQL {server.version} ({server.backend})")
+        path = report.RESULTS_DIR / f"{server.label}.json"
+        stored: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        stored["server"] = server.describe()
+        stored.setdefault("benchmarks", {})
+        for name in names:
+            busy = wait_quiet(timeout=quiet_wait)
+            args = _options(name, quick, diagnose)
+            log(f"--- {name} ({server.label}) {vars(args)}")
+            started = time.monotonic()
+            result = MODULES[name].run(server, args)
+            stored["benchmarks"][name] = {
+                "meta": {
+                    "machine": machine(),
+                    "cpu_busy_before": busy,
+                    "quick": quick,
+                    "wall_seconds": round(time.monotonic() - started, 1),
+                    "options": vars(args),
+                },
+                "result": result,
+            }
+            print(f"\n## {name} — {server.label}, PostgreSQL {server.version}\n", flush=True)
+            print(MODULES[name].markdown(result) + "\n", flush=True)
+            save_json(path, stored)  # after each benchmark: a later failure keeps this one
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--target",
+        default="configured",
+        choices=["configured", "service", "embedded", "both"],
+        help="server(s): configured (default), service (OUTBOX_DATABASE_URL), embedded, "
+        "or both (service, then embedded)",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(MODULES),
+        default=list(MODULES),
+        help="benchmarks to run (default: all)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--no-diagnose",
+        dest="diagnose",
+        action="store_false",
+        help="skip the extra traced and profiled worker runs of drain and latency",
+    )
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120.0,
+        help="wait up to this many seconds for an idle machine before each benchmark",
+    )
+    parser.add_argument(
+        "--no-doc", dest="doc", action="store_false", help="do not rewrite docs/benchmarks.md"
+    )
+    args = parser.parse_args(argv)
+    terminate_on_sigterm()
+    targets = ["service", "embedded"] if args.target == "both" else [args.target]
+    try:
+        for target in targets:
+            path = run_target(
+                target,
+                args.only,
+                quick=args.quick,
+                diagnose=args.diagnose,
+                quiet_wait=args.quiet_wait,
+            )
+            log(f"results: {path}")
+    except KeyboardInterrupt:
+        log("interrupted; processes stopped and benchmark databases dropped")
+        raise SystemExit(130) from None
+    finally:
+        if args.doc:
+            log(f"wrote {report.write()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -186,7 +186,11 @@ class Worker:
                 pass
 
     async def claim(self, limit: int) -> list[dict[str, Any]]:
-        """Claim up to ``limit`` deliveries and start sending them; return the claimed rows."""
+        """Claim up to ``limit`` deliveries and start sending them; return every row claimed.
+
+        All of them, including those expired at claim or held back by the gate: the
+        caller compares the count with ``limit`` to know whether more work is due.
+        """
         conn = await self._conn("claim")
         rows = await store.claim(conn, worker=self.id, channels=self.config.channels, limit=limit,
                                  lease_seconds=self.config.lease_seconds)
@@ -210,7 +214,7 @@ class Worker:
             self._sending.add(task)
             task.add_done_callback(self._sent)
             started.append(row)
-        return started
+        return rows
 
     async def run_once(self, limit: int | None = None) -> int:
         """Claim one batch, send it, record the results; return how many were claimed.

@@ -161,7 +161,9 @@ class Worker:
         cfg = self.config
         while not self._stopping:
             free = cfg.concurrency - len(self._sending)
-            if free <= 0:
+            # Claim in batches: with sends finishing one by one, claiming each freed
+            # slot at once would turn into one claim statement per delivery.
+            if free <= 0 or (self._sending and free < min(cfg.batch_size, cfg.concurrency) // 2):
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue

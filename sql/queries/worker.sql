@@ -99,7 +99,11 @@ WITH r AS (
         updated_at          = now()
     FROM r
     WHERE d.id = r.id
-      AND d.status = 'processing'
+      -- The fence: our lease at this attempt. A lease owner implies status
+      -- 'processing' (a CHECK constraint), so the status is not repeated here: that
+      -- keeps the plan on the primary key for these ids instead of scanning every
+      -- row in processing (its cost must not grow with the deliveries in flight).
+      AND d.id = ANY (%(ids)s::bigint[])
       AND d.lease_owner = %(worker)s
       AND d.attempts = r.attempt
     RETURNING d.id, d.notification_id, r.attempt, r.kind, r.detail

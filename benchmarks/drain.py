@@ -169,6 +169,8 @@ def outbox_run(
         "max_attempts": r["max_attempts"],
         "cpu_s_per_1000": 1000 * cpu / n,
         "most_processing": most_processing,
+        "resent": r["resent"],
+        "recovered": r["recovered"],
     }
     if diagnose_in is not None:
         out["trace"] = trace.durations(trace.read(diagnose_in / "spans.jsonl"), wall=seconds)
@@ -319,6 +321,7 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
                 "outbox_cpu_s_per_1000": median([x["cpu_s_per_1000"] for x in box]),
                 "raw_cpu_s_per_1000": median([x["cpu_s_per_1000"] for x in raw]),
                 "most_processing": max(x["most_processing"] for x in box),
+                "resent": [x["resent"] for x in box],
             }
         )
         variant = [x for x in runs if x["system"] == "outbox-variant" and x["processes"] == count]
@@ -328,6 +331,8 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
                 "variant_ratio": median([x["rate"] for x in variant]) / raw_rate,
                 "variant_runs": [x["rate"] for x in variant],
                 "variant_most_processing": max(x["most_processing"] for x in variant),
+                "variant_resent": [x["resent"] for x in variant],
+                "variant_cpu_s_per_1000": median([x["cpu_s_per_1000"] for x in variant]),
             }
     result["runs"] = runs
     result["summary"] = summary
@@ -362,6 +367,7 @@ def markdown(result: dict[str, Any]) -> str:
             ", ".join(num(v) for v in x["outbox_runs"]),
             ", ".join(f"{v:.0%}" for v in x["ratios"]),
             num(x["most_processing"]),
+            ", ".join(num(v) for v in x.get("resent", [])),
         )
         for x in result["summary"]
     ]
@@ -383,9 +389,12 @@ def markdown(result: dict[str, Any]) -> str:
             ],
             rows,
         ),
-        "Every round (and the most deliveries seen in `processing` at once: claimed, "
-        "not yet recorded):",
-        md_table(["processes", "raw /s", "Outbox /s", "ratio", "most in processing"], runs),
+        "Every round, with the most deliveries seen in `processing` at once (claimed, result "
+        "not recorded yet) and how many were attempted more than once (their lease expired "
+        "before their result was recorded: sent again):",
+        md_table(
+            ["processes", "raw /s", "Outbox /s", "ratio", "most in processing", "re-sent"], runs
+        ),
     ]
     variants = [x for x in result["summary"] if "variant_rate" in x]
     if variants:
@@ -395,7 +404,15 @@ def markdown(result: dict[str, Any]) -> str:
         )
         parts.append(
             md_table(
-                ["processes", "Outbox /s", "Outbox / raw", "every round", "most in processing"],
+                [
+                    "processes",
+                    "Outbox /s",
+                    "Outbox / raw",
+                    "every round",
+                    "most in processing",
+                    "re-sent",
+                    "worker CPU s per 1,000",
+                ],
                 [
                     (
                         x["processes"],
@@ -403,6 +420,10 @@ def markdown(result: dict[str, Any]) -> str:
                         f"{x['variant_ratio']:.0%}",
                         ", ".join(num(v) for v in x["variant_runs"]),
                         num(x["variant_most_processing"]),
+                        ", ".join(num(v) for v in x.get("variant_resent", [])),
+                        f"{x['variant_cpu_s_per_1000']:.3f}"
+                        if "variant_cpu_s_per_1000" in x
+                        else "",
                     )
                     for x in variants
                 ],

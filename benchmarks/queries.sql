@@ -102,11 +102,15 @@ SELECT (SELECT count(*) FROM outbox.deliveries WHERE status = 'pending') AS pend
        (SELECT count(*) FROM outbox.deliveries WHERE status = 'processing') AS processing;
 
 -- name: outbox_drain_result
--- What a drain did: deliveries by outcome, when the last one finished, and the
--- audit events the worker wrote ('created' events come from the fill).
+-- What a drain did: deliveries by outcome, when the last one finished, the
+-- audit events the worker wrote ('created' events come from the fill), and
+-- deliveries attempted more than once (their lease expired before their result
+-- was recorded, so lease recovery gave them to another claim: possible resends).
 SELECT (SELECT count(*) FROM outbox.deliveries WHERE status = 'sent') AS sent,
        (SELECT count(*) FROM outbox.deliveries WHERE status <> 'sent') AS not_sent,
        (SELECT max(attempts) FROM outbox.deliveries) AS max_attempts,
+       (SELECT count(*) FROM outbox.deliveries WHERE attempts > 1) AS resent,
+       (SELECT count(*) FROM outbox.events WHERE kind = 'recovered') AS recovered,
        (SELECT extract(epoch FROM max(finished_at))::float8 FROM outbox.deliveries) AS last_finished,
        (SELECT count(*) FROM outbox.events WHERE kind <> 'created') AS events_written,
        (SELECT count(*) FROM outbox.events WHERE kind = 'processing') AS processing_events,

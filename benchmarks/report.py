@@ -17,6 +17,7 @@ from benchmarks.harness import ROOT, md_table, num
 
 RESULTS_DIR = Path(__file__).parent / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
+NOTES = Path(__file__).parent / "notes.md"
 # Server sections in this order; labels are harness.Server.label.
 LABELS = {
     "service": "PostgreSQL service (OUTBOX_DATABASE_URL)",
@@ -238,11 +239,38 @@ def machine_section(results: dict[str, dict[str, Any]]) -> str:
     )
 
 
+def notes_section(results: dict[str, dict[str, Any]]) -> str:
+    """``benchmarks/notes.md``: what a person read in the numbers, for the commit it names.
+
+    Its first line is ``commit: <sha>``; if the results come from another commit,
+    the section says so, since the notes may no longer hold.
+    """
+    if not NOTES.exists():
+        return ""
+    first, _, body = NOTES.read_text().partition("\n")
+    commit = first.removeprefix("commit:").strip()
+    measured = sorted(
+        {
+            e["meta"]["machine"]["git_commit"]
+            for d in results.values()
+            for e in d.get("benchmarks", {}).values()
+        }
+    )
+    title = f"## What the numbers say (notes on the runs at commit `{commit}`)"
+    if measured and measured != [commit]:
+        title += (
+            f"\n\n> These notes were written for `{commit}`; the numbers above are from "
+            f"{', '.join(f'`{c}`' for c in measured)}. They may no longer hold."
+        )
+    return f"{title}\n\n{body.strip()}"
+
+
 def render(results: dict[str, dict[str, Any]]) -> str:
     parts = [
         INTRO.strip(),
         "## Summary",
         summary(results) if results else "No results yet.",
+        notes_section(results),
         machine_section(results),
     ]
     parts += [server_section(label, results[label]) for label in LABELS if label in results]

@@ -5,7 +5,8 @@
     python -m benchmarks --only drain --quick
 
 Sizes default to what a 2-core machine runs in a few minutes per server (each
-benchmark's own defaults; ``--quick`` for a smoke run). Before each benchmark it
+benchmark's own defaults; ``--quick`` for a smoke run); a slow worker makes the
+drain take longer, each drain bounded by its ``--timeout``. Before each benchmark it
 waits (bounded) for the machine to be mostly idle and records how busy it was.
 Results go to ``benchmarks/results/<server>.json`` (merged: a partial run keeps
 the other benchmarks' last results) and the page is rendered from those files.
@@ -79,11 +80,12 @@ def run_target(
             busy = wait_quiet(timeout=quiet_wait)
             args = _options(name, quick, diagnose)
             log(f"--- {name} ({server.label}) {vars(args)}")
+            at_start = machine()
             started = time.monotonic()
             result = MODULES[name].run(server, args)
             stored["benchmarks"][name] = {
                 "meta": {
-                    "machine": machine(),
+                    "machine": at_start,
                     "cpu_busy_before": busy,
                     "quick": quick,
                     "wall_seconds": round(time.monotonic() - started, 1),

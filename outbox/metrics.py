@@ -38,6 +38,7 @@ __all__ = [
     "OUTCOMES",
     "QueueGauges",
     "observe_provider_call",
+    "record_config_error",
     "record_fenced",
     "record_result",
     "serve",
@@ -114,6 +115,12 @@ BREAKER = Gauge(
     "Circuit breaker state per provider: 0 closed, 1 half-open, 2 open.",
     ["provider"],
 )
+CONFIG_ERRORS = Counter(
+    "outbox_provider_config_errors",
+    "Provider answers classified as config (credentials, account or sender setup broken). "
+    "Each one opens the provider's circuit breaker; alert on any increase: only a person fixes it.",
+    ["provider"],
+)
 
 
 def _outcome(kind: str) -> str:
@@ -161,6 +168,11 @@ def set_breaker_state(provider: str, state: str | int) -> None:
     else:
         raise ValueError(f"unknown breaker state {state!r}; expected 0, 1 or 2")
     BREAKER.labels(provider).set(value)
+
+
+def record_config_error(provider: str, count: int = 1) -> None:
+    """Count ``count`` config outcomes of ``provider`` (the worker also logs provider.misconfigured)."""
+    CONFIG_ERRORS.labels(provider).inc(count)
 
 
 def serve(port: int, addr: str = "0.0.0.0", registry: CollectorRegistry = REGISTRY) -> Any:

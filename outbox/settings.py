@@ -97,6 +97,17 @@ class Settings(BaseSettings):
 
     provider_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # Circuit breakers, one per provider, shared by all workers (docs/providers.md):
+    # this many consecutive transient failures (or one config outcome) open one; it
+    # stays open for the cool-down (doubled after each failed probe, up to the cap),
+    # then one worker sends one probe message. Workers re-read the shared state
+    # every breaker_refresh_seconds.
+    breaker_failure_threshold: int = Field(default=10, ge=1, le=10_000)
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
+    breaker_cooldown_cap_seconds: float = Field(default=600.0, gt=0)
+    breaker_probe_seconds: float = Field(default=15.0, gt=0)
+    breaker_refresh_seconds: float = Field(default=1.0, gt=0)
+
     # --- webhooks: delivery receipts (`outbox webhooks`, docs/webhooks.md) ------
     # The public base URL providers post to, e.g. https://hooks.example.com. Twilio
     # and Mandrill sign the exact URL they called, so this must be what they were

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from outbox.providers.breaker import BreakerPolicy
 from outbox.settings import CHANNELS, Settings
 
 
@@ -25,6 +26,14 @@ class WorkerConfig:
     # A misconfigured or unavailable provider: wait this long, without burning an attempt.
     config_pause_seconds: float = 60.0
     max_sms_segments: int = 10
+    # Circuit breakers (outbox/providers/breaker.py): consecutive transient failures
+    # that open one; its first cool-down, doubled per failed probe up to the cap; how
+    # long a claimed probe is reserved; how often the shared state is re-read.
+    breaker_failure_threshold: int = 10
+    breaker_cooldown_seconds: float = 30.0
+    breaker_cooldown_cap_seconds: float = 600.0
+    breaker_probe_seconds: float = 15.0
+    breaker_refresh_seconds: float = 1.0
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -35,11 +44,22 @@ class WorkerConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("lease_seconds", "poll_interval_seconds", "recover_interval_seconds",
-                     "backoff_base_seconds", "backoff_cap_seconds", "config_pause_seconds"):
+                     "backoff_base_seconds", "backoff_cap_seconds", "config_pause_seconds",
+                     "breaker_refresh_seconds"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.shutdown_grace_seconds < 0:
             raise ValueError(f"shutdown_grace_seconds must be >= 0, got {self.shutdown_grace_seconds}")
+        self.breaker_policy()  # raises ValueError naming a bad breaker value
+
+    def breaker_policy(self) -> BreakerPolicy:
+        """The circuit breaker rules' knobs, from the breaker_* fields."""
+        return BreakerPolicy(
+            failure_threshold=self.breaker_failure_threshold,
+            cooldown_seconds=self.breaker_cooldown_seconds,
+            cooldown_cap_seconds=self.breaker_cooldown_cap_seconds,
+            probe_seconds=self.breaker_probe_seconds,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> WorkerConfig:
@@ -55,6 +75,11 @@ class WorkerConfig:
             backoff_base_seconds=settings.backoff_base_seconds,
             backoff_cap_seconds=settings.backoff_cap_seconds,
             config_pause_seconds=settings.config_pause_seconds,
+            breaker_failure_threshold=settings.breaker_failure_threshold,
+            breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
+            breaker_cooldown_cap_seconds=settings.breaker_cooldown_cap_seconds,
+            breaker_probe_seconds=settings.breaker_probe_seconds,
+            breaker_refresh_seconds=settings.breaker_refresh_seconds,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -9,8 +9,9 @@ One asyncio process, four connections, each with one job:
 * the listener: LISTEN outbox_work, sets the wake-up event on each notification;
 * the recorder: takes finished results from a queue and records them in batches,
   fenced by lease owner and attempt;
-* housekeeping: heartbeats the leases of sends in flight, and returns the expired
-  leases of dead workers to pending.
+* housekeeping: heartbeats the leases of sends in flight, returns the expired
+  leases of dead workers to pending, and refreshes this worker's view of the
+  providers' circuit breakers (workers/breakers.py) every ~1 s.
 
 A dropped connection is reopened with backoff by whichever loop noticed it;
 nothing in memory is lost meanwhile: results wait in the queue, and rows whose
@@ -28,7 +29,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -40,6 +41,7 @@ from outbox.providers.base import Message, Outcome
 from outbox.providers.router import Router
 from outbox.templates import TemplateError, TemplateVersion, check_limits, render
 from workers import store
+from workers.breakers import Breakers
 from workers.config import WorkerConfig
 from workers.gate import Gate
 from workers.decide import Decision, RetryPolicy, decide, deferred, failed_before_sending
@@ -101,6 +103,11 @@ class Worker:
         self._conns: dict[str, psycopg.AsyncConnection | None] = {
             "claim": None, "record": None, "house": None, "listen": None, "prune": None}
         self._log = log.bind(worker=self.id)
+        # The providers' circuit breakers, shared through PostgreSQL: the router asks
+        # them (from memory) which providers may take traffic.
+        self.breakers = Breakers(config.breaker_policy(), self.id, router.providers,
+                                 refresh_seconds=config.breaker_refresh_seconds, logger=self._log)
+        router.available = self.breakers.available
 
     # -- connections ---------------------------------------------------------------
 
@@ -206,7 +213,14 @@ class Worker:
                 continue
             self._held[row["id"]] = Held(row["attempts"])
             claimed.append(row)
-        held_back = await self.gate.admit(conn, claimed) if claimed else {}
+        try:
+            held_back = await self.gate.admit(conn, claimed) if claimed else {}
+        except BaseException:
+            # Claimed, but nothing started: stop heartbeating them, so that lease
+            # recovery returns them to pending (else they stay processing forever).
+            for row in claimed:
+                self._held.pop(row["id"], None)
+            raise
         started = []
         for row in claimed:
             if row["id"] in held_back:
@@ -285,16 +299,34 @@ class Worker:
             return Decision("expired", "expired", error="expired before it could be sent")
         provider = self.router.choose(message)
         if provider is None:
-            return self._decide(row, "router", Outcome.config(
-                f"no available provider for {row['channel']}"))
+            return self._no_provider(row, message)
+        self.breakers.sending(provider.name)
         self._held[row["id"]].started = True
         began, kind = time.perf_counter(), "error"
         try:
             outcome = await provider.send(message)
             kind = outcome.kind.value
+            self.breakers.observe(provider.name, kind)
         finally:
             metrics.observe_provider_call(provider.name, kind, time.perf_counter() - began)
         return self._decide(row, provider.name, outcome)
+
+    def _no_provider(self, row: dict[str, Any], message: Message) -> Decision:
+        """Every provider that could send ``message`` has its breaker open: wait, attempt refunded."""
+        names = [p.name for p in self.router.candidates(message)]
+        if not names:
+            # Nothing is configured for it at all (e.g. a device platform not listed):
+            # a configuration problem, paused like one.
+            return self._decide(row, "router", Outcome.config(
+                f"no provider configured for {row['channel']}"
+                + (f" on {row['device_platform']}" if row["device_platform"] else "")))
+        # Until the first of them may take traffic again, spread by up to 10% so
+        # that a backlog deferred together does not all come back in the same second.
+        delay = self.breakers.wait_seconds(names) * (1.0 + 0.1 * self.rand())
+        if row["expires_at"] is not None and self.clock() + timedelta(seconds=delay) >= row["expires_at"]:
+            return Decision("expired", "expired",
+                            error=f"expires while every provider is unavailable: {', '.join(names)}")
+        return deferred(delay, "provider unavailable (circuit breaker open)", providers=names)
 
     def _decide(self, row: dict[str, Any], provider: str, outcome: Outcome) -> Decision:
         return decide(outcome, provider=provider, attempt=row["attempts"],
@@ -338,6 +370,7 @@ class Worker:
                 for one in batch:
                     await self._record([one])
                 return
+        await self._update_breakers(batch)
         for row, decision in batch:
             self._held.pop(row["id"], None)
             if row["id"] not in recorded:
@@ -359,6 +392,24 @@ class Worker:
                 f"delivery.{decision.kind}", delivery_id=row["id"], message_id=row["message_id"],
                 channel=row["channel"], provider=decision.provider, attempt=row["attempts"],
                 error=decision.error)
+
+    async def _update_breakers(self, batch: list[tuple[dict[str, Any], Decision]]) -> None:
+        """Feed the batch's provider results to the circuit breakers: one statement at most.
+
+        Every result counts, fenced ones included: the provider's answer was real.
+        Best effort: a breaker update lost to an error only delays a transition to
+        the next batch, so it must never hold up or undo the recording itself.
+        """
+        conn = self._conns["record"]
+        if conn is None or conn.closed:
+            return
+        results = [(d.provider, d.detail.get("outcome"), d.error) for _, d in batch if d.provider]
+        try:
+            await self.breakers.record(conn, results)
+        except CONNECTION_ERRORS as exc:
+            await self._drop("record", exc)
+        except Exception as exc:  # noqa: BLE001 - see the docstring
+            self._log.exception("breaker.update_failed", count=len(results), error=type(exc).__name__)
 
     async def _retire_destinations(self, conn: psycopg.AsyncConnection,
                                    batch: list[tuple[dict[str, Any], Decision]]) -> None:
@@ -391,12 +442,13 @@ class Worker:
         cfg = self.config
         tick = min(cfg.recover_interval_seconds, cfg.lease_seconds / 3)
         loop = asyncio.get_running_loop()
-        next_recovery = loop.time()
+        next_recovery = next_heartbeat = loop.time()
         while True:
             try:
                 conn = await self._conn("house")
                 in_flight = [i for i, h in self._held.items()]
-                if in_flight:
+                if in_flight and loop.time() >= next_heartbeat:
+                    next_heartbeat = loop.time() + tick
                     await store.heartbeat(conn, worker=self.id, ids=in_flight,
                                           lease_seconds=cfg.lease_seconds)
                 if loop.time() >= next_recovery:
@@ -404,12 +456,14 @@ class Worker:
                     await self.recover_leases(conn)
                 if self.gauges is not None:
                     await self.gauges.tick(conn)
+                await self.breakers.tick(conn)
             except CONNECTION_ERRORS as exc:
                 await self._drop("house", exc)
             except Exception as exc:  # noqa: BLE001 - housekeeping must keep running
                 self._log.exception("worker.housekeeping_failed", error=type(exc).__name__)
                 await self._drop("house", exc)
-            await asyncio.sleep(tick)
+            # Woken as often as the breakers refresh (~1 s); each task keeps its own pace.
+            await asyncio.sleep(min(tick, self.breakers.refresh_seconds))
 
     async def recover_leases(self, conn: psycopg.AsyncConnection | None = None) -> tuple[int, int]:
         """Return expired leases (of dead or stalled workers) to pending; (recovered, dead)."""

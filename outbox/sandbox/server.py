@@ -35,6 +35,7 @@ INFO_FILE = "sandbox.json"
 ENV_FILE = "outbox.env"
 START_TIMEOUT_S = 15.0
 KEEP_ALIVE_S = 120.0
+MAX_REQUESTS_PER_CONNECTION = 2**31 - 1
 _log = logging.getLogger("outbox.sandbox")
 
 
@@ -78,6 +79,11 @@ def _hypercorn_config(sock: socket.socket, certfile: Path | None = None) -> Conf
     # a server closing first races a client reusing the connection, and the
     # client sees "disconnected without a response".
     config.keep_alive_timeout = KEEP_ALIVE_S
+    # Hypercorn closes a connection after 1,000 requests by default, failing the
+    # HTTP/2 streams still in flight on it (WriteError, RemoteProtocolError: in-doubt
+    # sends). Apple asks providers to keep their APNs connection open for good, and
+    # the providers' HTTP APIs do not count requests per connection either.
+    config.keep_alive_max_requests = MAX_REQUESTS_PER_CONNECTION
     if certfile is not None:
         config.certfile = str(certfile)
         config.keyfile = str(certfile)

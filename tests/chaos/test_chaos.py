@@ -133,6 +133,9 @@ def _spawn_worker(url: str, sandbox_env: dict, log: Path) -> subprocess.Popen:
         "OUTBOX_PROVIDER_TIMEOUT_SECONDS": "1", "OUTBOX_LEASE_SECONDS": "3",
         "OUTBOX_RECOVER_INTERVAL_SECONDS": "0.5", "OUTBOX_BACKOFF_BASE_SECONDS": "0.05",
         "OUTBOX_BACKOFF_CAP_SECONDS": "1", "OUTBOX_POLL_INTERVAL_SECONDS": "0.25",
+        # Timeouts cluster when the machine is busy and may open a circuit breaker: keep
+        # its cool-downs as short as the backoff, so the run still ends in time.
+        "OUTBOX_BREAKER_COOLDOWN_SECONDS": "1", "OUTBOX_BREAKER_COOLDOWN_CAP_SECONDS": "2",
         "OUTBOX_LOG_LEVEL": "WARNING", "OUTBOX_LOG_FORMAT": "json",
     })
     return subprocess.Popen([sys.executable, "-m", "outbox", "worker"], env=env,

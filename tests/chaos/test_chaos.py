@@ -197,6 +197,15 @@ def test_chaos_nothing_lost_duplicates_counted(tmp_path):
         elapsed = time.monotonic() - started
         assert restarted_pg and kills >= 2, f"too little chaos: {kills} kills, pg restarted: {restarted_pg}"
 
+        # A worker respawned a moment ago may not have installed its signal handlers
+        # yet: wait until each has its claim connection open before asking it to stop.
+        deadline = time.monotonic() + 30
+        with psycopg.connect(url, autocommit=True) as c:
+            for w in workers:
+                while time.monotonic() < deadline and not c.execute(
+                        "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE %s",
+                        (f"outbox-worker claim %:{w.pid}:%",)).fetchone():
+                    time.sleep(0.1)
         for w in workers:
             w.send_signal(signal.SIGTERM)
         for w in workers:

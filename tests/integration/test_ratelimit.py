@@ -470,7 +470,9 @@ def test_two_workers_hold_a_provider_cap_over_ten_seconds(conn, db_url):
     span = times[-1] - times[0]
     measured = (len(times) - burst) / span
     print(f"\n{len(times)} sends in {span:.2f} s: {measured:.1f}/s after the burst (cap {rate}/s)")
-    assert len(times) <= burst + rate * seconds
+    # The run stops after `seconds` by the wall clock, but sends already started then
+    # land a little later: bound the total by the span the sends actually covered.
+    assert len(times) <= burst + rate * (span + slack)
     # And the cap is used, not starved by the deferral churn.
     assert measured >= 0.9 * rate
     assert {m.delivery_id for m in provider.calls}.__len__() == len(provider.calls)

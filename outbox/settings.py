@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     backoff_base_seconds: float = Field(default=2.0, gt=0)
     backoff_cap_seconds: float = Field(default=3600.0, gt=0)
     recover_interval_seconds: float = Field(default=5.0, gt=0)
+    # Quiet hours ("22:00-07:00", local to each recipient) for recipients without
+    # their own; unset = none. Critical categories are never held.
+    default_quiet_hours: str | None = None
     config_pause_seconds: float = Field(default=60.0, gt=0)
     # Max attempts per channel live in the outbox.channel_config table (a DBA edits
     # them there; each delivery copies its channel's value when enqueued).

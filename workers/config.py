@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import time
 
 from outbox.providers.breaker import BreakerPolicy
 from outbox.settings import CHANNELS, Settings
@@ -25,6 +26,8 @@ class WorkerConfig:
     backoff_cap_seconds: float = 3600.0
     # A misconfigured or unavailable provider: wait this long, without burning an attempt.
     config_pause_seconds: float = 60.0
+    # Local quiet hours for recipients who have none of their own (None: no default).
+    default_quiet_hours: tuple[time, time] | None = None
     max_sms_segments: int = 10
     # Circuit breakers (outbox/providers/breaker.py): consecutive transient failures
     # that open one; its first cool-down, doubled per failed probe up to the cap; how
@@ -61,6 +64,17 @@ class WorkerConfig:
             probe_seconds=self.breaker_probe_seconds,
         )
 
+    @staticmethod
+    def parse_quiet_hours(text: str | None) -> tuple[time, time] | None:
+        """'22:00-07:00' -> (22:00, 07:00); None or '' -> None; ValueError naming the value."""
+        if not text:
+            return None
+        try:
+            start, end = (time.fromisoformat(part.strip()) for part in text.split("-"))
+        except ValueError:
+            raise ValueError(f"quiet hours must look like 22:00-07:00, got {text!r}") from None
+        return start, end
+
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> WorkerConfig:
         """The configuration the settings describe, with command-line overrides applied."""
@@ -75,6 +89,7 @@ class WorkerConfig:
             backoff_base_seconds=settings.backoff_base_seconds,
             backoff_cap_seconds=settings.backoff_cap_seconds,
             config_pause_seconds=settings.config_pause_seconds,
+            default_quiet_hours=cls.parse_quiet_hours(settings.default_quiet_hours),
             breaker_failure_threshold=settings.breaker_failure_threshold,
             breaker_cooldown_seconds=settings.breaker_cooldown_seconds,
             breaker_cooldown_cap_seconds=settings.breaker_cooldown_cap_seconds,

@@ -31,6 +31,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
+from datetime import time as dt_time
 from typing import Any
 
 import psycopg
@@ -61,8 +62,11 @@ class Gate:
         prune_every_seconds: float = PRUNE_EVERY_SECONDS,
         prune_rows: int = PRUNE_ROWS,
         monotonic: Callable[[], float] = time.monotonic,
+        default_quiet: tuple[dt_time, dt_time] | None = None,
     ) -> None:
         self.clock = clock
+        # Quiet hours for recipients who have none of their own (in their time zone).
+        self.default_quiet = default_quiet
         self.router = router
         self.prune_every_seconds = prune_every_seconds
         self.prune_rows = prune_rows
@@ -94,11 +98,17 @@ class Gate:
             held.update(await self._check_in_database(conn, rest, now))
         return held
 
-    @staticmethod
-    def _quiet_hours(row: dict[str, Any], now: datetime) -> Decision | None:
-        if row["critical"] or row["quiet_start"] is None or row["timezone"] is None:
+    def _quiet_hours(self, row: dict[str, Any], now: datetime) -> Decision | None:
+        # A direct address has no recipient, hence no known time zone: never held.
+        if row["critical"] or row["timezone"] is None:
             return None
-        until = quiet_until(now, row["timezone"], row["quiet_start"], row["quiet_end"])
+        if row["quiet_start"] is not None:
+            start, end = row["quiet_start"], row["quiet_end"]
+        elif self.default_quiet is not None:
+            start, end = self.default_quiet
+        else:
+            return None
+        until = quiet_until(now, row["timezone"], start, end)
         if until is None:
             return None
         if row["expires_at"] is not None and until >= row["expires_at"]:

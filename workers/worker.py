@@ -88,7 +88,7 @@ class Worker:
         self.clock = clock
         self.policy = RetryPolicy(config.backoff_base_seconds, config.backoff_cap_seconds,
                                   config.config_pause_seconds)
-        self.gate = gate or Gate(clock, router)
+        self.gate = gate or Gate(clock, router, default_quiet=config.default_quiet_hours)
         # Periodic extras of housekeeping, off unless given: queue gauges (when metrics
         # are served) and retention (when prune_older_than is set).
         self.gauges = gauges

@@ -14,6 +14,7 @@ import pytest
 import outbox
 from tests import factories
 from tests.integration.worker_helpers import ScriptedProvider, make_worker
+from workers.config import WorkerConfig
 
 QUIET = (time(22, 0), time(7, 0))
 
@@ -276,3 +277,21 @@ def test_device_deactivated_after_enqueue_is_not_pushed(conn, db_url):
         ).fetchall()
     )
     assert rows == {"apns-token-dead-0001": "device deactivated: apns: Unregistered"}
+
+
+def test_default_quiet_hours_apply_to_recipients_without_their_own(sms, db_url):
+    """OUTBOX_DEFAULT_QUIET_HOURS: a recipient with no window of their own is held by the
+    default one, in their own zone; a direct address (no known zone) is not."""
+    provider = ScriptedProvider()
+    _person(sms, "no-window", "Europe/Paris", quiet=None)
+    _send(sms, "m-default", "no-window")
+    outbox.enqueue(sms, "m-direct", address="+33612345678", template="order_confirmed",
+                   channels=["sms"], data={"order": 1})
+    sms.commit()
+    night = datetime(2026, 6, 1, 21, 30, tzinfo=UTC)  # 23:30 in Paris (CEST)
+    _drain(make_worker(db_url, provider, clock=_at(night),
+                       default_quiet_hours=WorkerConfig.parse_quiet_hours("22:00-07:00")))
+    assert [m.message_id for m in provider.calls] == ["m-direct"]
+    status, attempts, delay, _ = _delivery(sms, "m-default")
+    assert (status, attempts) == ("pending", 0)
+    assert delay == (datetime(2026, 6, 2, 5, 0, tzinfo=UTC) - night).total_seconds()

@@ -85,3 +85,15 @@ def test_an_adapter_refusing_for_lack_of_time_means_expired():
     soon = NOW + timedelta(milliseconds=500)
     d = _decide(Outcome.permanent("expired at ... before it was sent", error="expired"), expires_at=soon)
     assert (d.status, d.kind) == ("expired", "expired")
+
+
+def test_default_quiet_hours_setting_is_parsed_or_refused():
+    import pytest
+
+    from workers.config import WorkerConfig
+    from datetime import time
+
+    assert WorkerConfig.parse_quiet_hours("22:00-07:00") == (time(22), time(7))
+    assert WorkerConfig.parse_quiet_hours(None) is None
+    with pytest.raises(ValueError, match="22:00-07:00, got 'tonight'"):
+        WorkerConfig.parse_quiet_hours("tonight")

@@ -38,3 +38,25 @@ def templates(conn: Any, key: str = "order_confirmed", channels: tuple[str, ...]
         else:
             outbox.create_template(conn, key, channel, "Order {{ order }} is confirmed.")
     return key
+
+
+def seven(conn: Any, *, fcm: bool = True) -> Any:
+    """user-7 (seven@example.com, +14155550107) with an APNs device (and an FCM one),
+    and templates for every channel; committed. Returns ``conn``."""
+    recipient(conn, "user-7", email="seven@example.com", phone="+14155550107")
+    device(conn, "user-7", "apns", "apns-token-0001")
+    if fcm:
+        device(conn, "user-7", "fcm", "fcm-token-0002")
+    templates(conn)
+    conn.commit()
+    return conn
+
+
+def enqueue_committed(conn: Any, message_id: str, **kw: Any) -> int:
+    """Enqueue order_confirmed for user-7 (overridable) and commit; the notification id."""
+    kw.setdefault("recipient", "user-7")
+    kw.setdefault("template", "order_confirmed")
+    kw.setdefault("data", {"order": 42})
+    nid = outbox.enqueue(conn, message_id, **kw)
+    conn.commit()
+    return nid

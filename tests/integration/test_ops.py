@@ -32,20 +32,10 @@ def _cli(db_url: str, *args: str):
 @pytest.fixture
 def world(conn):
     """user-7 with email, phone and an APNs device; templates for every channel."""
-    factories.recipient(conn, "user-7", email="seven@example.com", phone="+14155550107")
-    factories.device(conn, "user-7", "apns", "apns-token-0001")
-    factories.templates(conn)
-    conn.commit()
-    return conn
+    return factories.seven(conn, fcm=False)
 
 
-def _enqueue(conn, message_id, **kw):
-    kw.setdefault("recipient", "user-7")
-    kw.setdefault("template", "order_confirmed")
-    kw.setdefault("data", {"order": 42})
-    nid = outbox.enqueue(conn, message_id, **kw)
-    conn.commit()
-    return nid
+_enqueue = factories.enqueue_committed
 
 
 def _drain(worker, rounds: int = 20) -> None:

@@ -1,22 +1,21 @@
 """Admission: which claimed deliveries may be sent now, and which must wait or not go at all.
 
-The worker asks once per claimed batch, and the database part of the answer is
-one round trip (``outbox.admit``, sql/ratelimit.sql), not one per delivery. A
-delivery that may not go now gets a decision the worker records instead of
-sending it:
+The worker asks once per claimed batch. A delivery that may not go now gets a
+decision the worker records instead of sending it:
 
-1. Quiet hours of the recipient, in their time zone (checked here, in Python,
+1. Blocked since enqueue (the claim statement checks it, so it costs no round
+   trip of its own, sql/queries/worker.sql): an opt-out (critical categories
+   bypass it), an address suppressed (hard bounce, STOP), a push device
+   deactivated: ``suppressed`` with the reason, the attempt not counted.
+2. Quiet hours of the recipient, in their time zone (checked here, in Python,
    with the worker's clock): ``deferred`` to the end of the window. Critical
    categories bypass them.
-2. In the database, for the rest:
-
-   * an opt-out made since enqueue (critical categories bypass it), an address
-     suppressed since (hard bounce, STOP), a push device deactivated since:
-     ``suppressed`` with the reason, the attempt not counted;
-   * rate limits, token buckets shared by every worker: the provider that will
-     send (per-provider cap) and the recipient on this channel (per-person cap).
-     Over the limit: ``deferred`` to when a token will be free, the attempt not
-     counted, never dropped.
+3. Rate limits, token buckets shared by every worker (``outbox.admit``,
+   sql/admit.sql, one round trip for the batch, and only when the claim said a
+   configured limit applies to it): the provider that will send (per-provider
+   cap) and the recipient on this channel (per-person cap). Over the limit:
+   ``deferred`` to when a token will be free, the attempt not counted, never
+   dropped.
 
 Expiry still wins: a delivery that could only go after it expires is expired.
 
@@ -87,16 +86,31 @@ class Gate:
         """
         now = self.clock()
         held: dict[int, Decision] = {}
-        rest = []
+        limited = []
         for row in rows:
-            decision = self._quiet_hours(row, now)
+            decision = self._blocked(row) or self._quiet_hours(row, now)
             if decision is not None:
                 held[row["id"]] = decision
-            else:
-                rest.append(row)
-        if rest:
-            held.update(await self._check_in_database(conn, rest, now))
+            elif self._limit_applies(row):
+                limited.append(row)
+        if limited:
+            held.update(await self._take_tokens(conn, limited, now))
         return held
+
+    @staticmethod
+    def _blocked(row: dict[str, Any]) -> Decision | None:
+        reason = row["blocked"]
+        if reason is None:
+            return None
+        # Nothing was attempted: the attempt the claim counted is given back.
+        return Decision("suppressed", "suppressed", error=reason, refund=1,
+                        detail={"reason": reason, "checked": "at send"})
+
+    def _limit_applies(self, row: dict[str, Any]) -> bool:
+        channels, providers = row["limited_channels"], row["limited_providers"]
+        if channels and row["channel"] in channels:
+            return True
+        return bool(providers) and self._provider(row) in providers
 
     def _quiet_hours(self, row: dict[str, Any], now: datetime) -> Decision | None:
         # A direct address has no recipient, hence no known time zone: never held.
@@ -117,13 +131,13 @@ class Gate:
             )
         return deferred((until - now).total_seconds(), "quiet hours", until=until.isoformat())
 
-    async def _check_in_database(
+    async def _take_tokens(
         self,
         conn: psycopg.AsyncConnection,
         rows: Sequence[dict[str, Any]],
         now: datetime,
     ) -> dict[int, Decision]:
-        """Opt-outs, suppressions and rate limits for ``rows``: one statement."""
+        """Rate-limit tokens for ``rows``: one statement; the rows that must wait."""
         prune_rows = 0
         if self._monotonic() >= self._next_prune:
             prune_rows = self.prune_rows
@@ -135,30 +149,17 @@ class Gate:
                 "ids": [r["id"] for r in rows],
                 "recipient_ids": [r["recipient_id"] for r in rows],
                 "channels": [r["channel"] for r in rows],
-                "categories": [r["category"] for r in rows],
-                "critical": [bool(r["critical"]) for r in rows],
                 "destinations": [r["destination"] for r in rows],
                 "providers": [self._provider(r) for r in rows],
                 "prune_limit": prune_rows,
             },
         )
-        held: dict[int, Decision] = {}
-        for verdict in await cur.fetchall():
-            row = by_id[verdict["id"]]
-            if verdict["verdict"] == "suppressed":
-                # Nothing was attempted: the attempt the claim counted is given back.
-                held[row["id"]] = Decision(
-                    "suppressed",
-                    "suppressed",
-                    error=verdict["reason"],
-                    refund=1,
-                    detail={"reason": verdict["reason"], "checked": "at send"},
-                )
-            else:
-                held[row["id"]] = self._rate_limited(
-                    row, verdict["wait_seconds"], verdict["reason"], now
-                )
-        return held
+        return {
+            verdict["id"]: self._rate_limited(
+                by_id[verdict["id"]], verdict["wait_seconds"], verdict["limited_by"], now
+            )
+            for verdict in await cur.fetchall()
+        }
 
     def _provider(self, row: dict[str, Any]) -> str | None:
         if self.router is None:

@@ -39,28 +39,36 @@ async def record(
 ) -> set[int]:
     """Record (delivery id, attempt, decision, template id) results; return the ids recorded.
 
-    Dead destinations are deactivated/suppressed in the same transaction.
+    The batch goes as one JSON parameter (see the ``record`` query): one value
+    to adapt instead of twelve arrays, and no key for what is unset.
     """
-    params = {
-        "worker": worker,
-        "ids": [r[0] for r in results],
-        "attempts": [r[1] for r in results],
-        "statuses": [r[2].status for r in results],
-        "kinds": [r[2].kind for r in results],
-        "delays": [r[2].delay for r in results],
-        "providers": [r[2].provider for r in results],
-        "provider_message_ids": [r[2].provider_message_id for r in results],
-        "errors": [r[2].error for r in results],
-        "template_ids": [r[3] for r in results],
-        "in_doubt": [r[2].in_doubt for r in results],
-        "refunds": [r[2].refund for r in results],
-        # default=str: an adapter's detail must never stop a result from being recorded.
-        "details": [json.dumps(r[2].detail, default=str) if r[2].detail else None for r in results],
-    }
-    async with conn.transaction():
-        cur = await conn.execute(query("record"), params)
-        recorded = {row["id"] for row in await cur.fetchall()}
-    return recorded
+    cur = await conn.execute(query("record"), {"worker": worker, "results": _results_json(results)})
+    return {row["id"] for row in await cur.fetchall()}
+
+
+def _results_json(results: Sequence[tuple[int, int, Decision, int | None]]) -> str:
+    items = []
+    for delivery_id, attempt, d, template_id in results:
+        item: dict[str, Any] = {"id": delivery_id, "attempt": attempt, "status": d.status, "kind": d.kind}
+        if d.delay is not None:
+            item["delay"] = d.delay
+        if d.provider is not None:
+            item["provider"] = d.provider
+        if d.provider_message_id is not None:
+            item["provider_message_id"] = d.provider_message_id
+        if d.error is not None:
+            item["error"] = d.error
+        if template_id is not None:
+            item["template_id"] = template_id
+        if d.in_doubt:
+            item["in_doubt"] = d.in_doubt
+        if d.refund:
+            item["refund"] = d.refund
+        if d.detail:
+            item["detail"] = d.detail
+        items.append(item)
+    # default=str: an adapter's detail must never stop a result from being recorded.
+    return json.dumps(items, default=str)
 
 
 async def retire_destinations(

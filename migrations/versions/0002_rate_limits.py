@@ -32,6 +32,7 @@ def _execute_script(text: str) -> None:
 
 def upgrade() -> None:
     _execute_script(sql.read("ratelimit.sql"))
+    _execute_script(sql.read("history/admit_0002.sql"))
     _execute_script(sql.read("functions/templates.sql"))
     # Versions are immutable (a trigger refuses any change to their content); the
     # hash is a derived value whose formula changed, so the trigger is lifted for

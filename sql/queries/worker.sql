@@ -12,7 +12,18 @@
 -- version resolved along the recipient's locale chain (fr-CA -> fr -> default).
 -- due_since (enqueued, or its scheduled send_at if later) is where the
 -- end-to-end latency metric starts.
-WITH due AS (
+-- The admission re-check happens here too, so a batch costs one round trip:
+-- blocked says why a delivery must not go after all (an opt-out made since
+-- enqueue, which critical categories bypass; an address suppressed since, by a
+-- hard bounce or a STOP; a push device deactivated since), else NULL; the
+-- worker records those as suppressed. limited_channels / limited_providers
+-- (the same on every row) name the configured rate limits: the worker calls
+-- outbox.admit only for a batch one of them applies to.
+WITH limits AS MATERIALIZED (
+    SELECT array_agg(l.name) FILTER (WHERE l.scope = 'recipient') AS channels,
+           array_agg(l.name) FILTER (WHERE l.scope = 'provider') AS providers
+    FROM outbox.rate_limits l
+), due AS (
     SELECT d.id
     FROM outbox.deliveries d
     WHERE d.status = 'pending'
@@ -48,12 +59,30 @@ SELECT c.id, c.notification_id, n.message_id, c.channel::text AS channel, c.dest
        r.timezone, r.quiet_start, r.quiet_end, coalesce(cat.critical, false) AS critical,
        dev.platform AS device_platform, dev.environment AS device_environment,
        t.id AS template_id, t.version AS template_version, t.locale AS template_locale,
-       t.subject, t.body, t.html_body, t.title, t.content_hash
+       t.subject, t.body, t.html_body, t.title, t.content_hash,
+       CASE
+           WHEN s.reason IS NOT NULL THEN 'suppressed address: ' || s.reason
+           WHEN dev.active IS FALSE THEN 'device deactivated: ' || coalesce(dev.deactivated_reason, 'no reason given')
+           WHEN p.opted_in IS FALSE THEN
+                'opted out of ' || c.channel || CASE WHEN p.category = '*' THEN '' ELSE ' ' || p.category END
+       END AS blocked,
+       lim.channels AS limited_channels, lim.providers AS limited_providers
 FROM claimed c
+CROSS JOIN limits lim
 JOIN outbox.notifications n ON n.id = c.notification_id
 LEFT JOIN outbox.recipients r ON r.id = n.recipient_id
 LEFT JOIN outbox.categories cat ON cat.name = n.category
 LEFT JOIN outbox.devices dev ON dev.id = c.device_id
+LEFT JOIN outbox.suppressions s ON s.channel = c.channel AND s.destination = c.destination
+-- The recipient's preference for this channel and category (an opt-out wins
+-- over an opt-in, as at enqueue); critical categories do not ask.
+LEFT JOIN LATERAL (
+    SELECT pr.opted_in, pr.category FROM outbox.preferences pr
+    WHERE pr.recipient_id = n.recipient_id AND pr.channel = c.channel
+      AND pr.category IN ('*', coalesce(n.category, '*'))
+    ORDER BY pr.opted_in, pr.category DESC
+    LIMIT 1
+) p ON n.recipient_id IS NOT NULL AND NOT coalesce(cat.critical, false)
 LEFT JOIN LATERAL (
     SELECT t.*
     FROM outbox.templates t
@@ -70,21 +99,23 @@ ORDER BY c.priority DESC, c.id;
 -- worker still holds its lease at that attempt (fencing): a worker that stalled
 -- past its lease, whose row was recovered and claimed again, changes nothing.
 -- Returns the ids that were recorded; the caller logs the others as dropped.
---   status: sent | pending (retry, deferral, config pause) | dead | expired | suppressed
---   delay:  seconds from now (database time) until the next attempt, for pending
---   refund: 1 when the attempt does not count (deferred, provider misconfigured)
-WITH r AS (
-    SELECT *
-    FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(statuses)s::outbox.delivery_status[],
-                %(kinds)s::text[], %(delays)s::float8[], %(providers)s::text[],
-                %(provider_message_ids)s::text[], %(errors)s::text[], %(template_ids)s::bigint[],
-                %(in_doubt)s::integer[], %(refunds)s::integer[], %(details)s::jsonb[])
-         AS r(id, attempt, status, kind, delay, provider, provider_message_id, error,
-              template_id, in_doubt, refund, detail)
+-- %(results)s is a JSON array with one object per result (absent keys are NULL):
+--   id, attempt   the delivery and the attempt (fencing token) it was claimed at
+--   status        sent | pending (retry, deferral, config pause) | dead | expired | suppressed
+--   kind          the event: sent, retry, deferred, dead, expired, suppressed
+--   delay         seconds from now (database time) until the next attempt, for pending
+--   refund        1 when the attempt does not count (deferred, provider misconfigured)
+--   in_doubt      1 when the provider may have accepted it anyway
+--   provider, provider_message_id, error, template_id, detail (the event's jsonb)
+WITH r AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(%(results)s::jsonb)
+         AS r(id bigint, attempt integer, status outbox.delivery_status, kind text, delay float8,
+              provider text, provider_message_id text, error text, template_id bigint,
+              in_doubt integer, refund integer, detail jsonb)
 ), updated AS (
     UPDATE outbox.deliveries d
     SET status              = r.status,
-        attempts            = d.attempts - r.refund,
+        attempts            = d.attempts - coalesce(r.refund, 0),
         next_attempt_at     = CASE WHEN r.delay IS NULL THEN d.next_attempt_at
                                    ELSE now() + r.delay * interval '1 second' END,
         lease_owner         = NULL,
@@ -93,17 +124,16 @@ WITH r AS (
         provider_message_id = coalesce(r.provider_message_id, d.provider_message_id),
         last_error          = coalesce(r.error, d.last_error),
         template_id         = coalesce(r.template_id, d.template_id),
-        in_doubt            = d.in_doubt + r.in_doubt,
+        in_doubt            = d.in_doubt + coalesce(r.in_doubt, 0),
         sent_at             = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
         finished_at         = CASE WHEN r.status = 'pending' THEN NULL ELSE now() END,
         updated_at          = now()
     FROM r
+    -- By primary key, one row per result. The fence: our lease at this attempt.
+    -- A lease owner implies status 'processing' (a CHECK constraint), so the
+    -- status is not repeated here: a plan that scanned every row in processing
+    -- would cost more with every delivery in flight.
     WHERE d.id = r.id
-      -- The fence: our lease at this attempt. A lease owner implies status
-      -- 'processing' (a CHECK constraint), so the status is not repeated here: that
-      -- keeps the plan on the primary key for these ids instead of scanning every
-      -- row in processing (its cost must not grow with the deliveries in flight).
-      AND d.id = ANY (%(ids)s::bigint[])
       AND d.lease_owner = %(worker)s
       AND d.attempts = r.attempt
     RETURNING d.id, d.notification_id, r.attempt, r.kind, r.detail

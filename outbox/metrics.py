@@ -23,6 +23,8 @@ worker): aggregate them with ``max`` across instances, not ``sum``.
 
 from __future__ import annotations
 
+import functools
+
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -127,6 +129,22 @@ def _outcome(kind: str) -> str:
     return _KIND_OUTCOME.get(kind, "other")
 
 
+# The labelled series, looked up once each: labels() costs more than the update.
+@functools.cache
+def _deliveries(channel: str, provider: str, outcome: str) -> Any:
+    return DELIVERIES.labels(channel, provider, outcome)
+
+
+@functools.cache
+def _latency(channel: str) -> Any:
+    return LATENCY.labels(channel)
+
+
+@functools.cache
+def _provider_call(provider: str, outcome: str) -> Any:
+    return PROVIDER_CALL.labels(provider, outcome)
+
+
 def record_result(
     channel: str, provider: str | None, kind: str, latency_seconds: float | None = None
 ) -> None:
@@ -134,20 +152,20 @@ def record_result(
 
     ``latency_seconds`` (due -> accepted) is observed for sends only.
     """
-    DELIVERIES.labels(channel, provider or "none", _outcome(kind)).inc()
+    _deliveries(channel, provider or "none", _outcome(kind)).inc()
     if kind == "sent" and latency_seconds is not None:
         # Clocks of the worker and the database may differ by a little: never negative.
-        LATENCY.labels(channel).observe(max(latency_seconds, 0.0))
+        _latency(channel).observe(max(latency_seconds, 0.0))
 
 
 def record_fenced(channel: str, provider: str | None) -> None:
     """Count one result dropped because this worker no longer held the lease."""
-    DELIVERIES.labels(channel, provider or "none", "fenced").inc()
+    _deliveries(channel, provider or "none", "fenced").inc()
 
 
 def observe_provider_call(provider: str, outcome: str, seconds: float) -> None:
     """Time one ``provider.send`` call; ``outcome`` is the Outcome kind, or ``error``."""
-    PROVIDER_CALL.labels(provider, outcome).observe(seconds)
+    _provider_call(provider, outcome).observe(seconds)
 
 
 def set_breaker_state(provider: str, state: str | int) -> None:

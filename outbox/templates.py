@@ -33,6 +33,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
 from outbox.errors import OutboxError, UnknownChannel
+from outbox.substitution import Substitution
 
 __all__ = [
     "CHANNELS",
@@ -298,6 +299,8 @@ class _Field:
     literals: frozenset[Any]
     # Static paths ("order.total", "items[0]") by their last name, for clearer messages.
     paths: Mapping[Any, frozenset[str]]
+    # The fast path when the field only prints variables (outbox/substitution.py).
+    substitution: Substitution | None
 
 
 @dataclass(frozen=True)
@@ -343,10 +346,13 @@ def _compile_field(env: _Sandbox, source: str) -> _Field:
         path = _static_path(node)
         if path is not None:
             paths.setdefault(path[1], set()).add(path[0])
+    # Before compiling: the compiler may rewrite the tree.
+    substitution = Substitution.from_ast(ast, autoescape=env.autoescape is True)
     return _Field(
         template=env.from_string(ast),
         literals=frozenset(literals),
         paths={name: frozenset(found) for name, found in paths.items()},
+        substitution=substitution,
     )
 
 
@@ -467,6 +473,11 @@ def render(template: TemplateVersion, data: Mapping[str, Any]) -> Rendered:
     compiled = compile_template(template)
     out: dict[str, str | None] = dict.fromkeys(FIELDS)
     for name, field in compiled.fields.items():
+        if field.substitution is not None:
+            text = field.substitution.render(data)
+            if text is not None:
+                out[name] = text
+                continue
         try:
             out[name] = field.template.render(data)
         except Exception as exc:

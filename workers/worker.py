@@ -48,6 +48,9 @@ from workers.decide import Decision, RetryPolicy, decide, deferred, failed_befor
 
 log = structlog.get_logger("outbox.worker")
 
+# Template versions kept by id (each compiles once; see outbox/templates.py's cache).
+TEMPLATE_CACHE_SIZE = 1024
+
 # Errors after which a connection is thrown away and reopened.
 CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
@@ -95,6 +98,7 @@ class Worker:
         self.pruner = pruner
         self.stats: Counter[str] = Counter()
         self._held: dict[int, Held] = {}
+        self._templates: dict[int, TemplateVersion] = {}
         self._sending: set[asyncio.Task[None]] = set()
         self._results: asyncio.Queue[tuple[dict[str, Any], Decision]] = asyncio.Queue()
         self._wake = asyncio.Event()
@@ -169,8 +173,11 @@ class Worker:
         while not self._stopping:
             free = cfg.concurrency - len(self._sending)
             # Claim in batches: with sends finishing one by one, claiming each freed
-            # slot at once would turn into one claim statement per delivery.
-            if free <= 0 or (self._sending and free < min(cfg.batch_size, cfg.concurrency) // 2):
+            # slot at once would turn into one claim statement per delivery. And not
+            # while a full round of results waits for the recorder: claiming faster
+            # than results are recorded only piles up leases at risk.
+            if (free <= 0 or self._results.qsize() >= cfg.concurrency
+                    or (self._sending and free < min(cfg.batch_size, cfg.concurrency) // 2)):
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
@@ -275,11 +282,7 @@ class Worker:
             return failed_before_sending(
                 f"no active version of template {row['template_key']!r} for {row['channel']} "
                 f"(locale {row['locale']})", template=row["template_key"])
-        template = TemplateVersion(
-            id=row["template_id"], key=row["template_key"], channel=row["channel"],
-            locale=row["template_locale"], version=row["template_version"], subject=row["subject"],
-            body=row["body"], html_body=row["html_body"], title=row["title"],
-            content_hash=row["content_hash"])
+        template = self._template(row)
         try:
             rendered = render(template, row["data"])
             check_limits(row["channel"], rendered, row["data"], template=template,
@@ -310,6 +313,20 @@ class Worker:
         finally:
             metrics.observe_provider_call(provider.name, kind, time.perf_counter() - began)
         return self._decide(row, provider.name, outcome)
+
+    def _template(self, row: dict[str, Any]) -> TemplateVersion:
+        """The row's template version; one object per version, so its compiled form is found at once."""
+        template = self._templates.get(row["template_id"])
+        # Versions are immutable, but a process can outlive a database (tests recreate them).
+        if template is None or template.content_hash != row["content_hash"]:
+            if len(self._templates) >= TEMPLATE_CACHE_SIZE:
+                self._templates.clear()
+            template = self._templates[row["template_id"]] = TemplateVersion(
+                id=row["template_id"], key=row["template_key"], channel=row["channel"],
+                locale=row["template_locale"], version=row["template_version"], subject=row["subject"],
+                body=row["body"], html_body=row["html_body"], title=row["title"],
+                content_hash=row["content_hash"])
+        return template
 
     def _no_provider(self, row: dict[str, Any], message: Message) -> Decision:
         """Every provider that could send ``message`` has its breaker open: wait, attempt refunded."""
@@ -343,6 +360,7 @@ class Worker:
             await self._record(batch)
             for _ in batch:
                 self._results.task_done()
+            self._slot_free.set()  # the claim loop may be waiting for the recorder
 
     async def _record(self, batch: list[tuple[dict[str, Any], Decision]]) -> None:
         """Record ``batch``, retrying through connection loss until it is written.

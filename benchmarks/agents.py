@@ -1,14 +1,16 @@
 """The helper processes the benchmarks start (each one bounded in time).
 
     python -m benchmarks.agents producer URL --kind address --notify on --start-at T --duration S
-    python -m benchmarks.agents raw-loop URL --batch 100 --timeout S
+    python -m benchmarks.agents raw-loop URL --batch 100 --timeout S [--shape one-statement]
     python -m benchmarks.agents listener URL --channel outbox_work --out FILE --timeout S
 
 * ``producer``: from wall-clock time T for S seconds, one ``outbox.enqueue`` per
   transaction, committed; prints ``{"commits": n, "seconds": s}``.
 * ``raw-loop``: the minimal SKIP LOCKED consumer: waits (in LISTEN) for the
-  go signal, then claims-and-completes batches in one statement each until a
-  claim finds nothing; prints ``{"batches": b, "rows": n}``.
+  go signal, then until a claim finds nothing: claims a batch (committed, rows
+  read), then marks it done (committed); with ``--shape one-statement``, claims
+  and completes each batch in one statement instead (a floor, not a queue).
+  Prints ``{"batches": b, "rows": n, "cpu_s": s}``.
 * ``listener``: the bare LISTEN loop: appends ``time.time()`` of every
   notification's arrival to FILE, one line each.
 """
@@ -83,17 +85,24 @@ def raw_loop(args: argparse.Namespace) -> None:
             break
         else:
             raise SystemExit("raw-loop: no go signal")
-        claim = sql("raw_claim_done")
         deadline = time.monotonic() + args.timeout
         batches = rows = 0
         cpu = time.process_time()
         with conn.cursor() as cur:
             while time.monotonic() < deadline:
-                cur.execute(claim, {"limit": args.batch}, prepare=True)
-                if cur.rowcount == 0:
+                if args.shape == "one-statement":
+                    cur.execute(sql("raw_claim_done"), {"limit": args.batch}, prepare=True)
+                    claimed = cur.rowcount
+                else:
+                    cur.execute(sql("raw_claim"), {"limit": args.batch}, prepare=True)
+                    ids = [row[0] for row in cur.fetchall()]
+                    claimed = len(ids)
+                    if ids:
+                        cur.execute(sql("raw_done"), {"ids": ids}, prepare=True)
+                if claimed == 0:
                     break
                 batches += 1
-                rows += cur.rowcount
+                rows += claimed
         print(
             json.dumps({"batches": batches, "rows": rows, "cpu_s": time.process_time() - cpu}),
             flush=True,
@@ -131,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("url")
     r.add_argument("--batch", type=int, default=100)
     r.add_argument("--timeout", type=float, default=120.0)
+    r.add_argument("--shape", choices=["claim-then-done", "one-statement"], default="claim-then-done")
     r.set_defaults(func=raw_loop)
 
     listen = roles.add_parser("listener")

@@ -136,8 +136,9 @@ LISTEN bench_raw_go;
 SELECT extract(epoch FROM clock_timestamp())::float8 AS t0, pg_notify('bench_raw_go', '');
 
 -- name: raw_claim_done
--- The raw loop's one statement: claim a batch of due rows, skipping locked
--- ones, and mark them done. The physical limit of a SKIP LOCKED queue.
+-- The one-statement raw loop: claim a batch of due rows, skipping locked ones,
+-- and mark them done, in one statement and one commit. A floor rather than a
+-- queue: a consumer that crashed mid-batch would leave no trace of it.
 WITH due AS (
     SELECT j.id
     FROM bench.raw_jobs j
@@ -150,6 +151,30 @@ UPDATE bench.raw_jobs j
 SET status = 'done', finished_at = now()
 FROM due
 WHERE j.id = due.id;
+
+-- name: raw_claim
+-- The raw loop's first step: claim a batch (SKIP LOCKED, marked processing,
+-- committed) and read what was claimed, as any at-least-once consumer must
+-- before it does the work.
+WITH due AS (
+    SELECT j.id
+    FROM bench.raw_jobs j
+    WHERE j.status = 'pending' AND j.next_attempt_at <= now()
+    ORDER BY j.priority DESC, j.next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE bench.raw_jobs j
+SET status = 'processing'
+FROM due
+WHERE j.id = due.id
+RETURNING j.id, j.destination, j.payload;
+
+-- name: raw_done
+-- The raw loop's second step: mark the claimed batch done (committed).
+UPDATE bench.raw_jobs
+SET status = 'done', finished_at = now()
+WHERE id = ANY (%(ids)s::bigint[]);
 
 -- name: raw_result
 SELECT count(*) FILTER (WHERE status = 'done') AS done,

@@ -373,7 +373,9 @@ class _LRU:
             entry = self._entries.get(template.id)
             # Ids are never reused for other content in one database, but a process
             # can outlive a database (tests recreate it): compare the sources too.
-            if entry is None or _sources(entry.version) != _sources(template):
+            if entry is None or (
+                entry.version is not template and _sources(entry.version) != _sources(template)
+            ):
                 return None
             self._entries.move_to_end(template.id)
             return entry

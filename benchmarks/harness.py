@@ -11,8 +11,9 @@
   end: SIGTERM, then SIGKILL after a grace period; and each child gets a
   parent-death signal, so even a ``kill -9`` of the benchmark leaves nothing
   running.
-* :func:`sql` hands out the benchmark's own SQL, kept by name in
-  ``benchmarks/queries.sql`` (the product's SQL stays in ``sql/``).
+* :func:`sql` hands out the benchmarks' own SQL, kept by name in
+  ``benchmarks/*.sql``: ``queries.sql`` for what several share, one file per
+  benchmark for the rest (the product's SQL stays in ``sql/``).
 """
 
 from __future__ import annotations
@@ -64,26 +65,32 @@ _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
 @functools.cache
 def _queries() -> dict[str, str]:
-    text = (Path(__file__).parent / "queries.sql").read_text(encoding="utf-8")
-    marks = list(_NAME.finditer(text))
-    found = {}
-    for i, mark in enumerate(marks):
-        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-        body = "\n".join(
-            line
-            for line in text[mark.end() : end].strip().splitlines()
-            if not line.lstrip().startswith("--")
-        )
-        found[mark.group(1)] = body.strip().rstrip(";")
+    found: dict[str, str] = {}
+    where: dict[str, str] = {}
+    for path in sorted(Path(__file__).parent.glob("*.sql")):
+        text = path.read_text(encoding="utf-8")
+        marks = list(_NAME.finditer(text))
+        for i, mark in enumerate(marks):
+            name = mark.group(1)
+            # One namespace for all files: a name defined twice would silently shadow.
+            if name in found:
+                raise ValueError(f"query {name!r} is named in both {where[name]} and {path.name}")
+            end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+            body = "\n".join(
+                line
+                for line in text[mark.end() : end].strip().splitlines()
+                if not line.lstrip().startswith("--")
+            )
+            found[name], where[name] = body.strip().rstrip(";"), path.name
     return found
 
 
 def sql(name: str) -> str:
-    """The benchmark query called ``name`` in ``benchmarks/queries.sql``."""
+    """The benchmark query called ``name`` in one of ``benchmarks/*.sql``."""
     try:
         return _queries()[name]
     except KeyError:
-        raise KeyError(f"no query named {name!r} in benchmarks/queries.sql") from None
+        raise KeyError(f"no query named {name!r} in benchmarks/*.sql") from None
 
 
 # --- the server ----------------------------------------------------------------------
@@ -419,9 +426,14 @@ def worker_command() -> list[str]:
     return [sys.executable, "-m", "outbox", "worker"]
 
 
+def clean_env() -> dict[str, str]:
+    """This environment without OUTBOX_* (a developer's own settings must not leak in)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
+
+
 def worker_env(url: str, **settings: str | int | float) -> dict[str, str]:
     """Environment for an ``outbox worker`` on ``url`` with OUTBOX_<KEY> settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
+    env = clean_env()
     env |= {"OUTBOX_DATABASE_URL": url, "OUTBOX_LOG_LEVEL": "WARNING"}
     env |= {f"OUTBOX_{k.upper()}": str(v) for k, v in settings.items()}
     return env

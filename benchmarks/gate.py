@@ -23,8 +23,11 @@ other worker: if the bucket were the bottleneck, that time would climb at 2
 workers and the rate would stop growing).
 
 Between runs the same backlog is reset to pending (and vacuumed), so every run
-sees the same rows. The database is created for the benchmark and dropped at
-the end; nothing else is touched.
+sees the same rows. Each worker is a process of its own (``python -m
+benchmarks.gate loop ...``) that connects, waits in LISTEN, and starts when the
+benchmark sends the go NOTIFY, once all of them listen; it prints its counts as
+one JSON line. The database is created for the benchmark and dropped at the
+end; nothing else is touched.
 
     python -m benchmarks.gate [--deliveries 10000] [--recipients 1000] [--batch 100] [--rounds 3]
 """
@@ -34,17 +37,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import multiprocessing as mp
-import os
 import statistics
+import sys
+import tempfile
 import time
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from benchmarks.harness import (
+    Processes,
+    Server,
+    fresh_database,
+    log,
+    md_table,
+    num,
+    sql,
+    standalone,
+    wait_sessions,
+)
 
 # variant -> (render?, the rate-limit scopes configured; None: no gate call at all)
 VARIANTS: dict[str, tuple[bool, tuple[str, ...] | None]] = {
@@ -54,22 +67,7 @@ VARIANTS: dict[str, tuple[bool, tuple[str, ...] | None]] = {
     "  provider cap only": (True, ("provider",)),
     "  recipient cap only": (True, ("recipient",)),
 }
-_SQL = Path(__file__).with_name("gate.sql")
-
-
-def _sql(name: str) -> str:
-    """A named block of benchmarks/gate.sql (``-- name: x`` like sql/queries/*.sql)."""
-    text = _SQL.read_text(encoding="utf-8")
-    marker = f"-- name: {name}\n"
-    start = text.index(marker) + len(marker)
-    end = text.find("-- name: ", start)
-    return text[start : end if end >= 0 else len(text)].strip()
-
-
-def _with_dbname(url: str, dbname: str) -> str:
-    params = conninfo_to_dict(url)
-    params["dbname"] = dbname
-    return make_conninfo(**params)
+LISTEN_NAME = "bench-gate-listen"
 
 
 # --- one worker process ----------------------------------------------------------------------
@@ -86,7 +84,7 @@ class _Named:
         return None
 
 
-async def _drain(url: str, variant: str, worker_id: str, go: Any, batch: int) -> dict[str, Any]:
+async def _drain(url: str, variant: str, worker_id: str, batch: int, wait: float) -> dict[str, Any]:
     from outbox.providers.router import Router
     from outbox.templates import TemplateVersion, check_limits, render
     from workers import store
@@ -100,7 +98,13 @@ async def _drain(url: str, variant: str, worker_id: str, go: Any, batch: int) ->
     sent = Decision("sent", "sent", provider="bench", provider_message_id="bench")
     spent = {"claim": 0.0, "render": 0.0, "gate": 0.0, "record": 0.0}
     deliveries = gate_calls = held = 0
-    go.wait()
+    # Connected and set up; the benchmark starts everyone at once when all listen.
+    with psycopg.connect(
+        url, autocommit=True, application_name=f"{LISTEN_NAME} {worker_id}"
+    ) as listen:
+        listen.execute(sql("gate_listen"))
+        if not any(True for _ in listen.notifies(timeout=wait, stop_after=1)):
+            raise SystemExit(f"gate loop {worker_id}: no go signal in {wait:g} s")
     cpu0, start = time.process_time(), time.monotonic()
     while True:
         t = time.perf_counter()
@@ -161,27 +165,56 @@ async def _drain(url: str, variant: str, worker_id: str, go: Any, batch: int) ->
     }
 
 
-def _child(url: str, variant: str, worker_id: str, go: Any, batch: int, out: Any) -> None:
-    out.put(asyncio.run(_drain(url, variant, worker_id, go, batch)))
+def loop_main(argv: list[str]) -> None:
+    """``python -m benchmarks.gate loop URL VARIANT WORKER_ID``: one worker of a run."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gate loop")
+    parser.add_argument("url")
+    parser.add_argument("variant", choices=list(VARIANTS))
+    parser.add_argument("worker_id")
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--wait", type=float, default=120.0, help="longest wait for the go")
+    args = parser.parse_args(argv)
+    result = asyncio.run(_drain(args.url, args.variant, args.worker_id, args.batch, args.wait))
+    print(json.dumps(result), flush=True)
 
 
 # --- the runs --------------------------------------------------------------------------------
 
 
-def _run(url: str, variant: str, processes: int, batch: int) -> dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    go, out = ctx.Event(), ctx.Queue()
+def _run(
+    url: str, procs: Processes, variant: str, processes: int, batch: int, timeout: float
+) -> dict[str, Any]:
     children = [
-        ctx.Process(target=_child, args=(url, variant, f"w{i}", go, batch, out))
+        procs.spawn(
+            [
+                sys.executable,
+                "-m",
+                "benchmarks.gate",
+                "loop",
+                url,
+                variant,
+                f"w{i}",
+                "--batch",
+                str(batch),
+            ],
+            name="gate-loop",
+        )
         for i in range(processes)
     ]
-    for child in children:
-        child.start()
-    time.sleep(1.5)  # let them import and connect, so the timed part is the drain alone
-    go.set()
-    results = [out.get(timeout=600) for _ in children]
-    for child in children:
-        child.join(timeout=30)
+    try:
+        # Imported, connected and listening: the timed part is the drain alone.
+        wait_sessions(url, LISTEN_NAME, processes, procs=children, owner=procs)
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(sql("gate_go"))
+        results = []
+        for child in children:
+            code = child.wait(timeout)
+            if code != 0:
+                raise RuntimeError(f"gate loop exited with {code}:\n{procs.output(child)[-3000:]}")
+            results.append(json.loads(procs.output(child).strip().splitlines()[-1]))
+    finally:
+        for child in children:
+            procs.stop(child)
     n = sum(r["deliveries"] for r in results)
     wall = max(r["end"] for r in results) - min(r["start"] for r in results)
     calls = sum(r["gate_calls"] for r in results)
@@ -237,74 +270,107 @@ def _load(url: str, deliveries: int, recipients: int) -> None:
 
 def _reset(url: str, variant: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(_sql("reset"))
-        conn.execute(_sql("set_limits"), {"scopes": list(VARIANTS[variant][1] or ())})
-        conn.execute("VACUUM ANALYZE outbox.deliveries, outbox.events, outbox.rate_buckets")
+        conn.execute(sql("gate_reset"))
+        conn.execute(sql("gate_set_limits"), {"scopes": list(VARIANTS[variant][1] or ())})
+        conn.execute(sql("gate_vacuum"))
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.gate", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("--deliveries", type=int, default=10_000)
-    parser.add_argument("--recipients", type=int, default=1_000)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--json", type=Path, help="Also write the results here.")
-    args = parser.parse_args(argv)
-
-    from outbox import migrate
-    from outbox.db import resolve_url
-    from outbox.settings import Settings
-
-    server = _with_dbname(resolve_url(Settings()), "postgres")
-    name = f"outbox_bench_gate_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        version = admin.execute("SHOW server_version").fetchone()[0]
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_dbname(server, name)
-    try:
-        migrate.upgrade(url)
+def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
+    """Every variant at every process count, interleaved, ``rounds`` times; medians."""
+    runs: list[dict[str, Any]] = []
+    with (
+        fresh_database(server, "gate") as url,
+        tempfile.TemporaryDirectory(prefix="outbox-bench-") as tmp,
+        Processes(Path(tmp)) as procs,
+    ):
+        log(f"loading {args.deliveries} SMS deliveries to {args.recipients} recipients")
         _load(url, args.deliveries, args.recipients)
-        runs: list[dict[str, Any]] = []
-        for _ in range(args.rounds):
+        for r in range(args.rounds):
             for processes in args.processes:
                 for variant in VARIANTS:  # interleaved, so all variants see the same machine
                     _reset(url, variant)
-                    runs.append(_run(url, variant, processes, args.batch))
-    finally:
-        with psycopg.connect(server, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                    runs.append(_run(url, procs, variant, processes, args.batch, args.timeout))
+                    log(
+                        f"round {r + 1}/{args.rounds}: {variant.strip()} x{processes}: "
+                        f"{runs[-1]['rate']:,.0f}/s"
+                    )
+    return {
+        "settings": {
+            "deliveries": args.deliveries,
+            "recipients": args.recipients,
+            "batch": args.batch,
+            "rounds": args.rounds,
+            "processes": args.processes,
+        },
+        "runs": runs,
+        "summary": _summarise(runs, args.processes),
+    }
 
-    summary = _summarise(runs, args.processes)
-    print(
-        f"\nPostgreSQL {version}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
-        f"{args.deliveries} SMS deliveries to {args.recipients} recipients, batch {args.batch}, "
-        f"median of {args.rounds} rounds\n"
-    )
-    header = (
-        f"{'variant':<22}{'workers':>8}{'rate/s':>10}{'wall µs/d':>11}{'cpu µs/d':>10}"
-        f"{'claim':>8}{'render':>8}{'gate':>8}{'record':>8}{'gate ms/call':>14}{'vs claim':>10}"
-    )
-    print(header + "\n" + "-" * len(header))
-    for s in summary:
-        phase = s["phase_us_per_delivery"]
-        print(
-            f"{s['variant']:<22}{s['processes']:>8}{s['rate']:>10.0f}{s['wall_us_per_delivery']:>11.0f}"
-            f"{s['cpu_us_per_delivery']:>10.0f}{phase['claim']:>8.0f}{phase['render']:>8.0f}"
-            f"{phase['gate']:>8.0f}{phase['record']:>8.0f}"
-            f"{(format(s['gate_ms_per_call'], '.2f') if s['gate_ms_per_call'] else '-'):>14}"
-            f"{s['vs_claim']:>10.2f}"
+
+def markdown(result: dict[str, Any]) -> str:
+    s = result["settings"]
+    rows = []
+    for x in result["summary"]:
+        phase = x["phase_us_per_delivery"]
+        rows.append(
+            (
+                x["variant"].strip()
+                if not x["variant"].startswith(" ")
+                else f"↳ {x['variant'].strip()}",
+                x["processes"],
+                num(x["rate"]),
+                num(x["wall_us_per_delivery"]),
+                num(x["cpu_us_per_delivery"]),
+                " / ".join(num(phase[k]) for k in ("claim", "render", "gate", "record")),
+                f"{x['gate_ms_per_call']:.2f}" if x["gate_ms_per_call"] is not None else "–",
+                f"{x['vs_claim']:.2f}",
+            )
         )
-    print(
-        "\nphase columns: µs of one worker's time per delivery (summed over workers);"
-        " vs claim: wall time per delivery relative to claim alone at the same worker count"
+    return "\n\n".join(
+        [
+            f"{num(s['deliveries'])} SMS deliveries to {num(s['recipients'])} recipients, drained "
+            f"by worker processes running the worker's own claim / render / `Gate.admit` / "
+            f"record in a loop (no provider call), batch {s['batch']}; median of "
+            f"{s['rounds']} rounds, variants interleaved. Limits are set so high that nothing "
+            f"is deferred: the cost of holding them, not of waiting. Phases: µs of worker time "
+            f"per delivery (summed over workers); × claim: wall time per delivery relative to "
+            f"claim alone at the same worker count.",
+            md_table(
+                [
+                    "variant",
+                    "workers",
+                    "deliveries/s",
+                    "wall µs/delivery",
+                    "CPU µs/delivery",
+                    "claim / render / gate / record µs",
+                    "gate ms/call",
+                    "× claim",
+                ],
+                rows,
+            ),
+        ]
     )
-    if args.json:
-        args.json.write_text(
-            json.dumps({"server_version": version, "runs": runs, "summary": summary}, indent=2)
-        )
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--deliveries", type=int, default=10_000, help="SMS deliveries")
+    parser.add_argument("--recipients", type=int, default=1_000, help="recipients they go to")
+    parser.add_argument("--batch", type=int, default=100, help="claim batch size")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (medians are reported)")
+    parser.add_argument(
+        "--processes", type=int, nargs="+", default=[1, 2], help="worker process counts"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="give up on one drain after this"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["loop"]:
+        loop_main(argv[1:])
+    else:
+        standalone("gate", __doc__, add_arguments, run, markdown, argv)
 
 
 def _summarise(runs: list[dict[str, Any]], process_counts: list[int]) -> list[dict[str, Any]]:

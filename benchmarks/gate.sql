@@ -1,6 +1,6 @@
 -- SQL of benchmarks/gate.py, run only in that benchmark's own database.
 
--- name: reset
+-- name: gate_reset
 -- The same backlog again: every delivery pending and due, its trail back to
 -- 'created', no bucket state, no limits.
 WITH deliveries AS (
@@ -19,7 +19,7 @@ WITH deliveries AS (
 SELECT (SELECT count(*) FROM deliveries), (SELECT count(*) FROM events),
        (SELECT count(*) FROM buckets), (SELECT count(*) FROM limits);
 
--- name: set_limits
+-- name: gate_set_limits
 -- The variant's limits, among two set so high that nothing is ever deferred:
 -- every batch still takes from the one provider bucket (every worker shares
 -- it) and from one bucket per recipient.
@@ -28,3 +28,14 @@ SELECT l.scope, l.name, 1e6, 1e6, l.description
 FROM (VALUES ('provider', 'bench', 'benchmark: one bucket every batch takes from'),
              ('recipient', 'sms', 'benchmark: one bucket per recipient')) AS l(scope, name, description)
 WHERE l.scope = ANY (%(scopes)s::text[]);
+
+-- name: gate_vacuum
+-- After a reset: the same table state for every run.
+VACUUM ANALYZE outbox.deliveries, outbox.events, outbox.rate_buckets;
+
+-- name: gate_listen
+-- A worker loop waits here for the go signal (all loops start together).
+LISTEN bench_gate_go;
+
+-- name: gate_go
+NOTIFY bench_gate_go;

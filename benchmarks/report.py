@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import drain, enqueue, latency
+from benchmarks import drain, enqueue, gate, latency, memory, providers, retention
 from benchmarks.harness import ROOT, md_table, num
 
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -27,11 +27,20 @@ MARKDOWN: dict[str, Callable[[dict[str, Any]], str]] = {
     "enqueue": enqueue.markdown,
     "drain": drain.markdown,
     "latency": latency.markdown,
+    "providers": providers.markdown,
+    "gate": gate.markdown,
+    "memory": memory.markdown,
+    "retention": retention.markdown,
 }
+# Sections in this order within a server's part of the page.
 TITLES = {
     "enqueue": "Enqueue (`benchmarks/enqueue.py`)",
     "drain": "Drain (`benchmarks/drain.py`)",
     "latency": "Idle wake-up latency (`benchmarks/latency.py`)",
+    "providers": "Through each provider adapter to the sandbox (`benchmarks/providers.py`)",
+    "gate": "Admission gate cost (`benchmarks/gate.py`)",
+    "memory": "Worker memory (`benchmarks/memory.py`)",
+    "retention": "Claim cost with finished history kept (`benchmarks/retention.py`)",
 }
 
 INTRO = """\
@@ -52,7 +61,16 @@ export OUTBOX_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres
 .venv/bin/python -m benchmarks.enqueue --single 3000 --bulk 20000 --producers 4 --duration 5
 .venv/bin/python -m benchmarks.drain --deliveries 20000 --processes 1 2 --rounds 2 --diagnose
 .venv/bin/python -m benchmarks.latency --enqueues 500 --diagnose
+.venv/bin/python -m benchmarks.providers --adapters sendgrid apns --deliveries 2000
+.venv/bin/python -m benchmarks.gate --deliveries 10000 --rounds 3
+.venv/bin/python -m benchmarks.memory --deliveries 20000
+.venv/bin/python -m benchmarks.retention --sizes 0,1000000,5000000 --build-budget 600
 ```
+
+A full run is sized for roughly 15–25 minutes per server on 2 cores, most of
+it building retention's 5-million-row history (bounded by `--build-budget`; its
+progress is logged); each section below says how long it took. `--quick` is a
+smoke run of a few minutes whose sections are marked as such.
 
 How each is measured:
 
@@ -74,6 +92,23 @@ How each is measured:
   `time.time()` right after `commit()` returned. The bare LISTEN loop is a
   process that LISTENs on the same channel and records when each
   notification arrives, for the same transactions.
+- **providers**: `outbox worker` processes configured for one adapter
+  (SendGrid, Mailchimp, Twilio, Vonage, APNs, FCM) send to the provider
+  sandbox (`outbox sandbox`, its own process, HTTP; APNs HTTP/2 over TLS) on
+  this machine, no faults injected; N notifications enqueued in one
+  transaction; rate = sent / (last `sent_at` − the clock read just before
+  that commit); worker and sandbox CPU from /proc.
+- **gate**: worker processes running the worker's own claim, render,
+  `Gate.admit` and record in a loop (no provider call), with and without the
+  render and the rate limits (set too high to defer anything), 1 and 2
+  processes, variants interleaved in rounds: what admission costs per delivery.
+- **memory**: one `outbox worker` (no-op provider, concurrency 100) drains a
+  backlog; its RSS idle in LISTEN, and its peak during the drain (VmHWM reset
+  just before it).
+- **retention**: claim + record throughput (the worker's statements, no
+  provider) on a database keeping 0, 1M and 5M finished deliveries vs an empty
+  database, rounds alternating between the two; EXPLAIN (ANALYZE, BUFFERS) of
+  one claim at each size.
 - **diagnostics** (`--diagnose`, on by default in `python -m benchmarks`): one
   extra, unmeasured run of drain and of latency with the worker started through
   `benchmarks/trace.py` (the real `outbox worker` with its database and provider
@@ -186,6 +221,43 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
         "latency",
     )
     add("bare LISTEN loop p50 / p95 / p99 ms", lat("listen", False), "latency")
+
+    def adapters(processes: int) -> Callable[[dict[str, Any]], str]:
+        def cell(r: dict[str, Any]) -> str:
+            runs = sorted(
+                (x for x in r["runs"] if x["processes"] == processes), key=lambda x: x["rate"]
+            )
+            lo, hi = runs[0], runs[-1]
+            return (
+                f"{num(lo['rate'])}/s (`{lo['adapter']}`) – {num(hi['rate'])}/s (`{hi['adapter']}`)"
+            )
+
+        return cell
+
+    add("through the sandbox, 1 worker: slowest – fastest adapter", adapters(1), "providers")
+    add("through the sandbox, 2 workers: slowest – fastest adapter", adapters(2), "providers")
+
+    def admission(r: dict[str, Any]) -> str:
+        full = [x for x in r["summary"] if x["variant"] == "+render+gate"]
+        return " / ".join(f"{x['vs_claim']:.2f}×" for x in full)
+
+    add("claim+render+gate, wall per delivery vs claim alone (1 / 2 workers)", admission, "gate")
+    add(
+        "worker RSS at concurrency 100: idle → peak while draining",
+        lambda r: f"{r['idle_rss_mb']:.0f} → {r['peak_rss_mb']:.0f} MB",
+        "memory",
+    )
+
+    def history(r: dict[str, Any]) -> str:
+        cells = []
+        for e in r["sizes"]:
+            if e["history"] == 0:
+                continue
+            mark = "✅" if e["within_tolerance"] else "❌"
+            cells.append(f"{e['vs_empty']:+.0%} at {num(e['history'])} {mark}")
+        return ", ".join(cells) or "no history size measured"
+
+    add("claim+record with finished rows kept vs empty (target ≥ −10%)", history, "retention")
     servers = [results[label]["server"] for label in labels]
     headers = ["", *(f"{s['label']}: PostgreSQL {s['version'].split()[0]}" for s in servers)]
     return md_table(headers, rows)
@@ -198,15 +270,16 @@ def server_section(label: str, data: dict[str, Any]) -> str:
         f"## {LABELS[label]}: PostgreSQL {srv['version']}",
         f"- Server: {srv['backend']}\n- Server settings: {settings}",
     ]
-    for bench, entry in data.get("benchmarks", {}).items():
-        if bench not in MARKDOWN:
-            continue
+    stored = data.get("benchmarks", {})
+    for bench in (b for b in TITLES if b in stored):
+        entry = stored[bench]
         meta = entry["meta"]
         m = meta["machine"]
         quick = " — quick smoke run (small sizes), not for comparison" if meta.get("quick") else ""
         parts.append(f"### {TITLES[bench]}{quick}")
+        took = f" ({meta['wall_seconds']:,.0f} s)" if "wall_seconds" in meta else ""
         parts.append(
-            f"Run {m['date']} at commit `{m['git_commit']}`{_dirty(m)}; "
+            f"Run {m['date']} at commit `{m['git_commit']}`{_dirty(m)}{took}; "
             f"machine {meta['cpu_busy_before']:.0%} busy "
             f"(other processes) just before, load average {', '.join(map(str, m['load_average']))}."
         )

@@ -1,15 +1,21 @@
 """Run the benchmark suite and rewrite docs/benchmarks.md.
 
-    python -m benchmarks                     # enqueue, drain, latency on the configured server
+    python -m benchmarks                     # every benchmark on the configured server
     python -m benchmarks --target both       # the OUTBOX_DATABASE_URL service, then embedded
     python -m benchmarks --only drain --quick
 
-Sizes default to what a 2-core machine runs in a few minutes per server (each
-benchmark's own defaults; ``--quick`` for a smoke run); a slow worker makes the
-drain take longer, each drain bounded by its ``--timeout``. Before each benchmark it
-waits (bounded) for the machine to be mostly idle and records how busy it was.
-Results go to ``benchmarks/results/<server>.json`` (merged: a partial run keeps
-the other benchmarks' last results) and the page is rendered from those files.
+The benchmarks, in the order they run: enqueue, drain, latency, providers
+(through the provider sandbox), gate (admission cost), memory (worker RSS),
+retention (claim cost with 0, 1M and 5M finished rows kept). Sizes default to
+what a 2-core machine runs in roughly 15-25 minutes per server (each
+benchmark's own defaults; ``--quick`` for a smoke run of a few minutes). Most
+of it is retention building its 5M-row history: it logs its progress and stops
+growing after its ``--build-budget`` (600 s), saying so in the results; a
+slow worker makes a drain take longer, each bounded by its ``--timeout``.
+Before each benchmark it waits (bounded) for the machine to be mostly idle and
+records how busy it was. Results go to ``benchmarks/results/<server>.json``
+(merged: a partial run keeps the other benchmarks' last results) and the page
+is rendered from those files.
 """
 
 from __future__ import annotations
@@ -24,7 +30,16 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import drain, enqueue, latency, report  # noqa: E402
+from benchmarks import (  # noqa: E402
+    drain,
+    enqueue,
+    gate,
+    latency,
+    memory,
+    providers,
+    report,
+    retention,
+)
 from benchmarks.harness import (  # noqa: E402
     log,
     machine,
@@ -34,7 +49,16 @@ from benchmarks.harness import (  # noqa: E402
     wait_quiet,
 )
 
-MODULES = {"enqueue": enqueue, "drain": drain, "latency": latency}
+# In running order: the slowest (retention) last, so the others are done if it is stopped.
+MODULES = {
+    "enqueue": enqueue,
+    "drain": drain,
+    "latency": latency,
+    "providers": providers,
+    "gate": gate,
+    "memory": memory,
+    "retention": retention,
+}
 QUICK = {
     "enqueue": [
         "--single",
@@ -50,6 +74,10 @@ QUICK = {
     ],
     "drain": ["--deliveries", "5000", "--rounds", "1"],
     "latency": ["--enqueues", "100", "--blocks", "1"],
+    "providers": ["--deliveries", "200"],
+    "gate": ["--deliveries", "1000", "--recipients", "100", "--rounds", "1"],
+    "memory": ["--deliveries", "2000"],
+    "retention": ["--sizes", "0,20000", "--queue", "2000", "--rounds", "2"],
 }
 
 

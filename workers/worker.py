@@ -197,7 +197,9 @@ class Worker:
             if len(rows) == limit:
                 continue  # there is more: claim again without waiting
             try:
-                await asyncio.wait_for(self._wake.wait(), cfg.poll_interval_seconds)
+                # asyncio.timeout, not wait_for: no extra task between the NOTIFY and the claim.
+                async with asyncio.timeout(cfg.poll_interval_seconds):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
 

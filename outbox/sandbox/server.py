@@ -15,8 +15,6 @@ import json
 import logging
 import os
 import socket
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +28,10 @@ from outbox.sandbox.credentials import SandboxCredentials
 from outbox.sandbox.faults import FaultInjector
 from outbox.sandbox.receipts import ReceiptSender
 from outbox.sandbox.recorder import Recorder
+from outbox.serving import ServerThread, hypercorn_config, listen
 
 INFO_FILE = "sandbox.json"
 ENV_FILE = "outbox.env"
-START_TIMEOUT_S = 15.0
 KEEP_ALIVE_S = 120.0
 MAX_REQUESTS_PER_CONNECTION = 2**31 - 1
 _log = logging.getLogger("outbox.sandbox")
@@ -55,26 +53,14 @@ def _check_loopback(host: str) -> None:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
+        return listen(host, port)
     except OSError as exc:
-        sock.close()
-        raise SandboxError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    # Listening now means early clients wait in the backlog instead of being refused.
-    sock.listen(128)
-    return sock
+        raise SandboxError(exc.strerror or str(exc)) from None
 
 
 def _hypercorn_config(sock: socket.socket, certfile: Path | None = None) -> Config:
-    config = Config()
-    # Hypercorn adopts the already-bound socket by file descriptor.
-    config.bind = [f"fd://{sock.detach()}"]
-    config.accesslog = None
-    config.errorlog = _log
-    config.graceful_timeout = 1.0
+    config = hypercorn_config(sock, errorlog=_log, graceful_timeout=1.0, certfile=certfile)
     # Clients must be the ones to drop idle connections (httpx does after 5 s):
     # a server closing first races a client reusing the connection, and the
     # client sees "disconnected without a response".
@@ -84,9 +70,6 @@ def _hypercorn_config(sock: socket.socket, certfile: Path | None = None) -> Conf
     # sends). Apple asks providers to keep their APNs connection open for good, and
     # the providers' HTTP APIs do not count requests per connection either.
     config.keep_alive_max_requests = MAX_REQUESTS_PER_CONNECTION
-    if certfile is not None:
-        config.certfile = str(certfile)
-        config.keyfile = str(certfile)
     return config
 
 
@@ -235,10 +218,7 @@ class Sandbox:
     def __init__(self, state_dir: Path | str, **options: Any) -> None:
         self._state_dir = state_dir
         self._options = options
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._failure: BaseException | None = None
+        self._thread: ServerThread | None = None
         self.server: SandboxServer | None = None
         self.client: SandboxClient | None = None
 
@@ -249,45 +229,20 @@ class Sandbox:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _serve_in_thread(self, started: threading.Event) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            started.set()
-            assert self.server is not None
-            await self.server.serve(self._stop)
-
-        try:
-            asyncio.run(main())
-        except BaseException as exc:  # reported to the starting thread
-            self._failure = exc
-            started.set()
-
     def start(self) -> None:
         """Bind, start serving in a thread, and wait until the sandbox answers."""
-        self.server = SandboxServer(self._state_dir, **self._options)
-        started = threading.Event()
-        self._thread = threading.Thread(
-            target=self._serve_in_thread, args=(started,), name="outbox-sandbox", daemon=True
-        )
+        self.server = server = SandboxServer(self._state_dir, **self._options)
+        self.client = client = SandboxClient(server.http_url)
+        self._thread = ServerThread(server.serve, name="outbox-sandbox", ready=client.health,
+                                    error=SandboxError)
         self._thread.start()
-        started.wait(START_TIMEOUT_S)
-        self.client = SandboxClient(self.server.http_url)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not self.client.health():
-            if self._failure is not None or time.monotonic() > deadline:
-                self.stop()
-                raise SandboxError(f"the sandbox did not start: {self._failure!r}")
-            time.sleep(0.02)
 
     def stop(self) -> None:
         """Stop serving and wait for the thread to end."""
         if self.client is not None:
             self.client.close()
-        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.stop()
         self._thread = None
 
     def _require(self) -> SandboxServer:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -55,4 +56,8 @@ def main(settings: Settings, **overrides: object) -> None:
     if settings.prune_older_than:
         extras["pruner"] = Pruner(parse_age(settings.prune_older_than), batch_size=settings.prune_batch_size,
                                   interval_seconds=settings.prune_interval_seconds)
+    # Everything built so far (modules, SDK clients, settings) lives as long as the
+    # process: keep it out of the collector's full passes, which would otherwise walk
+    # it every so often and stall a wake-up for milliseconds.
+    gc.freeze()
     asyncio.run(serve(url, Router(providers, routes), config, **extras))

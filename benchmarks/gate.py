@@ -85,8 +85,9 @@ class _Named:
 
 
 async def _drain(url: str, variant: str, worker_id: str, batch: int, wait: float) -> dict[str, Any]:
+    from outbox.channel_limits import check_limits
     from outbox.providers.router import Router
-    from outbox.templates import TemplateVersion, check_limits, render
+    from outbox.templates import TemplateVersion, render
     from workers import store
     from workers.decide import Decision
     from workers.gate import Gate

@@ -13,27 +13,37 @@ are never echoed.
     OutboxError
     └── TemplateError     the template cannot be compiled or rendered with this data
         └── LimitError    it rendered, but the result is too big or incomplete for its
-                          channel (SMS segments, push payload size, email subject)
+                          channel (SMS segments, push payload size, email subject);
+                          see outbox/channel_limits.py
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
-from outbox.errors import OutboxError, UnknownChannel
+from outbox.errors import OutboxError
 from outbox.substitution import Substitution
+
+if TYPE_CHECKING:
+    from outbox.channel_limits import (
+        DEFAULT_MAX_SMS_SEGMENTS,
+        PUSH_PAYLOAD_LIMIT_BYTES,
+        LimitError,
+        check_limits,
+        push_payload_size,
+        sms_segments,
+    )
 
 __all__ = [
     "CHANNELS",
@@ -54,9 +64,6 @@ __all__ = [
 ]
 
 CHANNELS = ("email", "sms", "push")
-DEFAULT_MAX_SMS_SEGMENTS = 10
-# APNs rejects larger payloads (FCM's limit is the same 4 KiB).
-PUSH_PAYLOAD_LIMIT_BYTES = 4096
 CACHE_SIZE = 1024
 FIELDS = ("subject", "body", "html_body", "title")
 
@@ -101,10 +108,6 @@ class TemplateError(OutboxError):
             if self.line is not None:
                 message += f" line {self.line}"
         return message
-
-
-class LimitError(TemplateError):
-    """The rendered message does not fit its channel (too long, too big, or incomplete)."""
 
 
 # --- template versions and their rendered form ------------------------------------
@@ -495,112 +498,18 @@ def render(template: TemplateVersion, data: Mapping[str, Any]) -> Rendered:
     )
 
 
-# --- channel limits --------------------------------------------------------------------
+# --- channel limits, re-exported --------------------------------------------------------
 
-# GSM 03.38 default alphabet (without ESC, 0x1B) and the extension table, whose
-# characters are sent as ESC + char and so cost two septets.
-_GSM7_BASIC = frozenset(
-    "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ"
-    " !\"#¤%&'()*+,-./0123456789:;<=>?"
-    "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
-    "¿abcdefghijklmnopqrstuvwxyzäöñüà"
-)
-_GSM7_EXTENSION = frozenset("\f^{}\\[~]|€")
-# (encoding, units per single message, units per part of a concatenated message):
-# the user data header of a concatenated SMS takes 7 septets / 3 UTF-16 units.
-_GSM7 = ("gsm7", 160, 153)
-_UCS2 = ("ucs2", 70, 67)
+# The channel limits moved to outbox/channel_limits.py; its names stay importable from
+# here for existing callers. channel_limits imports this module (LimitError is a
+# TemplateError), so an eager re-export would be an import cycle that fails whenever
+# channel_limits is imported first; a module __getattr__ (PEP 562) resolves them on use,
+# and reads channel_limits.__all__ so the list of names is kept in one place.
 
 
-def sms_segments(text: str) -> tuple[str, int]:
-    """The encoding (``"gsm7"`` or ``"ucs2"``) and number of segments ``text`` is sent as.
+def __getattr__(name: str) -> Any:
+    from outbox import channel_limits
 
-    GSM-7 if every character is in the GSM 03.38 alphabet (extension characters
-    ``^ { } [ ] ~ \\ | €`` and form feed count twice), else UCS-2 counted in UTF-16
-    code units (an emoji is two). One message holds 160 septets / 70 units; a
-    concatenated one 153 / 67 per part, and an escape pair or surrogate pair is
-    never split across parts. Empty text is 0 segments.
-    """
-    if all(c in _GSM7_BASIC or c in _GSM7_EXTENSION for c in text):
-        encoding, single, per_part = _GSM7
-        costs = [2 if c in _GSM7_EXTENSION else 1 for c in text]
-    else:
-        encoding, single, per_part = _UCS2
-        costs = [2 if ord(c) > 0xFFFF else 1 for c in text]
-    total = sum(costs)
-    if total <= single:
-        return encoding, (1 if total else 0)
-    parts, used = 1, 0
-    for cost in costs:
-        if used + cost > per_part:
-            parts, used = parts + 1, 0
-        used += cost
-    return encoding, parts
-
-
-def push_payload_size(rendered: Rendered, data: Mapping[str, Any]) -> int:
-    """Bytes of the APNs-style JSON payload for ``rendered``: the alert plus ``data`` keys.
-
-    Compact UTF-8 JSON, as the HTTP clients send it. The ``aps`` key is ours: a data
-    key of that name does not replace the alert.
-    """
-    alert: dict[str, str] = {"body": rendered.body}
-    if rendered.title is not None:
-        alert = {"title": rendered.title, **alert}
-    payload = {**data, "aps": {"alert": alert}}
-    encoded = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return len(encoded.encode("utf-8"))
-
-
-def check_limits(
-    channel: str,
-    rendered: Rendered,
-    data: Mapping[str, Any],
-    *,
-    template: TemplateVersion | None = None,
-    max_sms_segments: int = DEFAULT_MAX_SMS_SEGMENTS,
-) -> None:
-    """Raise LimitError if ``rendered`` cannot be sent on ``channel``.
-
-    push: the JSON payload must fit in 4096 bytes. sms: non-empty and at most
-    ``max_sms_segments`` segments. email: a non-empty, single-line subject.
-    Pass ``template`` so the error names it.
-    """
-
-    def fail(reason: str) -> LimitError:
-        if template is None:
-            return LimitError(reason)
-        return LimitError(
-            reason, key=template.key, version=template.version, locale=template.locale
-        )
-
-    if channel == "push":
-        try:
-            size = push_payload_size(rendered, data)
-        except (TypeError, ValueError):
-            raise fail("push data cannot be encoded as JSON") from None
-        if size > PUSH_PAYLOAD_LIMIT_BYTES:
-            raise fail(
-                f"push payload is {size} bytes, over the limit of {PUSH_PAYLOAD_LIMIT_BYTES}"
-            )
-    elif channel == "sms":
-        encoding, segments = sms_segments(rendered.body)
-        if segments == 0:
-            raise fail("sms body is empty")
-        if segments > max_sms_segments:
-            raise fail(
-                f"sms body is {segments} segments ({encoding}),"
-                f" over the limit of {max_sms_segments}"
-            )
-    elif channel == "email":
-        subject = rendered.subject
-        if subject is None or not subject.strip():
-            raise fail("email subject is missing or empty")
-        # A line break in a header is at best rejected by the provider, at worst injected.
-        if "\n" in subject or "\r" in subject:
-            raise fail("email subject contains a line break")
-    else:
-        raise UnknownChannel(
-            f"unknown channel {channel!r}: expected one of {', '.join(CHANNELS)}",
-            field="channel",
-        )
+    if name in channel_limits.__all__:
+        return getattr(channel_limits, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

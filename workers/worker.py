@@ -36,10 +36,11 @@ import psycopg
 import structlog
 
 from outbox import metrics
+from outbox.channel_limits import check_limits
 from outbox.ops import Pruner
 from outbox.providers.base import Message, Outcome
 from outbox.providers.router import Router
-from outbox.templates import TemplateError, TemplateVersion, check_limits, render
+from outbox.templates import TemplateError, TemplateVersion, render
 from workers import store
 from workers.breakers import Breakers
 from workers.config import WorkerConfig

@@ -24,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from outbox import api
+from outbox.channel_limits import check_limits, push_payload_size, sms_segments
 from outbox.cli.common import actor, connection
 from outbox.errors import ValidationError
 from outbox.sql import query
@@ -33,11 +34,8 @@ from outbox.templates import (
     FIELDS,
     TemplateError,
     TemplateVersion,
-    check_limits,
     locale_chain,
-    push_payload_size,
     render,
-    sms_segments,
 )
 
 app = typer.Typer(

@@ -10,19 +10,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from outbox import templates
+from outbox.channel_limits import LimitError, check_limits, push_payload_size, sms_segments
 from outbox.errors import OutboxError, UnknownChannel
 from outbox.templates import (
-    LimitError,
     Rendered,
     TemplateError,
     TemplateVersion,
-    check_limits,
     compile_template,
     content_hash,
     locale_chain,
-    push_payload_size,
     render,
-    sms_segments,
 )
 
 _ids = iter(range(1, 10**9))

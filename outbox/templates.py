@@ -25,7 +25,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError
@@ -35,32 +35,16 @@ from jinja2.utils import missing
 from outbox.errors import OutboxError
 from outbox.substitution import Substitution
 
-if TYPE_CHECKING:
-    from outbox.channel_limits import (
-        DEFAULT_MAX_SMS_SEGMENTS,
-        PUSH_PAYLOAD_LIMIT_BYTES,
-        LimitError,
-        check_limits,
-        push_payload_size,
-        sms_segments,
-    )
-
 __all__ = [
     "CHANNELS",
-    "DEFAULT_MAX_SMS_SEGMENTS",
-    "PUSH_PAYLOAD_LIMIT_BYTES",
     "CompiledTemplate",
-    "LimitError",
     "Rendered",
     "TemplateError",
     "TemplateVersion",
-    "check_limits",
     "compile_template",
     "content_hash",
     "locale_chain",
-    "push_payload_size",
     "render",
-    "sms_segments",
 ]
 
 CHANNELS = ("email", "sms", "push")
@@ -496,20 +480,3 @@ def render(template: TemplateVersion, data: Mapping[str, Any]) -> Rendered:
     return Rendered(
         subject=out["subject"], body=body, html_body=out["html_body"], title=out["title"]
     )
-
-
-# --- channel limits, re-exported --------------------------------------------------------
-
-# The channel limits moved to outbox/channel_limits.py; its names stay importable from
-# here for existing callers. channel_limits imports this module (LimitError is a
-# TemplateError), so an eager re-export would be an import cycle that fails whenever
-# channel_limits is imported first; a module __getattr__ (PEP 562) resolves them on use,
-# and reads channel_limits.__all__ so the list of names is kept in one place.
-
-
-def __getattr__(name: str) -> Any:
-    from outbox import channel_limits
-
-    if name in channel_limits.__all__:
-        return getattr(channel_limits, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,14 +1,14 @@
 """The webhooks service's database calls: the only module here that names queries.
 
-Each call is one statement on an autocommit connection, so a batch of
-receipts is recorded, and its deliveries moved, all together or not at all.
+A batch of receipts is recorded, and its deliveries moved, in one transaction:
+all together or not at all.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -92,7 +92,11 @@ def _common(receipts: Sequence[Receipt]) -> dict[str, list[Any]]:
 
 
 async def record(conn: psycopg.AsyncConnection[Any], receipts: Sequence[Receipt]) -> Recorded:
-    """Record ``receipts`` (events, transitions, suppressions, opt-outs) in one statement."""
+    """Record ``receipts`` (events, suppressions, opt-outs), then move their deliveries forward.
+
+    Two statements in one transaction: ``receipts_record``, then ``receipts_apply``
+    for the fresh terminal receipts that found their delivery.
+    """
     unique = _dedupe(receipts)
     if not unique:
         return Recorded([], 0, 0)
@@ -104,17 +108,34 @@ async def record(conn: psycopg.AsyncConnection[Any], receipts: Sequence[Receipt]
         "addresses": [_clean(r.address) for r in unique],
         "details": [_detail(r.detail) for r in unique],
     }
-    async with conn.cursor(row_factory=dict_row) as cur:
+    async with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
         await cur.execute(query("receipts_record"), params)
         rows = await cur.fetchall()
-    outcomes = [
-        Outcome(receipt=r, fresh=row["fresh"], moved=row["moved"], delivery_id=row["delivery_id"],
-                message_id=row["message_id"], attempt=row["attempt"],
-                previous_status=row["previous_status"])
-        for r, row in zip(unique, rows, strict=True)
-    ]
+        outcomes = [
+            Outcome(receipt=r, fresh=row["fresh"], moved=False, delivery_id=row["delivery_id"],
+                    message_id=row["message_id"], attempt=row["attempt"],
+                    previous_status=row["previous_status"])
+            for r, row in zip(unique, rows, strict=True)
+        ]
+        terminal = [i for i, o in enumerate(outcomes) if o.fresh and o.delivery_id is not None
+                    and o.receipt.action is not Action.NONE]
+        if terminal:
+            # A receipt that named our delivery id names the row it matched: that match
+            # also checked the notification id, so the second statement need not.
+            named = [replace(outcomes[i].receipt, delivery_id=outcomes[i].delivery_id)
+                     if outcomes[i].receipt.delivery_id is not None else outcomes[i].receipt
+                     for i in terminal]
+            for i, row in zip(terminal, await _apply(cur, named, late=False), strict=True):
+                outcomes[i] = replace(outcomes[i], moved=row["moved"])
     first = rows[0]
     return Recorded(outcomes, int(first["suppressions"]), int(first["opt_outs"]))
+
+
+async def _apply(cur: psycopg.AsyncCursor[Any], receipts: Sequence[Receipt], *,
+                 late: bool) -> list[dict[str, Any]]:
+    """``receipts_apply``: one row per receipt, in input order (moved, delivery_id, ...)."""
+    await cur.execute(query("receipts_apply"), {**_common(receipts), "late": late})
+    return await cur.fetchall()
 
 
 async def apply_late(
@@ -128,8 +149,7 @@ async def apply_late(
     if not receipts:
         return []
     async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(query("receipts_apply_late"), _common(receipts))
-        rows = await cur.fetchall()
+        rows = await _apply(cur, receipts, late=True)
     return [
         Outcome(receipt=r, fresh=True, moved=row["moved"], delivery_id=row["delivery_id"],
                 message_id=row["message_id"], attempt=row["attempt"],

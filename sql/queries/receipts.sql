@@ -1,8 +1,9 @@
 -- Delivery receipts from provider webhooks (outbox/webhooks/store.py is the only caller).
 --
 -- A receipt only ever moves a delivery forward: sent -> delivered, or
--- sent -> dead (bounce, undelivered, rejected). A delivery in any other status
--- is left alone, so a repeated, late or out-of-order receipt changes nothing.
+-- sent -> dead (bounce, undelivered, rejected); and pending -> delivered for
+-- a retry of an attempt in doubt (see receipts_apply). A delivery in any other
+-- status is left alone, so a repeated, late or out-of-order receipt changes nothing.
 -- Every receipt is still recorded once, as an event of kind 'receipt'; the
 -- unique index events_receipt_once (provider, event_id) makes repeats no-ops.
 
@@ -13,12 +14,12 @@
 --      client-ref), else by the provider's message id;
 --   2. insert the 'receipt' events; a receipt already recorded (same provider
 --      and event id) conflicts and goes no further: it changes nothing else;
---   3. apply the earliest fresh terminal receipt of each delivery, only if the
---      delivery is 'sent', and log the transition ('delivered' or 'dead');
---   4. suppress dead addresses (hard bounce, drop, STOP), and record opt-outs
+--   3. suppress dead addresses (hard bounce, drop, STOP), and record opt-outs
 --      (spam report, unsubscribe, STOP) as a '*' preference of every recipient
 --      with that address; an opted-out address no recipient owns is suppressed
 --      instead, so the opt-out is honoured all the same.
+-- The caller then moves the deliveries of the fresh terminal receipts forward
+-- with receipts_apply, in the same transaction.
 -- One row per receipt, in input order, says what happened to it.
 --   action: delivered | dead | none (recorded only)
 WITH r AS (
@@ -63,34 +64,6 @@ WITH r AS (
     RETURNING detail ->> 'provider' AS provider, detail ->> 'event_id' AS event_id
 ), accepted AS (
     SELECT m.* FROM matched m JOIN fresh f ON f.provider = m.provider AND f.event_id = m.event_id
-), winner AS (
-    -- Several terminal receipts for one delivery in one batch: the earliest wins,
-    -- as it would have had they come one by one.
-    SELECT DISTINCT ON (a.d_id) a.*
-    FROM accepted a
-    WHERE a.d_id IS NOT NULL AND a.action IN ('delivered', 'dead')
-    ORDER BY a.d_id, a.occurred_at NULLS LAST, a.n
-), moved AS (
-    UPDATE outbox.deliveries d
-    SET status       = w.action::outbox.delivery_status,
-        -- The provider's time, kept between the send and now (clocks disagree).
-        delivered_at = CASE WHEN w.action = 'delivered'
-                            THEN greatest(d.sent_at, least(now(), coalesce(w.occurred_at, now())))
-                            ELSE d.delivered_at END,
-        last_error   = CASE WHEN w.action = 'dead' THEN coalesce(w.reason, w.provider || ': ' || w.status)
-                            ELSE d.last_error END,
-        finished_at  = now(),
-        updated_at   = now()
-    FROM winner w
-    WHERE d.id = w.d_id AND d.status = 'sent'
-    RETURNING d.id, d.notification_id, d.attempts, d.last_error, w.provider, w.action, w.event_id
-), logged AS (
-    INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
-    SELECT mv.notification_id, mv.id, mv.action, mv.attempts, 'webhook:' || mv.provider,
-           jsonb_strip_nulls(jsonb_build_object(
-               'provider', mv.provider, 'receipt', mv.event_id,
-               'reason', CASE WHEN mv.action = 'dead' THEN mv.last_error END))
-    FROM moved mv
 ), owners AS (
     -- Recipients whose address an opt-out names (exact match: deliveries copy it verbatim).
     SELECT DISTINCT a.event_id, a.provider, rc.id AS recipient_id, a.channel
@@ -120,22 +93,26 @@ WITH r AS (
 )
 SELECT m.provider, m.event_id, m.action, m.d_id AS delivery_id, n.message_id,
        m.channel::text AS channel, m.d_attempts AS attempt, m.d_status::text AS previous_status,
-       (f.event_id IS NOT NULL) AS fresh, (mv.id IS NOT NULL) AS moved,
+       (f.event_id IS NOT NULL) AS fresh,
        (SELECT count(*) FROM suppressed) AS suppressions,
        (SELECT count(*) FROM opted_out) AS opt_outs
 FROM matched m
 LEFT JOIN fresh f ON f.provider = m.provider AND f.event_id = m.event_id
-LEFT JOIN moved mv ON mv.id = m.d_id AND mv.event_id = m.event_id
 LEFT JOIN outbox.notifications n ON n.id = m.d_notification_id
 ORDER BY m.n;
 
--- name: receipts_apply_late
--- Terminal receipts recorded while their delivery was not 'sent' yet: the
+-- name: receipts_apply
+-- Move deliveries forward on terminal receipts ('delivered' or 'dead'),
+-- already recorded as events: right after receipts_record (%(late)s false), and
+-- again later for those whose delivery was not 'sent' yet (%(late)s true): the
 -- provider's receipt beat the worker's record of the send (still 'processing',
 -- or no provider message id stored yet), or came for an attempt whose outcome
--- the worker could not know (pending a retry). The webhooks service retries
--- them for a while. Same guard as above: only a 'sent' delivery moves. The
--- receipt events exist already; only the transition is logged.
+-- the worker could not know. The earliest receipt of each delivery wins, as if
+-- they had come one by one. Only a 'sent' delivery moves, with one exception: a
+-- delivery back in 'pending' after an attempt whose outcome was unknown (it
+-- timed out after sending, in_doubt > 0), named by our own delivery id in a
+-- 'delivered' receipt. The provider had that attempt, so the retry would be a
+-- duplicate: it becomes 'delivered' instead. Each transition is logged.
 WITH r AS (
     SELECT *
     FROM unnest(%(providers)s::text[], %(channels)s::outbox.channel[], %(event_ids)s::text[],
@@ -166,21 +143,30 @@ WITH r AS (
 ), moved AS (
     UPDATE outbox.deliveries d
     SET status       = w.action::outbox.delivery_status,
+        -- The provider's time, kept between the send and now (clocks disagree).
+        sent_at      = coalesce(d.sent_at, least(now(), coalesce(w.occurred_at, now()))),
         delivered_at = CASE WHEN w.action = 'delivered'
                             THEN greatest(d.sent_at, least(now(), coalesce(w.occurred_at, now())))
                             ELSE d.delivered_at END,
+        provider     = coalesce(d.provider, w.provider),
         last_error   = CASE WHEN w.action = 'dead' THEN coalesce(w.reason, w.provider || ': ' || w.status)
                             ELSE d.last_error END,
         finished_at  = now(),
         updated_at   = now()
     FROM winner w
-    WHERE d.id = w.d_id AND d.status = 'sent'
-    RETURNING d.id, d.notification_id, d.attempts, d.last_error, w.provider, w.action, w.event_id
+    WHERE d.id = w.d_id
+      AND (d.status = 'sent'
+           OR (d.status = 'pending' AND d.in_doubt > 0 AND w.action = 'delivered'
+               AND w.delivery_id IS NOT NULL))
+    RETURNING d.id, d.notification_id, d.attempts, d.last_error, w.provider, w.action, w.event_id,
+              w.d_status AS previous_status
 ), logged AS (
     INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
     SELECT mv.notification_id, mv.id, mv.action, mv.attempts, 'webhook:' || mv.provider,
            jsonb_strip_nulls(jsonb_build_object(
-               'provider', mv.provider, 'receipt', mv.event_id, 'late', true,
+               'provider', mv.provider, 'receipt', mv.event_id,
+               'late', CASE WHEN %(late)s THEN true END,
+               'retry_cancelled', CASE WHEN mv.previous_status = 'pending' THEN true END,
                'reason', CASE WHEN mv.action = 'dead' THEN mv.last_error END))
     FROM moved mv
 )

@@ -30,6 +30,7 @@ import pytest
 from structlog.testing import capture_logs
 
 import outbox
+from outbox.providers.base import Outcome
 from outbox.providers.registry import build_providers
 from outbox.providers.router import Router
 from outbox.sandbox import Sandbox, make_apns_key
@@ -161,15 +162,19 @@ def world(conn: psycopg.Connection) -> psycopg.Connection:
 
 
 def sent(conn: psycopg.Connection, db_url: str, provider: str, channel: str,
-         message_id: str = "order-1", **enqueue: Any) -> dict[str, Any]:
-    """Enqueue one notification on ``channel``, send it with a worker; its delivery row."""
+         message_id: str = "order-1", *, answers: dict[str, list[Outcome]] | None = None,
+         **enqueue: Any) -> dict[str, Any]:
+    """Enqueue one notification on ``channel``, send it with a worker; its delivery row.
+
+    ``answers``: the provider's outcomes by destination (default: sent).
+    """
     enqueue.setdefault("recipient", "ann")
     outbox.enqueue(conn, message_id, template="order_confirmed", data={"order": 1},
                    channels=[channel], **enqueue)
     conn.commit()
 
     async def work() -> None:
-        worker = make_worker(db_url, ScriptedProvider(provider))
+        worker = make_worker(db_url, ScriptedProvider(provider, answers))
         try:
             await worker.run_once()
         finally:
@@ -583,6 +588,38 @@ def test_a_receipt_that_beats_the_workers_record_is_applied_late(world, db_url, 
     assert [k for k, _ in events(world)] == ["receipt", "delivered"]
     assert events(world, "delivered")[0][1]["late"] is True
     assert counter("receipts", provider="sendgrid", result="applied_late") == late + 1
+
+
+def test_delivered_receipt_for_an_in_doubt_retry_cancels_the_retry(world, db_url, hooks):
+    # The send timed out after the request went out: pending for a retry, in doubt.
+    d = sent(world, db_url, "sendgrid", "email", "doubt",
+             answers={ANN_EMAIL: [Outcome.unknown("read timeout")]})
+    assert d["status"] == "pending" and d["provider_message_id"] is None
+    # SendGrid had it after all: its receipt names our delivery id.
+    assert hooks.sendgrid([sendgrid_event({**d, "provider_message_id": "sg-x"}, "delivered")]
+                          ).status_code == 200
+    after = delivery(world, "doubt")
+    assert after["status"] == "delivered"  # the retry would have been a duplicate
+    assert after["sent_at"] is not None and after["delivered_at"] >= after["sent_at"]
+    assert after["provider"] == "sendgrid"
+    (kind, detail), = events(world, "delivered")
+    assert detail["retry_cancelled"] is True and "late" not in detail
+
+
+def test_receipts_for_a_retry_with_a_known_outcome_or_a_bounce_wait_for_the_send(
+        world, db_url, hooks):
+    # A 503 is a known failure: the provider did not take that attempt.
+    d = sent(world, db_url, "sendgrid", "email", "known",
+             answers={ANN_EMAIL: [Outcome.retry("503 Service Unavailable")]})
+    e = sent(world, db_url, "sendgrid", "email", "bounced",
+             answers={ANN_EMAIL: [Outcome.unknown("read timeout")]})
+    assert hooks.sendgrid([sendgrid_event({**d, "provider_message_id": "sg-1"}, "delivered"),
+                           sendgrid_event({**e, "provider_message_id": "sg-2"}, "bounce",
+                                          type="blocked", reason="550 mailbox full")]
+                          ).status_code == 200
+    assert delivery(world, "known")["status"] == "pending"
+    assert delivery(world, "bounced")["status"] == "pending"
+    assert events(world, "delivered") == [] and events(world, "dead") == []
 
 
 def test_a_provider_without_its_secret_is_refused(world, db_url, serve):

@@ -63,7 +63,7 @@ class Substitution:
                 out.append(part)
                 continue
             name, steps = part
-            value = data.get(name, _MISSING) if isinstance(data, dict) else _MISSING
+            value = data.get(name, _MISSING) if type(data) is dict else _MISSING
             for attribute_syntax, key in steps:
                 value = _step(value, attribute_syntax, key)
             if value is None:
@@ -83,22 +83,29 @@ _MISSING: Any = _Missing()
 
 
 def _step(value: Any, attribute_syntax: bool, key: Any) -> Any:
-    if isinstance(value, dict):
+    # Exact types: a dict subclass (OrderedDict, Counter) has attributes dict lacks.
+    if type(value) is dict:
         # ``d.key`` finds dict attributes (``d.items``) before keys; ``d[key]`` finds keys first.
         if attribute_syntax and hasattr(dict, key):
             return _MISSING
         return value.get(key, _MISSING) if isinstance(key, str) else _MISSING
-    if isinstance(value, list) and not attribute_syntax and isinstance(key, int) \
+    if type(value) is list and not attribute_syntax and isinstance(key, int) \
             and not isinstance(key, bool) and -len(value) <= key < len(value):
         return value[key]
     return _MISSING
+
+
+# Names Jinja2 resolves before the data: ``self`` is the template itself.
+_RESERVED = frozenset({"self"})
 
 
 def _lookup(node: nodes.Node) -> _Lookup | None:
     steps: list[_Step] = []
     while True:
         if isinstance(node, nodes.Name):
-            return (node.name, tuple(reversed(steps))) if node.ctx == "load" else None
+            if node.ctx != "load" or node.name in _RESERVED:
+                return None
+            return node.name, tuple(reversed(steps))
         if isinstance(node, nodes.Getattr):
             steps.append((True, node.attr))
         elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \

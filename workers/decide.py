@@ -6,12 +6,17 @@ so every rule here is tested directly (tests/unit/test_decide.py).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from outbox.providers.base import Outcome, OutcomeKind
 from outbox.schedule import backoff_delay
+
+# A provider's Retry-After is honoured up to a day: a larger (or non-finite) value is
+# a provider's bug, and the database could not even store ``now() + inf``.
+MAX_RETRY_AFTER_SECONDS = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,7 @@ def decide(
                         dead_destination=kind is OutcomeKind.DEAD_DESTINATION, detail=detail)
 
     if kind is OutcomeKind.CONFIG:
-        delay = max(policy.config_pause_seconds, outcome.retry_after or 0.0)
+        delay = max(policy.config_pause_seconds, _retry_after(outcome))
         return _pending_or_expired(delay, reason, provider, expires_at, now, detail, refund=1)
 
     # RETRY or UNKNOWN
@@ -90,8 +95,15 @@ def decide(
         return Decision("dead", "dead", error=f"attempts exhausted ({attempt}/{max_attempts}): {reason}",
                         provider=provider, in_doubt=in_doubt, detail=detail)
     delay = max(backoff_delay(attempt, policy.base_seconds, policy.cap_seconds, rand),
-                outcome.retry_after or 0.0)
+                _retry_after(outcome))
     return _pending_or_expired(delay, reason, provider, expires_at, now, detail, in_doubt=in_doubt)
+
+
+def _retry_after(outcome: Outcome) -> float:
+    value = outcome.retry_after
+    if value is None or math.isnan(value):
+        return 0.0
+    return min(max(value, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def _pending_or_expired(

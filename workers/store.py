@@ -61,9 +61,9 @@ def _results_json(results: Sequence[tuple[int, int, Decision, int | None]]) -> s
         if template_id is not None:
             item["template_id"] = template_id
         if d.in_doubt:
-            item["in_doubt"] = d.in_doubt
+            item["in_doubt"] = int(d.in_doubt)
         if d.refund:
-            item["refund"] = d.refund
+            item["refund"] = int(d.refund)
         if d.detail:
             item["detail"] = d.detail
         items.append(item)

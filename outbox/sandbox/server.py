@@ -235,7 +235,11 @@ class Sandbox:
         self.client = client = SandboxClient(server.http_url)
         self._thread = ServerThread(server.serve, name="outbox-sandbox", ready=client.health,
                                     error=SandboxError)
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            client.close()
+            raise
 
     def stop(self) -> None:
         """Stop serving and wait for the thread to end."""

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from outbox.providers.base import Outcome
-from workers.decide import RetryPolicy, decide
+from workers.decide import MAX_RETRY_AFTER_SECONDS, RetryPolicy, decide
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 POLICY = RetryPolicy(base_seconds=2.0, cap_seconds=600.0, config_pause_seconds=60.0)
@@ -33,6 +33,15 @@ def test_retry_uses_backoff_with_jitter():
 def test_retry_after_is_a_floor():
     d = _decide(Outcome.retry("429", retry_after=120.0), attempt=1, rand=0.1)
     assert d.delay == 120.0
+
+
+def test_retry_after_beyond_a_day_or_not_a_number_is_bounded():
+    # "Retry-After: inf" parses as a float; now() + inf could not be stored at all.
+    for value, expected in ((float("inf"), MAX_RETRY_AFTER_SECONDS),
+                            (1e300, MAX_RETRY_AFTER_SECONDS),
+                            (float("nan"), 0.5 * 2.0),
+                            (-5.0, 0.5 * 2.0)):
+        assert _decide(Outcome.retry("429", retry_after=value)).delay == expected
 
 
 def test_exhausted_goes_dead_with_last_error():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from outbox import templates
 from outbox.substitution import Substitution
 from outbox.templates import TemplateError, TemplateVersion, render
 
-NAMES = ["n", "user", "items", "items_", "keys", "range"]
+NAMES = ["n", "user", "items", "items_", "keys", "range", "self"]
 KEYS = ["name", "id", "items", "get", "0", "city"]
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
@@ -55,8 +56,8 @@ def _jinja(source: str, data: dict[str, Any], autoescape: bool) -> str | BaseExc
 def test_same_text_as_jinja_or_gives_up(source: str, data: dict[str, Any], autoescape: bool) -> None:
     env = templates._HTML_ENV if autoescape else templates._TEXT_ENV
     substitution = Substitution.from_ast(env.parse(source), autoescape=autoescape)
-    if substitution is None:  # e.g. items[-1]: the index is an expression, left to Jinja
-        assert "[-1]" in source
+    if substitution is None:  # items[-1] (an expression) and self: left to Jinja
+        assert "[-1]" in source or "self" in source
         return
     fast = substitution.render(data)
     if fast is not None:
@@ -93,6 +94,7 @@ def test_common_shapes_take_the_fast_path() -> None:
 @pytest.mark.parametrize("source", [
     "{% if n %}x{% endif %}", "{{ n | upper }}", "{{ n + 1 }}", "{{ 'a' }}", "{{ f() }}",
     "{% for i in items %}{{ i }}{% endfor %}", "{{ user[key] }}",
+    "{{ self }}", "{{ self.a }}",  # the template itself in Jinja, whatever the data holds
 ])
 def test_anything_else_is_left_to_jinja(source: str) -> None:
     assert Substitution.from_ast(templates._TEXT_ENV.parse(source), autoescape=False) is None
@@ -104,6 +106,7 @@ def test_anything_else_is_left_to_jinja(source: str) -> None:
     ("{{ user.__class__ }}", {"user": {}}),       # the sandbox decides
     ("{{ items }}", {"items": [1, 2]}),         # not a scalar
     ("{{ range }}", {}),                        # a Jinja global, not data
+    ("{{ d.total }}", {"d": Counter(total=1)}),  # a dict subclass's method
 ])
 def test_gives_up_where_jinja_may_differ(source: str, data: dict[str, Any]) -> None:
     sub = Substitution.from_ast(templates._TEXT_ENV.parse(source), autoescape=False)

@@ -87,10 +87,6 @@ def _options(name: str, quick: bool, diagnose: bool) -> argparse.Namespace:
     args = QUICK[name] if quick else []
     if name in ("drain", "latency") and diagnose:
         args = [*args, "--diagnose"]
-    if name == "drain" and diagnose:
-        # Generic plans of prepared statements made the recorder's statement quadratic
-        # in the backlog (seen 2026-11): this shows whether that still matters.
-        args = [*args, "--variant-pgoptions", "-c plan_cache_mode=force_custom_plan"]
     return parser.parse_args(args)
 
 

@@ -83,10 +83,12 @@ How each is measured:
 - **drain**: pending deliveries inserted set-based with NOTIFY off while the
   `outbox worker` processes (no-op provider) sit idle in LISTEN; one statement
   reads the database clock and sends the wake-up; rate = deliveries /
-  (max(finished_at) − that time). The raw baseline is a minimal loop of one
-  statement per batch (`FOR UPDATE SKIP LOCKED` claim + mark done) on its own
-  table with the same partial index, woken the same way, in the same run,
-  alternating with Outbox. Medians over rounds.
+  (max(finished_at) − that time). The raw baseline is a minimal consumer on
+  its own table with the same partial index, woken the same way, in the same
+  run, alternating with Outbox: claim a batch with `FOR UPDATE SKIP LOCKED`
+  (committed, rows read), then mark it done (committed). The one-statement
+  floor (claim and complete in one commit, nothing read) runs alongside.
+  Medians over rounds.
 - **latency**: one idle `outbox worker` with the `record` provider; one
   enqueue per transaction; latency = the provider call's `time.time()` −
   `time.time()` right after `commit()` returned. The bare LISTEN loop is a

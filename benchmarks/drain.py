@@ -40,6 +40,7 @@ where the worker's time goes, waiting and computing.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import tempfile
@@ -256,73 +257,43 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         Processes(Path(tmp)) as procs,
     ):
         setup(url)
+        # The same drain settings for every run of this benchmark.
+        raw_loop = functools.partial(
+            raw_run, url, procs, n=args.deliveries, batch=args.batch, timeout=args.timeout
+        )
+        drain = functools.partial(
+            outbox_run,
+            url,
+            procs,
+            n=args.deliveries,
+            batch=args.batch,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+        )
         for r in range(args.rounds):
             for count in args.processes:
-                raw = raw_run(
-                    url,
-                    procs,
-                    loops=count,
-                    n=args.deliveries,
-                    batch=args.batch,
-                    timeout=args.timeout,
-                )
+                raw = raw_loop(loops=count)
                 log(f"round {r + 1}/{args.rounds}: raw loop x{count}: {raw['rate']:,.0f}/s")
-                floor = raw_run(
-                    url,
-                    procs,
-                    loops=count,
-                    n=args.deliveries,
-                    batch=args.batch,
-                    timeout=args.timeout,
-                    shape="one-statement",
-                )
+                floor = raw_loop(loops=count, shape="one-statement")
                 log(
                     f"round {r + 1}/{args.rounds}: one-statement floor x{count}: "
                     f"{floor['rate']:,.0f}/s"
                 )
-                box = outbox_run(
-                    url,
-                    procs,
-                    workers=count,
-                    n=args.deliveries,
-                    batch=args.batch,
-                    concurrency=args.concurrency,
-                    timeout=args.timeout,
-                    pgoptions=args.worker_pgoptions,
-                )
+                box = drain(workers=count, pgoptions=args.worker_pgoptions)
                 log(
                     f"round {r + 1}/{args.rounds}: outbox worker x{count}: {box['rate']:,.0f}/s "
                     f"({box['rate'] / raw['rate']:.0%} of raw)"
                 )
                 runs += [raw | {"round": r}, floor | {"round": r}, box | {"round": r}]
                 if args.variant_pgoptions:
-                    variant = outbox_run(
-                        url,
-                        procs,
-                        workers=count,
-                        n=args.deliveries,
-                        batch=args.batch,
-                        concurrency=args.concurrency,
-                        timeout=args.timeout,
-                        pgoptions=args.variant_pgoptions,
-                    )
+                    variant = drain(workers=count, pgoptions=args.variant_pgoptions)
                     log(
                         f"round {r + 1}/{args.rounds}: outbox worker x{count} with PGOPTIONS="
                         f"{args.variant_pgoptions!r}: {variant['rate']:,.0f}/s"
                     )
                     runs.append(variant | {"round": r, "system": "outbox-variant"})
         if args.diagnose:
-            diagnosis = outbox_run(
-                url,
-                procs,
-                workers=1,
-                n=args.deliveries,
-                batch=args.batch,
-                concurrency=args.concurrency,
-                timeout=args.timeout,
-                pgoptions=args.worker_pgoptions,
-                diagnose_in=Path(tmp),
-            )
+            diagnosis = drain(workers=1, pgoptions=args.worker_pgoptions, diagnose_in=Path(tmp))
             log(f"diagnostic drain (traced, profiled): {diagnosis['rate']:,.0f}/s")
             result["diagnosis"] = {
                 k: diagnosis[k] for k in ("rate", "seconds", "trace", "profile") if k in diagnosis

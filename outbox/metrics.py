@@ -24,7 +24,6 @@ worker): aggregate them with ``max`` across instances, not ``sum``.
 from __future__ import annotations
 
 import functools
-
 import time
 from collections.abc import Iterable
 from typing import Any

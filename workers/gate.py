@@ -86,13 +86,15 @@ class Gate:
         """
         now = self.clock()
         held: dict[int, Decision] = {}
-        limited = []
+        limited: list[tuple[dict[str, Any], str | None]] = []
         for row in rows:
             decision = self._blocked(row) or self._quiet_hours(row, now)
             if decision is not None:
                 held[row["id"]] = decision
-            elif self._limit_applies(row):
-                limited.append(row)
+            elif row["limited_channels"] or row["limited_providers"]:
+                provider = self._provider(row)
+                if self._limit_applies(row, provider):
+                    limited.append((row, provider))
         if limited:
             held.update(await self._take_tokens(conn, limited, now))
         return held
@@ -106,11 +108,11 @@ class Gate:
         return Decision("suppressed", "suppressed", error=reason, refund=1,
                         detail={"reason": reason, "checked": "at send"})
 
-    def _limit_applies(self, row: dict[str, Any]) -> bool:
-        channels, providers = row["limited_channels"], row["limited_providers"]
-        if channels and row["channel"] in channels:
-            return True
-        return bool(providers) and self._provider(row) in providers
+    @staticmethod
+    def _limit_applies(row: dict[str, Any], provider: str | None) -> bool:
+        """A limit is configured for the row's channel (per recipient) or its provider."""
+        return (row["channel"] in (row["limited_channels"] or ())
+                or provider in (row["limited_providers"] or ()))
 
     def _quiet_hours(self, row: dict[str, Any], now: datetime) -> Decision | None:
         # A direct address has no recipient, hence no known time zone: never held.
@@ -134,14 +136,15 @@ class Gate:
     async def _take_tokens(
         self,
         conn: psycopg.AsyncConnection,
-        rows: Sequence[dict[str, Any]],
+        limited: Sequence[tuple[dict[str, Any], str | None]],
         now: datetime,
     ) -> dict[int, Decision]:
-        """Rate-limit tokens for ``rows``: one statement; the rows that must wait."""
+        """Rate-limit tokens for (row, provider) pairs: one statement; the rows that must wait."""
         prune_rows = 0
         if self._monotonic() >= self._next_prune:
             prune_rows = self.prune_rows
             self._next_prune = self._monotonic() + self.prune_every_seconds
+        rows = [row for row, _ in limited]
         by_id = {row["id"]: row for row in rows}
         cur = await conn.execute(
             query("admit"),
@@ -150,7 +153,7 @@ class Gate:
                 "recipient_ids": [r["recipient_id"] for r in rows],
                 "channels": [r["channel"] for r in rows],
                 "destinations": [r["destination"] for r in rows],
-                "providers": [self._provider(r) for r in rows],
+                "providers": [provider for _, provider in limited],
                 "prune_limit": prune_rows,
             },
         )

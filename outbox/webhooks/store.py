@@ -120,12 +120,8 @@ async def record(conn: psycopg.AsyncConnection[Any], receipts: Sequence[Receipt]
         terminal = [i for i, o in enumerate(outcomes) if o.fresh and o.delivery_id is not None
                     and o.receipt.action is not Action.NONE]
         if terminal:
-            # A receipt that named our delivery id names the row it matched: that match
-            # also checked the notification id, so the second statement need not.
-            named = [replace(outcomes[i].receipt, delivery_id=outcomes[i].delivery_id)
-                     if outcomes[i].receipt.delivery_id is not None else outcomes[i].receipt
-                     for i in terminal]
-            for i, row in zip(terminal, await _apply(cur, named, late=False), strict=True):
+            applied = await _apply(cur, [outcomes[i].receipt for i in terminal], late=False)
+            for i, row in zip(terminal, applied, strict=True):
                 outcomes[i] = replace(outcomes[i], moved=row["moved"])
     first = rows[0]
     return Recorded(outcomes, int(first["suppressions"]), int(first["opt_outs"]))

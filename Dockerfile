@@ -4,9 +4,8 @@
 #   docker build -t outbox .
 #   docker run --rm -e OUTBOX_DATABASE_URL=postgresql://... outbox migrate
 #
-# The project is installed editable from /app on purpose: the SQL a DBA reads
-# (sql/), the migrations (migrations/, alembic.ini) live next to the package and
-# are read from there at run time, and a wheel would leave them out.
+# The project is installed as a wheel would be (not editable): the wheel carries
+# the SQL (outbox/sql/) and the migrations (outbox/migrations/) inside the package.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -18,14 +17,12 @@ WORKDIR /app
 
 # Dependencies first, from pyproject.toml alone: this layer is rebuilt only when
 # the dependencies change, not on every code change.
-COPY pyproject.toml README.md ./
-RUN mkdir -p outbox workers \
- && touch outbox/__init__.py workers/__init__.py \
- && pip install -e . \
- && rm -rf outbox workers
+COPY pyproject.toml ./
+RUN python -c "import tomllib; print('\\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > /tmp/requirements.txt \
+ && pip install -r /tmp/requirements.txt
 
 COPY . .
-RUN pip install --no-deps -e . \
+RUN pip install --no-deps . \
  && useradd --system --uid 10001 --home-dir /var/lib/outbox --shell /usr/sbin/nologin outbox \
  && mkdir -p /var/lib/outbox/sandbox \
  && chown -R outbox /var/lib/outbox

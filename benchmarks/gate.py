@@ -88,9 +88,9 @@ async def _drain(url: str, variant: str, worker_id: str, batch: int, wait: float
     from outbox.channel_limits import check_limits
     from outbox.providers.router import Router
     from outbox.templates import TemplateVersion, render
-    from workers import store
-    from workers.decide import Decision
-    from workers.gate import Gate
+    from outbox.workers import store
+    from outbox.workers.decide import Decision
+    from outbox.workers.gate import Gate
 
     conn = await store.connect(url, f"bench-gate {worker_id}")
     router = Router({"bench": _Named("bench")}, {"sms": ["bench"]})  # type: ignore[dict-item]

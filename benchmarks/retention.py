@@ -60,8 +60,8 @@ from psycopg.rows import dict_row
 
 from benchmarks.harness import Server, fresh_database, log, md_table, num, sql, standalone
 from outbox.sql import query
-from workers import store
-from workers.decide import Decision
+from outbox.workers import store
+from outbox.workers.decide import Decision
 
 CHUNK = 250_000  # history rows per INSERT: bounded memory and WAL bursts
 

@@ -61,7 +61,7 @@ def _traced(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def install() -> list[str]:
     """Wrap the waiting calls; the names wrapped."""
     from outbox.providers import local
-    from workers import store
+    from outbox.workers import store
 
     wrapped = []
     for name, fn in list(vars(store).items()):
@@ -69,7 +69,7 @@ def install() -> list[str]:
             setattr(store, name, _traced(name, fn))
             wrapped.append(name)
     try:
-        from workers.gate import Gate
+        from outbox.workers.gate import Gate
     except ImportError:
         Gate = None  # noqa: N806
     if Gate is not None and inspect.iscoroutinefunction(getattr(Gate, "admit", None)):

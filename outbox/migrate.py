@@ -18,14 +18,23 @@ from sqlalchemy import Connection, create_engine, pool
 
 from outbox.db import sqlalchemy_url
 
-ROOT = Path(__file__).resolve().parent.parent
+import outbox.migrations
+
+# migrations/ in a checkout, outbox/migrations/ in an installed wheel.
+MIGRATIONS_DIR = Path(outbox.migrations.__file__).resolve().parent
 VERSION_TABLE = "outbox_alembic_version"
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
-    """The alembic Config of Outbox's migrations, bound to ``connection`` if given."""
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    """The alembic Config of Outbox's migrations, bound to ``connection`` if given.
+
+    Built in code rather than read from alembic.ini, which an installed wheel
+    does not carry (the checkout's alembic.ini is for running ``alembic`` by hand).
+    """
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("version_table", VERSION_TABLE)
+    cfg.set_main_option("path_separator", "os")
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg

@@ -38,7 +38,7 @@ import psycopg
 from outbox.providers.router import Router
 from outbox.schedule import quiet_until
 from outbox.sql import query
-from workers.decide import Decision, deferred
+from outbox.workers.decide import Decision, deferred
 
 # Full buckets are deleted now and then (a full bucket is the same as none), so the
 # table keeps one row per recently limited person rather than per person ever seen.

@@ -15,8 +15,8 @@ from outbox.ops import Pruner, parse_age
 from outbox.providers.registry import build_providers
 from outbox.providers.router import Router
 from outbox.settings import Settings
-from workers.config import WorkerConfig
-from workers.worker import Worker
+from outbox.workers.config import WorkerConfig
+from outbox.workers.worker import Worker
 
 
 async def serve(url: str, router: Router, config: WorkerConfig, worker_id: str | None = None,

@@ -10,7 +10,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from outbox.sql import query
-from workers.decide import Decision
+from outbox.workers.decide import Decision
 
 
 async def connect(url: str, application_name: str) -> psycopg.AsyncConnection:

@@ -41,11 +41,11 @@ from outbox.ops import Pruner
 from outbox.providers.base import Message, Outcome
 from outbox.providers.router import Router
 from outbox.templates import TemplateError, TemplateVersion, render
-from workers import store
-from workers.breakers import Breakers
-from workers.config import WorkerConfig
-from workers.gate import Gate
-from workers.decide import Decision, RetryPolicy, decide, deferred, failed_before_sending
+from outbox.workers import store
+from outbox.workers.breakers import Breakers
+from outbox.workers.config import WorkerConfig
+from outbox.workers.gate import Gate
+from outbox.workers.decide import Decision, RetryPolicy, decide, deferred, failed_before_sending
 
 log = structlog.get_logger("outbox.worker")
 

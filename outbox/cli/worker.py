@@ -26,7 +26,7 @@ def worker(
     Run as many processes, on as many hosts, as you like: they share the queue
     through PostgreSQL and never claim the same row.
     """
-    from workers.process import main
+    from outbox.workers.process import main
 
     main(Settings(), channels=tuple(channels) if channels else None, concurrency=concurrency,
          batch_size=batch_size, lease_seconds=lease_seconds, poll_interval_seconds=poll_interval_seconds,

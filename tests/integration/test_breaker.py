@@ -17,8 +17,8 @@ from outbox.providers.breaker import Breaker, BreakerPolicy, Tally, claim_probe,
 from outbox.providers.router import Router
 from tests import factories
 from tests.integration.worker_helpers import ScriptedProvider
-from workers.config import WorkerConfig
-from workers.worker import Worker
+from outbox.workers.config import WorkerConfig
+from outbox.workers.worker import Worker
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 PROVIDERS = ("apns", "sendgrid", "twilio")

@@ -14,7 +14,7 @@ import pytest
 import outbox
 from tests import factories
 from tests.integration.worker_helpers import ScriptedProvider, make_worker
-from workers.config import WorkerConfig
+from outbox.workers.config import WorkerConfig
 
 QUIET = (time(22, 0), time(7, 0))
 

@@ -223,7 +223,7 @@ def test_breaker_state_gauge(endpoint):
 
 def test_delivery_log_lines_carry_the_ids(world, db_url, monkeypatch):
     """Every delivery.* line names message id, delivery id, channel, provider and attempt."""
-    import workers.worker
+    import outbox.workers.worker
 
     _enqueue(world, "logged")
     _enqueue(world, "expired-at-claim", expires_at="2099-01-01T00:00:00Z")
@@ -239,7 +239,7 @@ def test_delivery_log_lines_carry_the_ids(world, db_url, monkeypatch):
     )
     with structlog.testing.capture_logs() as logs:
         # A fresh proxy: the module's logger may have been cached by an earlier configure().
-        monkeypatch.setattr(workers.worker, "log", structlog.get_logger("outbox.worker"))
+        monkeypatch.setattr(outbox.workers.worker, "log", structlog.get_logger("outbox.worker"))
         _drain(make_worker(db_url, provider))
     lines = [e for e in logs if e["event"].startswith("delivery.")]
     assert {e["event"] for e in lines} >= {

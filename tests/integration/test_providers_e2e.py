@@ -43,8 +43,8 @@ from outbox.providers.router import Router
 from outbox.sandbox import SandboxClient
 from outbox.settings import Settings
 from tests import factories
-from workers.config import WorkerConfig
-from workers.worker import Worker
+from outbox.workers.config import WorkerConfig
+from outbox.workers.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTES = {"email": ["sendgrid", "mailchimp"], "sms": ["twilio", "vonage"], "push": ["apns", "fcm"]}

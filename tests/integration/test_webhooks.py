@@ -42,8 +42,8 @@ from outbox.webhooks.metrics import REGISTRY
 from outbox.webhooks.vonage import signature as vonage_signature
 from tests import factories
 from tests.integration.worker_helpers import ScriptedProvider, make_worker
-from workers.config import WorkerConfig
-from workers.worker import Worker
+from outbox.workers.config import WorkerConfig
+from outbox.workers.worker import Worker
 
 TWILIO_TOKEN = "tw" + secrets.token_hex(15)
 MANDRILL_KEY = "md" + secrets.token_urlsafe(20)

@@ -10,8 +10,8 @@ from typing import Any
 
 from outbox.providers.base import Message, Outcome
 from outbox.providers.router import Router
-from workers.config import WorkerConfig
-from workers.worker import Worker
+from outbox.workers.config import WorkerConfig
+from outbox.workers.worker import Worker
 
 
 class ScriptedProvider:

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from outbox.providers.base import Outcome
-from workers.decide import MAX_RETRY_AFTER_SECONDS, RetryPolicy, decide
+from outbox.workers.decide import MAX_RETRY_AFTER_SECONDS, RetryPolicy, decide
 
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 POLICY = RetryPolicy(base_seconds=2.0, cap_seconds=600.0, config_pause_seconds=60.0)
@@ -99,7 +99,7 @@ def test_an_adapter_refusing_for_lack_of_time_means_expired():
 def test_default_quiet_hours_setting_is_parsed_or_refused():
     import pytest
 
-    from workers.config import WorkerConfig
+    from outbox.workers.config import WorkerConfig
     from datetime import time
 
     assert WorkerConfig.parse_quiet_hours("22:00-07:00") == (time(22), time(7))

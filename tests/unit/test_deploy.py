@@ -168,8 +168,8 @@ def test_dockerfile_ships_the_sql_and_runs_unprivileged():
     text = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["outbox"]' in text
     assert re.search(r"^USER outbox$", text, re.MULTILINE)
-    # sql/ and migrations/ are read next to the package: an editable install keeps them.
-    assert "pip install --no-deps -e ." in text and "COPY . ." in text
+    # The image installs the package as a wheel does: the SQL and migrations ship inside it.
+    assert "pip install --no-deps ." in text and "COPY . ." in text and " -e ." not in text
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".outbox", ".env", ".git"} <= set(ignored)
 

@@ -15,7 +15,9 @@ import functools
 import re
 from pathlib import Path
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+# This file is sql/__init__.py in a checkout and outbox/sql/__init__.py in a wheel:
+# the .sql files are its siblings either way.
+SQL_DIR = Path(__file__).resolve().parent
 
 _NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 

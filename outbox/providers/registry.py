@@ -129,7 +129,7 @@ def _fcm(settings: Settings) -> Provider:
 
 
 def _twilio(settings: Settings) -> Provider:
-    from outbox.providers.twilio_sms import TwilioSmsProvider
+    from outbox.providers.twilio import TwilioSmsProvider
 
     need = _Need(settings, "twilio")
     account_sid, auth_token = need("twilio_account_sid"), need("twilio_auth_token")

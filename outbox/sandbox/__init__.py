@@ -3,7 +3,7 @@
 Tests, the demo and the benchmarks send to it instead of Apple, Google,
 Twilio, Vonage, SendGrid and Mailchimp; the real SDKs talk to it over real
 sockets. One module per provider API (``apns``, ``fcm``, ``twilio``,
-``vonage``, ``sendgrid``, ``mandrill``), plus:
+``vonage``, ``sendgrid``, ``mailchimp``), plus:
 
 - ``faults``      which answer each request gets (errors, 429, latency, timeouts, dead lists)
 - ``recorder``    what was received and answered, queryable at ``/_sandbox/requests``

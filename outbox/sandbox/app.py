@@ -7,11 +7,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from outbox.sandbox import apns, control, fcm, mandrill, sendgrid, twilio, vonage
+from outbox.sandbox import apns, control, fcm, mailchimp, sendgrid, twilio, vonage
 from outbox.sandbox.context import SandboxContext
 from outbox.sandbox.faults import Vocabulary
 
-PROVIDER_APIS = (apns, fcm, twilio, vonage, sendgrid, mandrill)
+PROVIDER_APIS = (apns, fcm, twilio, vonage, sendgrid, mailchimp)
 # Provider name (as the adapters are named) -> the answers faults may name.
 VOCABULARIES: dict[str, Vocabulary] = {api.NAME: api.VOCABULARY for api in PROVIDER_APIS}
 
@@ -19,7 +19,7 @@ VOCABULARIES: dict[str, Vocabulary] = {api.NAME: api.VOCABULARY for api in PROVI
 def build_http_app(ctx: SandboxContext, info: dict) -> Starlette:
     """FCM, Twilio, Vonage, SendGrid, Mandrill and the ``/_sandbox`` control API."""
     routes = [*control.routes(ctx, info)]
-    for api in (fcm, twilio, vonage, sendgrid, mandrill):
+    for api in (fcm, twilio, vonage, sendgrid, mailchimp):
         routes.extend(api.routes(ctx))
     return Starlette(routes=routes)
 

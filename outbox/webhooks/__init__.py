@@ -6,7 +6,7 @@ deliveries forward (sent -> delivered, sent -> dead), suppresses dead
 addresses and records opt-outs. Modules:
 
 - ``base``      the seam: Inbound request -> Receipt values, or Rejected
-- ``twilio``, ``sendgrid``, ``vonage``, ``mandrill``   one per provider:
+- ``twilio``, ``sendgrid``, ``vonage``, ``mailchimp``  one per provider:
                 verify the signature, then read the events
 - ``store``     the database calls (named queries in sql/queries/receipts.sql)
 - ``late``      receipts that arrived before the worker recorded the send

@@ -30,12 +30,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from outbox.webhooks import mandrill, metrics, sendgrid, store, twilio, vonage
+from outbox.webhooks import mailchimp, metrics, sendgrid, store, twilio, vonage
 from outbox.webhooks.base import Action, Inbound, Rejected
 from outbox.webhooks.config import WebhookConfig
 from outbox.webhooks.late import LateReceipts
 
-PROVIDER_MODULES: tuple[ModuleType, ...] = (twilio, sendgrid, vonage, mandrill)
+PROVIDER_MODULES: tuple[ModuleType, ...] = (twilio, sendgrid, vonage, mailchimp)
 # How long a request waits for a pooled connection before answering 503.
 POOL_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 2.0
@@ -231,7 +231,7 @@ def create_app(config: WebhookConfig, database_url: str, *, pool_size: int = 4) 
         return receive
 
     routes = [
-        Route(m.PATH, endpoint(m), methods=["POST", "HEAD"] if m is mandrill else ["POST"])
+        Route(m.PATH, endpoint(m), methods=["POST", "HEAD"] if m is mailchimp else ["POST"])
         for m in PROVIDER_MODULES
     ]
     routes += [Route("/healthz", receiver.health, methods=["GET"]),

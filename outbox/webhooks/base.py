@@ -1,6 +1,6 @@
 """The receipt seam: what a provider module gets, what it returns, how it refuses.
 
-Each provider module (``twilio``, ``sendgrid``, ``vonage``, ``mandrill``) has
+Each provider module (``twilio``, ``sendgrid``, ``vonage``, ``mailchimp``) has
 one job: turn an :class:`Inbound` request into :class:`Receipt` values, or
 raise :class:`Rejected`. It verifies the signature first and reads nothing it
 has not verified. It never touches the database: ``store`` does, with every

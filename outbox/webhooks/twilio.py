@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from twilio.request_validator import RequestValidator
 
-from outbox.providers.twilio_sms import DEAD_CODES, OPT_OUT_CODES
+from outbox.providers.twilio import DEAD_CODES, OPT_OUT_CODES
 from outbox.webhooks.base import Action, Inbound, Receipt, Rejected, event_id, parse_form, text
 from outbox.webhooks.config import WebhookConfig
 

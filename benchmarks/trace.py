@@ -60,7 +60,7 @@ def _traced(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def install() -> list[str]:
     """Wrap the waiting calls; the names wrapped."""
-    from outbox.providers import local
+    from outbox.providers import testing
     from outbox.workers import store
 
     wrapped = []
@@ -75,7 +75,8 @@ def install() -> list[str]:
     if Gate is not None and inspect.iscoroutinefunction(getattr(Gate, "admit", None)):
         Gate.admit = _traced("admit", Gate.admit)  # type: ignore[method-assign]
         wrapped.append("admit")
-    for cls in (getattr(local, "NoopProvider", None), getattr(local, "RecordingProvider", None)):
+    for cls in (getattr(testing, "NoopProvider", None),
+                getattr(testing, "RecordingProvider", None)):
         if cls is not None:
             cls.send = _traced("send", cls.send)  # type: ignore[method-assign]
     wrapped.append("send")

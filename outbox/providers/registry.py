@@ -192,13 +192,13 @@ def _console(settings: Settings) -> Provider:
 
 
 def _noop(settings: Settings) -> Provider:
-    from outbox.providers.local import NoopProvider
+    from outbox.providers.testing import NoopProvider
 
     return NoopProvider(delay_seconds=settings.local_provider_delay_seconds)
 
 
 def _record(settings: Settings) -> Provider:
-    from outbox.providers.local import RecordingProvider
+    from outbox.providers.testing import RecordingProvider
 
     need = _Need(settings, "record")
     return RecordingProvider(

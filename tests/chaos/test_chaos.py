@@ -35,7 +35,7 @@ import pytest
 
 import outbox
 from outbox import embedded, migrate
-from outbox.providers.local import read_records
+from outbox.providers.testing import read_records
 from outbox.sandbox import SandboxClient
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]

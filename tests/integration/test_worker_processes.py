@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 import outbox
-from outbox.providers.local import read_records
+from outbox.providers.testing import read_records
 
 pytestmark = pytest.mark.slow
 

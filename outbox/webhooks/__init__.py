@@ -9,7 +9,7 @@ addresses and records opt-outs. Modules:
 - ``twilio``, ``sendgrid``, ``vonage``, ``mailchimp``  one per provider:
                 verify the signature, then read the events
 - ``store``     the database calls (named queries in sql/queries/receipts.sql)
-- ``late``      receipts that arrived before the worker recorded the send
+- ``late_receipts``  receipts that arrived before the worker recorded the send
 - ``metrics``   Prometheus counters (bounded labels)
 - ``config``    WebhookConfig, built once from Settings
 - ``app``       the Starlette app; ``server`` serves it with hypercorn

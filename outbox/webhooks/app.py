@@ -33,7 +33,7 @@ from starlette.routing import Route
 from outbox.webhooks import mailchimp, metrics, sendgrid, store, twilio, vonage
 from outbox.webhooks.base import Action, Inbound, Rejected
 from outbox.webhooks.config import WebhookConfig
-from outbox.webhooks.late import LateReceipts
+from outbox.webhooks.late_receipts import LateReceipts
 
 PROVIDER_MODULES: tuple[ModuleType, ...] = (twilio, sendgrid, vonage, mailchimp)
 # How long a request waits for a pooled connection before answering 503.

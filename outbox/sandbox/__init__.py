@@ -10,6 +10,8 @@ sockets. One module per provider API (``apns``, ``fcm``, ``twilio``,
 - ``receipts``    signed Twilio status callbacks and SendGrid event webhooks sent back
 - ``credentials`` local CA, keys and fake accounts, kept in a state directory
 - ``control``     the ``/_sandbox/*`` API; ``client`` a Python client for it
+- ``route_context`` what every provider module's routes are given (SandboxContext)
+  and the one way they record and answer a request
 - ``app``/``server`` the ASGI apps and hypercorn: plain HTTP for everything but
   APNs, TLS + HTTP/2 for APNs; loopback only
 

@@ -20,9 +20,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from outbox.sandbox.context import SandboxContext
 from outbox.sandbox.credentials import public_pem
 from outbox.sandbox.faults import Decision, Vocabulary
+from outbox.sandbox.route_context import SandboxContext
 
 NAME = "apns"
 MAX_PAYLOAD_BYTES = 4096

@@ -8,8 +8,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from outbox.sandbox import apns, control, fcm, mailchimp, sendgrid, twilio, vonage
-from outbox.sandbox.context import SandboxContext
 from outbox.sandbox.faults import Vocabulary
+from outbox.sandbox.route_context import SandboxContext
 
 PROVIDER_APIS = (apns, fcm, twilio, vonage, sendgrid, mailchimp)
 # Provider name (as the adapters are named) -> the answers faults may name.

@@ -22,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from outbox.sandbox.context import SandboxContext
 from outbox.sandbox.faults import FaultConfigError
+from outbox.sandbox.route_context import SandboxContext
 
 WEBHOOK_PROVIDERS = ("sendgrid",)
 
@@ -53,7 +53,7 @@ def routes(ctx: SandboxContext, info: dict) -> list[Route]:
         return JSONResponse(ctx.recorder.counts())
 
     async def reset(request: Request) -> Response:
-        await request.body()  # read first: see outbox.sandbox.context
+        await request.body()  # read first: see outbox.sandbox.route_context
         ctx.recorder.clear()
         ctx.faults.reset()
         return JSONResponse({"ok": True})

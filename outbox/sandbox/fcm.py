@@ -28,9 +28,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from outbox.sandbox.context import SandboxContext
 from outbox.sandbox.credentials import public_pem
 from outbox.sandbox.faults import Decision, Vocabulary
+from outbox.sandbox.route_context import SandboxContext
 
 NAME = "fcm"
 OAUTH_NAME = "fcm_oauth"  # token grants are recorded under this name
@@ -136,7 +136,7 @@ def routes(ctx: SandboxContext) -> list[Route]:
 
     async def send(request: Request) -> Response:
         project = request.path_params["project"]
-        raw = await request.body()  # read first: see outbox.sandbox.context
+        raw = await request.body()  # read first: see outbox.sandbox.route_context
         authorization = request.headers.get("authorization", "")
         if authorization[7:] not in ctx.fcm_tokens:
             return ctx.reject(NAME, request, "UNAUTHENTICATED", error_response("UNAUTHENTICATED"))

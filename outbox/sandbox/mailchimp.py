@@ -17,8 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from outbox.sandbox.context import SandboxContext
 from outbox.sandbox.faults import Decision, Vocabulary
+from outbox.sandbox.route_context import SandboxContext
 
 NAME = "mailchimp"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -22,9 +22,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from outbox.sandbox.context import SandboxContext
 from outbox.sandbox.faults import Decision, Vocabulary
 from outbox.sandbox.receipts import sendgrid_event_id
+from outbox.sandbox.route_context import SandboxContext
 
 NAME = "sendgrid"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -126,7 +126,7 @@ def routes(ctx: SandboxContext) -> list[Route]:
     creds = ctx.credentials
 
     async def send(request: Request) -> Response:
-        raw = await request.body()  # read first: see outbox.sandbox.context
+        raw = await request.body()  # read first: see outbox.sandbox.route_context
         if request.headers.get("authorization") != f"Bearer {creds.sendgrid_api_key}":
             return ctx.reject(NAME, request, "401", error_response("401"))
         try:

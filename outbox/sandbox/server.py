@@ -23,11 +23,11 @@ from hypercorn.config import Config
 
 from outbox.sandbox.app import VOCABULARIES, build_http_app, build_tls_app
 from outbox.sandbox.client import SandboxClient
-from outbox.sandbox.context import SandboxContext
 from outbox.sandbox.credentials import SandboxCredentials
 from outbox.sandbox.faults import FaultInjector
 from outbox.sandbox.receipts import ReceiptSender
 from outbox.sandbox.recorder import Recorder
+from outbox.sandbox.route_context import SandboxContext
 from outbox.serving import ServerThread, hypercorn_config, listen
 
 INFO_FILE = "sandbox.json"

@@ -129,7 +129,7 @@ def _fcm(settings: Settings) -> Provider:
 
 
 def _twilio(settings: Settings) -> Provider:
-    from outbox.providers.twilio import TwilioSmsProvider
+    from outbox.providers.twilio import TwilioProvider
 
     need = _Need(settings, "twilio")
     account_sid, auth_token = need("twilio_account_sid"), need("twilio_auth_token")
@@ -137,7 +137,7 @@ def _twilio(settings: Settings) -> Provider:
     service_sid = need.optional("twilio_messaging_service_sid")
     if not (from_number or service_sid):
         raise need.missing("twilio_from_number", "twilio_messaging_service_sid")
-    return TwilioSmsProvider(
+    return TwilioProvider(
         account_sid=account_sid,
         auth_token=auth_token,
         from_number=from_number,
@@ -149,10 +149,10 @@ def _twilio(settings: Settings) -> Provider:
 
 
 def _vonage(settings: Settings) -> Provider:
-    from outbox.providers.vonage import VonageSmsProvider
+    from outbox.providers.vonage import VonageProvider
 
     need = _Need(settings, "vonage")
-    return VonageSmsProvider(
+    return VonageProvider(
         api_key=need("vonage_api_key"),
         api_secret=need("vonage_api_secret"),
         sender=need("vonage_from"),

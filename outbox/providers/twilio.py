@@ -135,7 +135,7 @@ class _HttpxTwilioClient(AsyncHttpClient):
         await self._client.aclose()
 
 
-class TwilioSmsProvider:
+class TwilioProvider:
     """Sends SMS through Twilio's Messages API."""
 
     name = "twilio"

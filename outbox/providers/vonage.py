@@ -36,7 +36,7 @@ DEAD_STATUSES = {"6", "7"}
 CONFIG_STATUSES = {"4", "8", "9", "14", "15", "19", "20", "23", "29"}
 
 
-class VonageSmsProvider:
+class VonageProvider:
     """Sends SMS through Vonage's SMS API."""
 
     name = "vonage"

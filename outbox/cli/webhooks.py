@@ -21,9 +21,9 @@ def webhooks(
         typer.Option(help="Port to listen on (default OUTBOX_WEBHOOKS_PORT, 4020; 0 = any free)."),
     ] = None,
 ) -> None:
-    """Receive Twilio, SendGrid, Vonage and Mandrill receipts until SIGTERM/SIGINT.
+    """Receive Twilio, SendGrid, Vonage and Mailchimp receipts until SIGTERM/SIGINT.
 
-    POST /webhooks/{twilio,sendgrid,vonage,mandrill}, GET /healthz, GET /metrics.
+    POST /webhooks/{twilio,sendgrid,vonage,mailchimp}, GET /healthz, GET /metrics.
     A provider whose secret is not configured has its requests refused (404).
     """
     from outbox.db import resolve_url

@@ -230,9 +230,12 @@ def create_app(config: WebhookConfig, database_url: str, *, pool_size: int = 4) 
         receive.__name__ = f"receive_{module.NAME}"
         return receive
 
+    # A module may keep serving paths it answered at before (OLD_PATHS): providers
+    # call the URL they were given, and some sign it.
     routes = [
-        Route(m.PATH, endpoint(m), methods=["POST", "HEAD"] if m is mailchimp else ["POST"])
+        Route(path, endpoint(m), methods=getattr(m, "METHODS", ["POST"]))
         for m in PROVIDER_MODULES
+        for path in (m.PATH, *getattr(m, "OLD_PATHS", ()))
     ]
     routes += [Route("/healthz", receiver.health, methods=["GET"]),
                Route("/metrics", _metrics, methods=["GET"])]

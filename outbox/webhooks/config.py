@@ -38,7 +38,7 @@ class WebhookConfig:
     sendgrid_public_key: str | None = None  # a public key: not a secret
     vonage_signature_secret: str | None = field(default=None, repr=False)
     vonage_signature_method: str = "md5hash"
-    mandrill_webhook_key: str | None = field(default=None, repr=False)
+    mailchimp_webhook_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.public_url is not None:
@@ -90,7 +90,7 @@ class WebhookConfig:
             sendgrid_public_key=settings.sendgrid_webhook_public_key or None,
             vonage_signature_secret=secret(settings.vonage_signature_secret),
             vonage_signature_method=settings.vonage_signature_method,
-            mandrill_webhook_key=secret(settings.mailchimp_webhook_key),
+            mailchimp_webhook_key=secret(settings.mailchimp_webhook_key),
         )
 
     def missing(self, provider: str) -> str | None:
@@ -101,7 +101,7 @@ class WebhookConfig:
             "sendgrid": [("sendgrid_webhook_public_key", self.sendgrid_public_key)],
             "vonage": [("vonage_signature_secret", self.vonage_signature_secret)],
             "mailchimp": [("webhooks_public_url", self.public_url),
-                          ("mailchimp_webhook_key", self.mandrill_webhook_key)],
+                          ("mailchimp_webhook_key", self.mailchimp_webhook_key)],
         }[provider]
         absent = [f"OUTBOX_{name.upper()}" for name, value in needs if not value]
         return " and ".join(absent) or None

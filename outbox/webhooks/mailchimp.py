@@ -1,4 +1,4 @@
-"""Mailchimp Transactional (Mandrill) webhooks: ``POST /webhooks/mandrill``.
+"""Mailchimp Transactional (Mandrill) webhooks: ``POST /webhooks/mailchimp``.
 
 Mandrill posts a form with one field, ``mandrill_events``: a JSON array of up
 to a thousand events. ``X-Mandrill-Signature`` = base64(HMAC-SHA1(webhook key,
@@ -6,6 +6,9 @@ URL + each POST parameter's name and value, sorted by name)), where URL is the
 webhook URL exactly as registered in Mandrill: we sign the configured public
 URL, not the one this server sees. Mandrill checks a new webhook URL with a
 HEAD request, answered 200 without authentication (it reveals nothing).
+``/webhooks/mandrill``, the path before the provider had one name, is still
+served: Mandrill signs the URL it calls, so only the user can move a webhook
+registered there (by registering it again in Mandrill).
 
 Mandrill gives events no id of their own; (message ``_id``, event, ``ts``)
 identifies one. Our ids come back in ``msg.metadata`` (set by the adapter).
@@ -37,7 +40,11 @@ from outbox.webhooks.base import (
 from outbox.webhooks.config import WebhookConfig
 
 NAME = "mailchimp"  # the adapter's name, as stored on deliveries
-PATH = "/webhooks/mandrill"
+PATH = "/webhooks/mailchimp"
+# Still served: webhooks registered in Mandrill before the rename call this URL.
+OLD_PATHS = ("/webhooks/mandrill",)
+# Mandrill checks that a new webhook URL exists with HEAD.
+METHODS = ["POST", "HEAD"]
 SIGNATURE_HEADER = "X-Mandrill-Signature"
 EVENTS_FIELD = "mandrill_events"
 
@@ -52,12 +59,12 @@ def signature(key: str, url: str, params: dict[str, str]) -> str:
 
 def receipts(inbound: Inbound, config: WebhookConfig) -> list[Receipt]:
     """The receipts of a signed batch; Rejected if it is not genuine or not readable."""
-    assert config.mandrill_webhook_key is not None  # refused until it is set
+    assert config.mailchimp_webhook_key is not None  # refused until it is set
     sig = inbound.header(SIGNATURE_HEADER)
     if sig is None:
         raise Rejected("unsigned", f"no {SIGNATURE_HEADER} header")
     params = parse_form(inbound.body)
-    expected = signature(config.mandrill_webhook_key, inbound.url, params)
+    expected = signature(config.mailchimp_webhook_key, inbound.url, params)
     if not hmac.compare_digest(sig.encode(), expected.encode()):
         raise Rejected("bad_signature", f"{SIGNATURE_HEADER} does not match the URL and body")
     if EVENTS_FIELD not in params:

@@ -46,12 +46,12 @@ from outbox.workers.config import WorkerConfig
 from outbox.workers.worker import Worker
 
 TWILIO_TOKEN = "tw" + secrets.token_hex(15)
-MANDRILL_KEY = "md" + secrets.token_urlsafe(20)
+MAILCHIMP_KEY = "md" + secrets.token_urlsafe(20)
 VONAGE_SECRET = "vs" + secrets.token_urlsafe(20)
 # A private key of the shape SendGrid signs with (P-256); the service gets the public half.
 SENDGRID_KEY = make_apns_key()
 SENDGRID_PUBLIC = sendgrid_public_key(SENDGRID_KEY)
-SECRETS = (TWILIO_TOKEN, MANDRILL_KEY, VONAGE_SECRET)
+SECRETS = (TWILIO_TOKEN, MAILCHIMP_KEY, VONAGE_SECRET)
 MAX_BODY = 64 * 1024
 ANN_EMAIL, ANN_PHONE = "ann@example.com", "+14155550101"
 
@@ -99,14 +99,13 @@ class Hooks:
             return self.http.post(self.endpoint("vonage"), json=params)
         return self.http.post(self.endpoint("vonage"), data=params)
 
-    def mandrill(self, events: Any, *, key: str = MANDRILL_KEY, sign: bool = True,
-                 form: dict[str, str] | None = None) -> httpx.Response:
+    def mailchimp(self, events: Any, *, key: str = MAILCHIMP_KEY, sign: bool = True,
+                  form: dict[str, str] | None = None, path: str = "mailchimp") -> httpx.Response:
         form = {"mandrill_events": json.dumps(events)} if form is None else form
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if sign:
-            headers["X-Mandrill-Signature"] = mandrill_signature(
-                key, self.endpoint("mandrill"), form)
-        return self.http.post(self.endpoint("mandrill"), content=urlencode(form), headers=headers)
+            headers["X-Mandrill-Signature"] = mandrill_signature(key, self.endpoint(path), form)
+        return self.http.post(self.endpoint(path), content=urlencode(form), headers=headers)
 
 
 def mandrill_signature(key: str, url: str, form: dict[str, str]) -> str:
@@ -119,7 +118,7 @@ def base_config(**overrides: Any) -> WebhookConfig:
     values: dict[str, Any] = dict(
         twilio_auth_token=TWILIO_TOKEN, sendgrid_public_key=SENDGRID_PUBLIC,
         vonage_signature_secret=VONAGE_SECRET, vonage_signature_method="sha256",
-        mandrill_webhook_key=MANDRILL_KEY, max_body_bytes=MAX_BODY,
+        mailchimp_webhook_key=MAILCHIMP_KEY, max_body_bytes=MAX_BODY,
         late_retry_interval_s=0.05, late_receipt_s=10.0)
     values.update(overrides)
     return WebhookConfig(**values)
@@ -519,10 +518,10 @@ def test_vonage_unsigned_forged_or_stale_receipts_change_nothing(world, db_url, 
     assert delivery(world, "order-1")["status"] == "delivered"
 
 
-# --- Mandrill -----------------------------------------------------------------------------
+# --- Mailchimp Transactional (Mandrill) ---------------------------------------------------
 
 
-def mandrill_event(d: dict[str, Any], event: str, ts: int | None = None, **msg: Any) -> dict:
+def mailchimp_event(d: dict[str, Any], event: str, ts: int | None = None, **msg: Any) -> dict:
     ts = ts or int(time.time())
     return {"event": event, "_id": d["provider_message_id"], "ts": ts,
             "msg": {"_id": d["provider_message_id"], "ts": ts, "email": d["destination"],
@@ -531,34 +530,51 @@ def mandrill_event(d: dict[str, Any], event: str, ts: int | None = None, **msg: 
                                  "outbox_notification_id": str(d["notification_id"])}, **msg}}
 
 
-def test_mandrill_events_move_deliveries_and_suppress_hard_bounces(world, db_url, hooks):
+def test_mailchimp_events_move_deliveries_and_suppress_hard_bounces(world, db_url, hooks):
     ok = sent(world, db_url, "mailchimp", "email", "mail-ok")
     bad = sent(world, db_url, "mailchimp", "email", "mail-bad", recipient=None,
                address="gone@example.com")
-    batch = [mandrill_event(ok, "send"), mandrill_event(ok, "open"),
-             mandrill_event(bad, "hard_bounce", bounce_description="bad_mailbox",
+    batch = [mailchimp_event(ok, "send"), mailchimp_event(ok, "open"),
+             mailchimp_event(bad, "hard_bounce", bounce_description="bad_mailbox",
                             diag="smtp;550 5.1.1 unknown user"),
              {"type": "blacklist", "action": "add", "reject": {"email": "x@example.com"}}]
-    response = hooks.mandrill(batch)
+    response = hooks.mailchimp(batch)
     assert response.status_code == 200 and response.json() == {"received": 3, "new": 3}
     assert delivery(world, "mail-ok")["status"] == "delivered"
     dead = delivery(world, "mail-bad")
     assert dead["status"] == "dead"
     assert dead["last_error"] == "Mandrill hard bounce: bad_mailbox smtp;550 5.1.1 unknown user"
     assert list(suppressions(world)) == [("email", "gone@example.com")]
-    assert hooks.mandrill(batch).json() == {"received": 3, "new": 0}  # a replay
+    assert hooks.mailchimp(batch).json() == {"received": 3, "new": 0}  # a replay
 
 
-def test_mandrill_forged_unsigned_or_malformed_change_nothing(world, db_url, hooks):
+def test_mailchimp_forged_unsigned_or_malformed_change_nothing(world, db_url, hooks):
     d = sent(world, db_url, "mailchimp", "email")
-    batch = [mandrill_event(d, "send")]
-    answers = [hooks.mandrill(batch, key="wrong"), hooks.mandrill(batch, sign=False),
-               hooks.mandrill(None, form={"mandrill_events": "not json"}),
-               hooks.mandrill(None, form={"other": "[]"})]
+    batch = [mailchimp_event(d, "send")]
+    answers = [hooks.mailchimp(batch, key="wrong"), hooks.mailchimp(batch, sign=False),
+               hooks.mailchimp(None, form={"mandrill_events": "not json"}),
+               hooks.mailchimp(None, form={"other": "[]"})]
     assert [r.status_code for r in answers] == [403, 401, 400, 400]
     assert delivery(world, "order-1")["status"] == "sent" and events(world) == []
     # Mandrill checks a new webhook URL with HEAD.
+    assert hooks.http.head(hooks.endpoint("mailchimp")).status_code == 200
+
+
+def test_mailchimp_receipts_still_arrive_at_the_old_mandrill_url(world, db_url, hooks):
+    # Webhooks registered in Mandrill before the rename call /webhooks/mandrill, and
+    # Mandrill signs the URL it calls: that path keeps working, verified as called.
+    d = sent(world, db_url, "mailchimp", "email")
+    batch = [mailchimp_event(d, "send")]
     assert hooks.http.head(hooks.endpoint("mandrill")).status_code == 200
+    form = {"mandrill_events": json.dumps(batch)}
+    signed_for_other_url = mandrill_signature(MAILCHIMP_KEY, hooks.endpoint("mailchimp"), form)
+    forged = hooks.http.post(hooks.endpoint("mandrill"), content=urlencode(form), headers={
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Mandrill-Signature": signed_for_other_url})
+    assert forged.status_code == 403 and events(world) == []
+    response = hooks.mailchimp(batch, path="mandrill")
+    assert response.status_code == 200 and response.json() == {"received": 1, "new": 1}
+    assert delivery(world, "order-1")["status"] == "delivered"
 
 
 # --- the service as a whole ---------------------------------------------------------------
@@ -623,7 +639,7 @@ def test_receipts_for_a_retry_with_a_known_outcome_or_a_bounce_wait_for_the_send
 
 
 def test_a_provider_without_its_secret_is_refused(world, db_url, serve):
-    hooks = serve(base_config(vonage_signature_secret=None, mandrill_webhook_key=None))
+    hooks = serve(base_config(vonage_signature_secret=None, mailchimp_webhook_key=None))
     before = counter("requests_rejected", provider="vonage", reason="not_configured")
     response = hooks.http.post(hooks.endpoint("vonage"), data={"messageId": "x", "status": "ok"})
     assert response.status_code == 404 and response.json()["error"] == "not_configured"

@@ -39,10 +39,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from outbox.providers.base import Message, Outcome
 from outbox.providers.transport import (
-    expired_outcome,
+    HttpAdapter,
     header_retry_after,
-    scrub,
-    seconds_left,
     ssl_context,
     transport_outcome,
 )
@@ -154,7 +152,7 @@ def read_private_key_file(path: Path) -> str:
     return Path(path).read_text(encoding="utf-8")
 
 
-class ApnsProvider:
+class ApnsProvider(HttpAdapter):
     """Sends push notifications to iOS devices through APNs."""
 
     name = "apns"
@@ -177,21 +175,13 @@ class ApnsProvider:
         self._team_id = team_id
         self._topic = topic
         self._key = load_private_key(private_key)
-        self._secrets = (private_key,)
+        # No base URL on the client: each request picks the production or sandbox host.
+        super().__init__(
+            secrets=(private_key,), timeout=timeout, http2=True, verify=ssl_context(ca_file)
+        )
         self._production_url = (base_url or PRODUCTION_URL).rstrip("/")
         self._sandbox_url = (sandbox_base_url or base_url or SANDBOX_URL).rstrip("/")
         self._tokens = token_cache or PROCESS_TOKEN_CACHE
-        self._client = httpx.AsyncClient(
-            http2=True, verify=ssl_context(ca_file), timeout=httpx.Timeout(timeout)
-        )
-
-    async def send(self, message: Message) -> Outcome:
-        """Send one push; every provider answer and transport failure becomes an Outcome."""
-        return scrub(await self._send(message), self._secrets)
-
-    async def aclose(self) -> None:
-        """Close the HTTP/2 connections."""
-        await self._client.aclose()
 
     def url_for(self, message: Message) -> str:
         """The request URL: production or sandbox host, per the device's environment."""
@@ -200,10 +190,7 @@ class ApnsProvider:
         )
         return f"{base}/3/device/{quote(message.destination, safe='')}"
 
-    async def _send(self, message: Message) -> Outcome:
-        left = seconds_left(message.expires_at)
-        if message.expires_at is not None and left is not None and left <= 0:
-            return expired_outcome(message.expires_at)
+    async def _send(self, message: Message, left: float | None) -> Outcome:
         body = json.dumps(_payload(message), separators=(",", ":"), ensure_ascii=False).encode()
         if len(body) > MAX_PAYLOAD_BYTES:
             return Outcome.permanent(

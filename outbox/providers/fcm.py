@@ -36,13 +36,7 @@ import httpx
 from firebase_admin import credentials, exceptions, messaging
 
 from outbox.providers.base import Message, Outcome
-from outbox.providers.transport import (
-    expired_outcome,
-    header_retry_after,
-    scrub,
-    seconds_left,
-    short,
-)
+from outbox.providers.transport import Adapter, header_retry_after, short
 
 MAX_PAYLOAD_BYTES = 4096
 MAX_TTL = timedelta(days=28)
@@ -97,7 +91,7 @@ class _TimedRequest(google.auth.transport.requests.Request):
         return super().__call__(url, method, body, headers, timeout=self._timeout, **kwargs)
 
 
-class FcmProvider:
+class FcmProvider(Adapter):
     """Sends push notifications to Android and web devices through FCM."""
 
     name = "fcm"
@@ -130,11 +124,10 @@ class FcmProvider:
         """Where messages go (Google's endpoint, or the configured override)."""
         return _SdkBridge.send_url(self._service)
 
-    async def send(self, message: Message) -> Outcome:
-        """Send one push; every SDK exception becomes an Outcome."""
-        outcome = await self._send(message)
+    def secrets(self) -> tuple[str, ...]:
+        """The service account's secrets, and the OAuth access token of the moment."""
         token = getattr(self._google_credential, "token", None)
-        return scrub(outcome, (*self._secrets, token or ""))
+        return (*self._secrets, token or "")
 
     async def aclose(self) -> None:
         """Close the SDK's HTTP client and delete this adapter's firebase App."""
@@ -142,10 +135,7 @@ class FcmProvider:
         # delete_app calls the service's close(), which runs asyncio.run(): off the loop.
         await asyncio.to_thread(firebase_admin.delete_app, self._app)
 
-    async def _send(self, message: Message) -> Outcome:
-        left = seconds_left(message.expires_at)
-        if message.expires_at is not None and left is not None and left <= 0:
-            return expired_outcome(message.expires_at)
+    async def _send(self, message: Message, left: float | None) -> Outcome:
         try:
             fcm_message, size = _build(message, left)
         except ValueError as exc:  # the SDK validates fields as the message is built

@@ -12,14 +12,7 @@ from __future__ import annotations
 import httpx
 
 from outbox.providers.base import Message, Outcome
-from outbox.providers.transport import (
-    expired_outcome,
-    header_retry_after,
-    scrub,
-    seconds_left,
-    short,
-    transport_outcome,
-)
+from outbox.providers.transport import HttpAdapter, header_retry_after, short, transport_outcome
 
 MANDRILL_URL = "https://mandrillapp.com/api/1.0"
 
@@ -48,8 +41,12 @@ _ERRORS = {
 }
 
 
-class MailchimpProvider:
-    """Sends email through Mailchimp Transactional (Mandrill)."""
+class MailchimpProvider(HttpAdapter):
+    """Sends email through Mailchimp Transactional (Mandrill).
+
+    Mandrill has no TTL, so ``left`` goes unused: not sending a message whose
+    time is up (the base class does) is all we can do.
+    """
 
     name = "mailchimp"
     channel = "email"
@@ -62,20 +59,9 @@ class MailchimpProvider:
         base_url: str | None = None,
         timeout: float = 10.0,
     ) -> None:
+        super().__init__(secrets=(api_key,), timeout=timeout, base_url=base_url or MANDRILL_URL)
         self._api_key = api_key
         self._from = from_email
-        self._secrets = (api_key,)
-        self._client = httpx.AsyncClient(
-            base_url=(base_url or MANDRILL_URL).rstrip("/"), timeout=httpx.Timeout(timeout)
-        )
-
-    async def send(self, message: Message) -> Outcome:
-        """Send one email; every answer and transport failure becomes an Outcome."""
-        return scrub(await self._send(message), self._secrets)
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._client.aclose()
 
     def request_body(self, message: Message) -> dict:
         """The messages/send JSON for one message."""
@@ -95,10 +81,7 @@ class MailchimpProvider:
             body["html"] = message.html_body
         return {"key": self._api_key, "message": body, "async": False}
 
-    async def _send(self, message: Message) -> Outcome:
-        left = seconds_left(message.expires_at)
-        if message.expires_at is not None and left is not None and left <= 0:
-            return expired_outcome(message.expires_at)  # Mandrill has no TTL
+    async def _send(self, message: Message, left: float | None) -> Outcome:
         try:
             response = await self._client.post("/messages/send", json=self.request_body(message))
         except httpx.HTTPError as exc:

@@ -25,13 +25,7 @@ from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, Mail
 
 from outbox.providers.base import Message, Outcome
-from outbox.providers.transport import (
-    expired_outcome,
-    header_retry_after,
-    scrub,
-    seconds_left,
-    short,
-)
+from outbox.providers.transport import Adapter, header_retry_after, short
 
 SENDGRID_URL = "https://api.sendgrid.com"
 _SDK_LOGGER = "python_http_client.client"
@@ -49,8 +43,12 @@ class _DropSecrets(logging.Filter):
         return not any(s and s in text for s in self.secrets)
 
 
-class SendGridProvider:
-    """Sends email through SendGrid."""
+class SendGridProvider(Adapter):
+    """Sends email through SendGrid.
+
+    SendGrid has no TTL: not sending a message whose time is up (the base
+    class does) is the only way not to send it late.
+    """
 
     name = "sendgrid"
     channel = "email"
@@ -69,10 +67,6 @@ class SendGridProvider:
         self._sg = SendGridAPIClient(api_key=api_key, host=(base_url or SENDGRID_URL).rstrip("/"))
         self._log_filter = _DropSecrets(self._secrets)
         logging.getLogger(_SDK_LOGGER).addFilter(self._log_filter)
-
-    async def send(self, message: Message) -> Outcome:
-        """Send one email; every API error and transport failure becomes an Outcome."""
-        return scrub(await self._send(message), self._secrets)
 
     async def aclose(self) -> None:
         """Nothing stays open between sends (urllib); remove the log filter."""
@@ -94,11 +88,7 @@ class SendGridProvider:
         ]
         return mail.get()
 
-    async def _send(self, message: Message) -> Outcome:
-        left = seconds_left(message.expires_at)
-        if message.expires_at is not None and left is not None and left <= 0:
-            # SendGrid has no TTL: the only way not to send late is not to send.
-            return expired_outcome(message.expires_at)
+    async def _send(self, message: Message, left: float | None) -> Outcome:
         try:
             body = self.request_body(message)
         except (ValueError, TypeError) as exc:

@@ -13,10 +13,16 @@ Every adapter ends in the same few questions, answered once here:
   TTL; a message whose time is up is ``permanent`` rather than sent late.
 - *Is there a secret in this text?* Reasons are stored in the database, so
   every outcome passes through :func:`scrub` before an adapter returns it.
+
+:class:`Adapter` asks the last two for every adapter, so an adapter holds only
+what differs: its request, its client and its classification. It is a
+convenience for writing adapters, not part of the seam: the worker knows only
+the :class:`~outbox.providers.base.Provider` protocol.
 """
 
 from __future__ import annotations
 
+import abc
 import email.utils
 import ssl
 import time
@@ -28,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from outbox.providers.base import Outcome
+from outbox.providers.base import Message, Outcome
 
 REDACTED = "[redacted]"
 # Provider error texts can be long (HTML error pages); a reason is a summary.
@@ -154,3 +160,66 @@ def scrub(outcome: Outcome, secrets: Iterable[str]) -> Outcome:
         reason=redact(outcome.reason, found) if outcome.reason else outcome.reason,
         detail=_redact_value(outcome.detail, found),
     )
+
+
+class Adapter(abc.ABC):
+    """The skeleton every adapter repeated: the expiry gate, the scrub, ``aclose``.
+
+    A subclass sets ``name`` and ``channel``, keeps its credentials in
+    ``_secrets``, and writes :meth:`_send`, which is only called for a message
+    that still has time to live and whose outcome is always scrubbed: an
+    adapter cannot forget either. It overrides :meth:`aclose` when it holds
+    something to close, and :meth:`secrets` when its secrets change as it runs.
+    """
+
+    name: str
+    channel: str
+    # Handed to the provider only with at least this long left to live
+    # (seconds); never with none left, whatever the provider's smallest TTL.
+    min_seconds_left: float = 0.0
+    _secrets: tuple[str, ...] = ()
+
+    async def send(self, message: Message) -> Outcome:
+        """Send one message; every answer and transport failure becomes an Outcome."""
+        left = seconds_left(message.expires_at)
+        if message.expires_at is not None and left is not None and (
+            left <= 0 or left < self.min_seconds_left
+        ):
+            # The provider's TTL would have it dropped, or it has none: do not send late.
+            outcome = expired_outcome(message.expires_at)
+        else:
+            outcome = await self._send(message, left)
+        return scrub(outcome, self.secrets())
+
+    def secrets(self) -> Iterable[str]:
+        """The values no outcome may contain."""
+        return self._secrets
+
+    @abc.abstractmethod
+    async def _send(self, message: Message, left: float | None) -> Outcome:
+        """One provider request for ``message``, ``left`` seconds (None: forever) to live."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+        return None
+
+
+class HttpAdapter(Adapter):
+    """An adapter that speaks to its provider through one httpx client, ``self._client``."""
+
+    def __init__(
+        self,
+        *,
+        secrets: Iterable[str],
+        timeout: float,
+        base_url: str = "",
+        **client_options: Any,
+    ) -> None:
+        self._secrets = tuple(secrets)
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout), **client_options
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._client.aclose()

@@ -28,14 +28,7 @@ from twilio.http.response import Response
 from twilio.rest import Client
 
 from outbox.providers.base import Message, Outcome
-from outbox.providers.transport import (
-    expired_outcome,
-    header_retry_after,
-    scrub,
-    seconds_left,
-    short,
-    transport_outcome,
-)
+from outbox.providers.transport import Adapter, header_retry_after, short, transport_outcome
 
 TWILIO_API_URL = "https://api.twilio.com"
 MAX_VALIDITY_SECONDS = 36_000
@@ -135,11 +128,13 @@ class _HttpxTwilioClient(AsyncHttpClient):
         await self._client.aclose()
 
 
-class TwilioProvider:
+class TwilioProvider(Adapter):
     """Sends SMS through Twilio's Messages API."""
 
     name = "twilio"
     channel = "sms"
+    # validity_period is whole seconds, at least 1.
+    min_seconds_left = 1.0
 
     def __init__(
         self,
@@ -169,10 +164,6 @@ class TwilioProvider:
             environment={"TWILIO_EDGE": "", "TWILIO_REGION": ""},
         )
 
-    async def send(self, message: Message) -> Outcome:
-        """Send one SMS; every API error and transport failure becomes an Outcome."""
-        return scrub(await self._send(message), self._secrets)
-
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self._http.aclose()
@@ -190,10 +181,7 @@ class TwilioProvider:
             params["validity_period"] = min(MAX_VALIDITY_SECONDS, math.floor(left))
         return params
 
-    async def _send(self, message: Message) -> Outcome:
-        left = seconds_left(message.expires_at)
-        if message.expires_at is not None and left is not None and left < 1:
-            return expired_outcome(message.expires_at)
+    async def _send(self, message: Message, left: float | None) -> Outcome:
         holder = _LastResponse()
         reset = _LAST_RESPONSE.set(holder)
         try:

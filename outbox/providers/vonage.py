@@ -17,14 +17,7 @@ from __future__ import annotations
 import httpx
 
 from outbox.providers.base import Message, Outcome
-from outbox.providers.transport import (
-    expired_outcome,
-    header_retry_after,
-    scrub,
-    seconds_left,
-    short,
-    transport_outcome,
-)
+from outbox.providers.transport import HttpAdapter, header_retry_after, short, transport_outcome
 
 VONAGE_URL = "https://rest.nexmo.com"
 # Vonage's ttl bounds, in milliseconds.
@@ -36,7 +29,7 @@ DEAD_STATUSES = {"6", "7"}
 CONFIG_STATUSES = {"4", "8", "9", "14", "15", "19", "20", "23", "29"}
 
 
-class VonageProvider:
+class VonageProvider(HttpAdapter):
     """Sends SMS through Vonage's SMS API."""
 
     name = "vonage"
@@ -51,21 +44,10 @@ class VonageProvider:
         base_url: str | None = None,
         timeout: float = 10.0,
     ) -> None:
+        super().__init__(secrets=(api_secret,), timeout=timeout, base_url=base_url or VONAGE_URL)
         self._api_key = api_key
         self._api_secret = api_secret
         self._sender = sender
-        self._secrets = (api_secret,)
-        self._client = httpx.AsyncClient(
-            base_url=(base_url or VONAGE_URL).rstrip("/"), timeout=httpx.Timeout(timeout)
-        )
-
-    async def send(self, message: Message) -> Outcome:
-        """Send one SMS; every answer and transport failure becomes an Outcome."""
-        return scrub(await self._send(message), self._secrets)
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._client.aclose()
 
     def _form(self, message: Message, left: float | None) -> dict[str, str]:
         form = {
@@ -86,10 +68,7 @@ class VonageProvider:
             form["ttl"] = str(min(MAX_TTL_MS, max(MIN_TTL_MS, int(left * 1000))))
         return form
 
-    async def _send(self, message: Message) -> Outcome:
-        left = seconds_left(message.expires_at)
-        if message.expires_at is not None and left is not None and left <= 0:
-            return expired_outcome(message.expires_at)
+    async def _send(self, message: Message, left: float | None) -> Outcome:
         try:
             response = await self._client.post("/sms/json", data=self._form(message, left))
         except httpx.HTTPError as exc:

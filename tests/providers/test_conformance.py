@@ -2,14 +2,16 @@
 
 One case per outcome class: sent; retry with the provider's wait; permanent;
 dead destination; config (credentials the provider refuses); unknown (the
-request left and no answer came back in time); and retry when the provider
-cannot be reached at all. Each case also checks that no secret reached the
+request left and no answer came back in time); retry when the provider
+cannot be reached at all; and permanent, without a request, for a message
+whose expiry has passed. Each case also checks that no secret reached the
 outcome or the logs.
 """
 
 from __future__ import annotations
 
 import socket
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -157,5 +159,19 @@ async def test_retry_when_the_provider_cannot_be_reached(
         outcome = await provider.send(message_for(spec))
 
     assert outcome.kind is OutcomeKind.RETRY, outcome
+    assert sandbox.client.requests(spec.name) == []
+    assert_no_secrets(outcome, sandbox_secrets, debug_logs.text)
+
+
+@by_name
+async def test_an_expired_message_is_permanent_and_never_sent(
+    spec: Spec, sandbox: Sandbox, make_settings, sandbox_secrets, debug_logs
+):
+    expired = message_for(spec, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    async with adapter(make_settings(), spec.name) as provider:
+        outcome = await provider.send(expired)
+
+    assert outcome.kind is OutcomeKind.PERMANENT, outcome
+    assert outcome.detail == {"error": "expired"}
     assert sandbox.client.requests(spec.name) == []
     assert_no_secrets(outcome, sandbox_secrets, debug_logs.text)

@@ -66,6 +66,15 @@ async def test_twilio_validity_period_is_capped_at_ten_hours(sandbox: Sandbox, m
     assert request["fields"]["ValidityPeriod"] == "36000"
 
 
+async def test_twilio_does_not_send_with_under_a_second_to_live(sandbox: Sandbox, make_settings):
+    # Its validity period is whole seconds, at least 1: 0.5 s left would be 0, or refused.
+    expires = datetime.now(UTC) + timedelta(milliseconds=500)
+    async with adapter(make_settings(), "twilio") as provider:
+        outcome = await provider.send(message("sms", PHONE, expires_at=expires))
+    assert outcome.kind is OutcomeKind.PERMANENT and outcome.detail == {"error": "expired"}
+    assert sandbox.client.requests("twilio") == []
+
+
 async def test_twilio_messaging_service_replaces_the_from_number(sandbox: Sandbox, make_settings):
     service = "MG" + "0" * 32
     settings = make_settings(twilio_from_number=None, twilio_messaging_service_sid=service)

@@ -1,13 +1,16 @@
 """Initial schema: tables, functions, views in the `outbox` schema.
 
+Runs, in order, ``frozen/0001_schema.sql``, ``0001_functions_enqueue.sql``,
+``0001_functions_registry.sql``, ``0001_functions_templates.sql`` and
+``0001_views.sql``: the files ``sql/schema.sql``, ``sql/functions/*.sql`` and
+``sql/views.sql`` as they were when this revision was frozen.
+
 Revision ID: 0001
 Revises:
 Create Date: 2026-11-24
 """
 
-from alembic import op
-
-from outbox import sql
+from outbox.migrations import run_frozen
 
 revision = "0001"
 down_revision = None
@@ -15,17 +18,15 @@ branch_labels = ("outbox",)
 depends_on = None
 
 
-def _execute_script(text: str) -> None:
-    # Run through the driver connection: these scripts hold PL/pgSQL bodies with
-    # '%' and ':' that SQLAlchemy's text() or pyformat would try to interpret.
-    op.get_bind().connection.driver_connection.execute(text)
-
-
 def upgrade() -> None:
-    _execute_script(sql.read("schema.sql"))
-    for _name, text in sql.installable():
-        _execute_script(text)
+    run_frozen(
+        "0001_schema.sql",
+        "0001_functions_enqueue.sql",
+        "0001_functions_registry.sql",
+        "0001_functions_templates.sql",
+        "0001_views.sql",
+    )
 
 
 def downgrade() -> None:
-    _execute_script("DROP SCHEMA outbox CASCADE")
+    run_frozen("0001_downgrade.sql")

@@ -1,11 +1,11 @@
 """Least-privilege roles: outbox_producer, outbox_worker, outbox_reader.
 
-Installs ``sql/roles.sql`` (what each role may do, and why the producer
-functions become SECURITY DEFINER, is explained there and in
-docs/operations.md, "Roles"). Roles are cluster-wide: they are created only if
-missing, and a runner without CREATEROLE gets a warning instead of roles.
+Runs ``frozen/0003_roles.sql`` (``sql/roles.sql`` when frozen: what each role may
+do, and why the producer functions become SECURITY DEFINER, is explained there
+and in docs/operations.md, "Roles"). Roles are cluster-wide: they are created
+only if missing, and a runner without CREATEROLE gets a warning instead of roles.
 
-The downgrade (``sql/roles_revoke.sql``) revokes what the roles were granted in
+The downgrade (``0003_roles_revoke.sql``) revokes what the roles were granted in
 this database and restores the functions as 0001 made them, but does not drop
 the roles: other databases of the server, and login roles, may use them.
 
@@ -14,9 +14,7 @@ Revises: 0002
 Create Date: 2026-11-24
 """
 
-from alembic import op
-
-from outbox import sql
+from outbox.migrations import run_frozen
 
 revision = "0003"
 down_revision = "0002"
@@ -24,14 +22,9 @@ branch_labels = None
 depends_on = None
 
 
-def _execute_script(text: str) -> None:
-    # Through the driver connection: PL/pgSQL bodies hold '%' that SQLAlchemy would interpret.
-    op.get_bind().connection.driver_connection.execute(text)
-
-
 def upgrade() -> None:
-    _execute_script(sql.read("roles.sql"))
+    run_frozen("0003_roles.sql")
 
 
 def downgrade() -> None:
-    _execute_script(sql.read("roles_revoke.sql"))
+    run_frozen("0003_roles_revoke.sql")

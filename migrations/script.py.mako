@@ -5,7 +5,7 @@ Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 """
 
-from alembic import op
+from outbox.migrations import run_frozen
 ${imports if imports else ""}
 
 revision = ${repr(up_revision)}
@@ -14,9 +14,11 @@ branch_labels = ${repr(branch_labels)}
 depends_on = ${repr(depends_on)}
 
 
+# Name the frozen files (migrations/frozen/, pinned in SHA256SUMS) this revision runs;
+# run_frozen refuses a name that is not pinned, so this fails until they exist.
 def upgrade() -> None:
-    ${upgrades if upgrades else "pass"}
+    run_frozen("${up_revision}_CHANGE_ME.sql")
 
 
 def downgrade() -> None:
-    ${downgrades if downgrades else "pass"}
+    run_frozen("${up_revision}_downgrade.sql")

@@ -15,7 +15,8 @@ SELECT c.relname AS object,
                  'rls=' || c.relrowsecurity || '/' || c.relforcerowsecurity,
                  'partition=' || pg_get_partkeydef(c.oid)) AS detail
 FROM pg_class c
-WHERE c.relnamespace = to_regnamespace('outbox') AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
+WHERE c.relnamespace = to_regnamespace('outbox')
+  AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
 ORDER BY 1;
 
 -- name: columns

@@ -9,6 +9,7 @@ diff says what to add to a new revision's frozen file, or to the current files.
 from __future__ import annotations
 
 import difflib
+from itertools import pairwise
 from pathlib import Path
 
 import psycopg
@@ -82,7 +83,7 @@ def test_each_downgrade_restores_the_previous_revision_exactly(empty_db_url):
     for revision in revisions:
         migrate.upgrade(empty_db_url, revision)
         seen[revision] = _catalog(empty_db_url)
-    for revision, previous in zip(reversed(revisions), ["base", *revisions][-2::-1]):
+    for previous, revision in reversed(list(pairwise(["base", *revisions]))):
         migrate.downgrade(empty_db_url, previous)
         assert migrate.current(empty_db_url) == (None if previous == "base" else previous)
         _assert_same(seen[previous], _catalog(empty_db_url),

@@ -34,7 +34,8 @@ def test_upgrade_is_idempotent_and_uses_its_own_version_table(empty_db_url):
     migrate.upgrade(empty_db_url)
     migrate.upgrade(empty_db_url)
     with psycopg.connect(empty_db_url) as c:
-        assert c.execute("SELECT version_num FROM public.alembic_version").fetchall() == [("app_rev_1",)]
+        assert c.execute("SELECT version_num FROM public.alembic_version").fetchall() == [
+            ("app_rev_1",)]
         assert c.execute("SELECT version_num FROM public.outbox_alembic_version").fetchall() == [
             (migrate.head(),)]
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from outbox import migrations
-from outbox.migrations import FROZEN_DIR, FrozenFileError, manifest, read_frozen
 
+FROZEN_DIR = migrations.FROZEN_DIR
 VERSIONS = Path(migrations.__file__).resolve().parent / "versions"
 READERS = {"run_frozen", "read_frozen"}
 
@@ -39,7 +39,7 @@ def _migrations() -> dict[str, Path]:
 
 
 def test_every_frozen_file_is_pinned_and_unchanged():
-    pinned = manifest()
+    pinned = migrations.manifest()
     on_disk = {p.name for p in FROZEN_DIR.glob("*.sql")}
     assert sorted(on_disk - pinned.keys()) == [], "frozen files missing from SHA256SUMS"
     assert sorted(pinned.keys() - on_disk) == [], "SHA256SUMS lists files that do not exist"
@@ -57,7 +57,7 @@ def test_manifest_is_in_sha256sum_format():
 
 
 def test_migrations_read_only_pinned_frozen_files():
-    pinned = manifest()
+    pinned = migrations.manifest()
     for revision, path in _migrations().items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
@@ -77,7 +77,7 @@ def test_migrations_read_only_pinned_frozen_files():
 
 def test_every_frozen_file_is_run_by_the_revision_it_is_named_after():
     by_revision = {rev: _frozen_reads(path) for rev, path in _migrations().items()}
-    for name in manifest():
+    for name in migrations.manifest():
         revision = name.split("_", 1)[0]
         assert name in by_revision.get(revision, []), f"no code of migration {revision} runs {name}"
 
@@ -87,11 +87,11 @@ def test_read_frozen_refuses_an_unpinned_or_changed_file(tmp_path, monkeypatch):
     shutil.copytree(FROZEN_DIR, copy)
     monkeypatch.setattr(migrations, "FROZEN_DIR", copy)
     monkeypatch.setattr(migrations, "MANIFEST", copy / "SHA256SUMS")
-    assert read_frozen("0001_downgrade.sql").endswith("DROP SCHEMA outbox CASCADE;\n")
+    assert migrations.read_frozen("0001_downgrade.sql").endswith("DROP SCHEMA outbox CASCADE;\n")
 
-    with pytest.raises(FrozenFileError, match="0009_new.sql is not pinned"):
-        read_frozen("0009_new.sql")
+    with pytest.raises(migrations.FrozenFileError, match="0009_new.sql is not pinned"):
+        migrations.read_frozen("0009_new.sql")
     with (copy / "0001_downgrade.sql").open("a", encoding="utf-8") as f:
         f.write("-- an innocent-looking comment\n")
-    with pytest.raises(FrozenFileError, match="0001_downgrade.sql changed"):
-        read_frozen("0001_downgrade.sql")
+    with pytest.raises(migrations.FrozenFileError, match="0001_downgrade.sql changed"):
+        migrations.read_frozen("0001_downgrade.sql")

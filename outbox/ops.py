@@ -24,8 +24,11 @@ import asyncio
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from psycopg.rows import dict_row
 
@@ -37,7 +40,9 @@ __all__ = [
     "PruneResult",
     "Pruner",
     "inspect",
+    "jsonable",
     "parse_age",
+    "parse_duration",
     "prune",
     "prune_exclusive",
     "status",
@@ -48,18 +53,52 @@ __all__ = [
 #: Statuses a delivery never leaves on its own: what retention may delete.
 FINISHED = ("sent", "delivered", "dead", "expired", "cancelled", "suppressed")
 
-_AGE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
-def parse_age(text: str) -> timedelta:
-    """'90s', '15m', '12h', '30d', '2w' -> timedelta; ValidationError naming the value otherwise."""
-    match = _AGE.match(text.strip())
+def parse_duration(text: str, *, field: str = "duration") -> timedelta:
+    """'90s', '15m', '12h', '30d', '2w' -> timedelta; ValidationError naming the value otherwise.
+
+    The one parser for every duration a person types: the CLI's ``--older-than``
+    and ``--since``, and the ``OUTBOX_PRUNE_OLDER_THAN`` setting. ``field`` names
+    the option or setting in the error.
+    """
+    match = _DURATION.match(text.strip())
     if not match:
         raise ValidationError(
-            f"{text!r} is not an age like 30s, 15m, 12h, 30d or 2w", field="older_than"
+            f"{text!r} is not a duration like 30s, 15m, 12h, 30d or 2w", field=field
         )
     return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+
+
+def parse_age(text: str) -> timedelta:
+    """:func:`parse_duration` for ``older_than`` (the name workers/process.py imports)."""
+    return parse_duration(text, field="older_than")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` in plain JSON types: what every ``--json`` prints.
+
+    Timestamps become ISO 8601 strings in UTC (``2026-12-01T09:30:00.123456+00:00``)
+    whatever the session's time zone; ids and counts stay numbers; NUMERIC
+    becomes an int when whole, else a float; dict keys become strings.
+    """
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat() if value.tzinfo else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (UUID, Path)):
+        return str(value)
+    return value
 
 
 # -- status and inspect (synchronous: the CLI's connection) ---------------------------------

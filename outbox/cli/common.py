@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -11,10 +10,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import typer
 
+from outbox import ops
+from outbox.errors import ValidationError
 from outbox.settings import Settings
-
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 @contextmanager
@@ -27,11 +25,11 @@ def connection(settings: Settings | None = None) -> Iterator[psycopg.Connection]
 
 
 def parse_duration(text: str) -> timedelta:
-    """'90s', '15m', '12h', '7d', '2w' -> timedelta; BadParameter naming the value otherwise."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise typer.BadParameter(f"{text!r} is not a duration like 30s, 15m, 12h, 7d or 2w")
-    return timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
+    """:func:`outbox.ops.parse_duration`, its error turned into a usage error (exit 2)."""
+    try:
+        return ops.parse_duration(text)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def ago(text: str | None) -> datetime | None:

@@ -2,47 +2,77 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.markup import escape
 
 from outbox import dlq
+from outbox.cli import output
 from outbox.cli.common import actor, ago, connection, parse_duration
+from outbox.cli.output import Json
 from outbox.errors import ValidationError
 
 app = typer.Typer(help="The dead-letter queue: deliveries that ended dead, with their reason.",
                   no_args_is_help=True)
 
-Ids = Annotated[list[int] | None, typer.Option("--id", help="Delivery id (repeat).")]
-MessageIds = Annotated[list[str] | None, typer.Option("--message-id", help="Message id (repeat).")]
-Channel = Annotated[str | None, typer.Option(help="email, sms or push.")]
-Reason = Annotated[str | None, typer.Option(help="Text the reason contains (case-insensitive).")]
-Since = Annotated[str | None, typer.Option(help="Died within this long, e.g. 24h.")]
-Before = Annotated[str | None, typer.Option("--older-than", help="Died longer ago than this, e.g. 7d.")]
+# metavar: one placeholder per kind of value (ID, DURATION...), instead of typer's <list[int]>.
+Ids = Annotated[list[int] | None, typer.Option("--id", metavar="ID", help="Delivery id (repeat).")]
+MessageIds = Annotated[list[str] | None, typer.Option("--message-id", metavar="MESSAGE_ID",
+                                                      help="Message id (repeat).")]
+Channel = Annotated[str | None, typer.Option(metavar="CHANNEL", help="email, sms or push.")]
+Reason = Annotated[str | None, typer.Option(metavar="TEXT",
+                                            help="Text the reason contains (case-insensitive).")]
+Since = Annotated[str | None, typer.Option(metavar="DURATION",
+                                           help="Died within this long, e.g. 24h.")]
+Before = Annotated[str | None, typer.Option("--older-than", metavar="DURATION",
+                                            help="Died longer ago than this, e.g. 7d.")]
 
 
 @app.command("list")
-def list_(ids: Ids = None, message_ids: MessageIds = None, channel: Channel = None, reason: Reason = None,
-          since: Since = None, older_than: Before = None,
-          limit: Annotated[int, typer.Option(help="Most rows shown.")] = 50) -> None:
-    """Dead deliveries, newest first, with why they died."""
+def list_(ids: Ids = None, message_ids: MessageIds = None, channel: Channel = None,
+          reason: Reason = None, since: Since = None, older_than: Before = None,
+          limit: Annotated[int, typer.Option(metavar="N", help="Most rows shown.")] = 50,
+          as_json: Json = False) -> None:
+    """Dead deliveries, newest first, with why they died.
+
+    \b
+    Examples:
+      outbox dlq list --since 2h --channel sms
+      outbox dlq list --reason 503 --json | jq '.[].delivery_id'
+    """
     try:
         with connection() as conn:
-            rows = dlq.list_dead(conn, delivery_ids=ids, message_ids=message_ids, channel=channel,
-                                 reason=reason, since=ago(since), before=ago(older_than), limit=limit)
+            rows = dlq.list_dead(conn, delivery_ids=ids, message_ids=message_ids,
+                                 channel=channel, reason=reason, since=ago(since),
+                                 before=ago(older_than), limit=limit)
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
-    table = Table(title=f"dead letters ({len(rows)} shown)")
-    for column in ("delivery", "message id", "channel", "destination", "provider", "attempts",
-                   "died", "reason"):
-        table.add_column(column, overflow="fold")
-    for r in rows:
-        table.add_row(str(r["delivery_id"]), r["message_id"], r["channel"], r["destination"],
-                      r["provider"] or "", str(r["attempts"]),
-                      r["died_at"].strftime("%Y-%m-%d %H:%M:%S") if r["died_at"] else "", r["reason"] or "")
-    Console(width=160).print(table)
+    if as_json:
+        output.print_json(rows)
+        return
+    out = output.console()
+    title = f"dead letters ({len(rows)} shown, times in UTC)"
+    cells = [(str(r["delivery_id"]), escape(r["message_id"]), r["channel"],
+              escape(r["destination"]), escape(r["provider"] or ""), str(r["attempts"]),
+              r["died_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r["died_at"] else "",
+              escape(r["reason"] or "")) for r in rows]
+    table = output.table(out, title)
+    headers = ("delivery", "message id", "channel", "destination", "provider", "attempts", "died",
+               "reason")
+    for column in headers:
+        # Everything but the reason is copied into the next command (--id, --message-id): whole.
+        table.add_column(column, no_wrap=column != "reason", overflow="fold")
+    for row in cells:
+        table.add_row(*row)
+    if output.fits(out, table):
+        out.print(table)
+        return
+    # Narrower than the ids and the reason need: one block per dead delivery.
+    out.print(f"[bold]{escape(title)}[/bold]")
+    for row in cells:
+        output.print_fields(out, f"delivery {row[0]}", list(zip(headers[1:], row[1:], strict=True)))
 
 
 @app.command()

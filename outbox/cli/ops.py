@@ -14,20 +14,17 @@ import psycopg
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
+from rich.padding import Padding
+from rich.text import Text
 
 from outbox import ops
+from outbox.cli import output
 from outbox.cli.common import parse_duration
+from outbox.cli.output import Json
 from outbox.errors import NotFound
 from outbox.settings import Settings
 
-Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (for scripts).")]
 EXIT_LOCKED = 2  # another prune (a worker's?) holds the retention lock
-
-
-def _console() -> Console:
-    # Wide enough that ids, timestamps and reasons are not wrapped into unreadable columns.
-    return Console(width=160, highlight=False)
 
 
 def _age(seconds: float | None) -> str:
@@ -51,14 +48,6 @@ def _when(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
-def _short(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%m-%d %H:%M:%S") if value else ""
-
-
-def _dump(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str))
-
-
 def _connect() -> psycopg.Connection[Any]:
     from outbox.db import resolve_url
 
@@ -67,17 +56,25 @@ def _connect() -> psycopg.Connection[Any]:
 
 
 def status(as_json: Json = False) -> None:
-    """Queue depth by channel and status, oldest due delivery, dead letters, provider breakers."""
+    """Queue depth by channel and status, oldest due delivery, dead letters, provider breakers.
+
+    \b
+    Examples:
+      outbox status
+      outbox status --json | jq '.dead'
+    """
     with _connect() as conn:
         report = ops.status(conn)
     if as_json:
-        _dump(report)
+        output.print_json(report)
         return
-    out = _console()
+    out = output.console()
 
-    queue = Table(title="queue: unfinished deliveries", title_justify="left")
+    queue = output.table(out, "queue: unfinished deliveries")
     for column in ("channel", "status", "due now", "scheduled", "total"):
-        queue.add_column(column, justify="right" if column not in ("channel", "status") else "left")
+        queue.add_column(
+            column, justify="left" if column in ("channel", "status") else "right", no_wrap=True
+        )
     for r in report["queue"]:
         queue.add_row(
             r["channel"], r["status"], str(r["due"]), str(r["scheduled"]), str(r["total"])
@@ -86,9 +83,9 @@ def status(as_json: Json = False) -> None:
         queue.add_row("(all)", "-", "0", "0", "0")
     out.print(queue)
 
-    oldest = Table(title="oldest due pending delivery", title_justify="left")
+    oldest = output.table(out, "oldest due pending delivery")
     for column in ("channel", "waiting", "due since", "due now"):
-        oldest.add_column(column)
+        oldest.add_column(column, no_wrap=True)
     for r in report["oldest"]:
         oldest.add_row(
             r["channel"], _age(r["age_seconds"]), _when(r["oldest_due_at"]), str(r["due"])
@@ -97,9 +94,9 @@ def status(as_json: Json = False) -> None:
         oldest.add_row("(all)", "nothing waiting", "", "0")
     out.print(oldest)
 
-    dead = Table(title="dead letters (outbox dlq list)", title_justify="left")
+    dead = output.table(out, "dead letters (outbox dlq list)")
     for column in ("channel", "dead", "newest"):
-        dead.add_column(column)
+        dead.add_column(column, no_wrap=True)
     for r in report["dead"]:
         dead.add_row(r["channel"], str(r["dead"]), _when(r["newest"]))
     if not report["dead"]:
@@ -107,31 +104,58 @@ def status(as_json: Json = False) -> None:
     out.print(dead)
 
     if report["breakers"] is not None:
-        breakers = Table(title="provider circuit breakers", title_justify="left")
-        columns = list(report["breakers"][0]) if report["breakers"] else ["provider"]
-        for column in columns:
-            breakers.add_column(column)
-        for r in report["breakers"]:
-            breakers.add_row(
-                *(
-                    escape(_when(v) if isinstance(v, datetime) else str(v if v is not None else ""))
-                    for v in r.values()
-                )
-            )
+        _print_breakers(out, report["breakers"])
+
+
+def _cell(value: Any) -> str:
+    text = _when(value) if isinstance(value, datetime) else "" if value is None else str(value)
+    return escape(text)
+
+
+def _print_breakers(out: Console, rows: list[dict[str, Any]]) -> None:
+    """One row per provider if that fits the terminal, else one block per provider."""
+    title = "provider circuit breakers"
+    # Columns empty in every row (no breaker open, no probe running) are left out: noise.
+    names = list(rows[0]) if rows else ["provider"]
+    columns = [c for c in names if any(r[c] is not None for r in rows)]
+    breakers = output.table(out, title)
+    for column in columns or ["provider"]:
+        # Names, states, counts and times stay whole; free text (the reason) folds.
+        breakers.add_column(column, no_wrap=column != "reason", overflow="fold")
+    for r in rows:
+        breakers.add_row(*(_cell(r[c]) for c in columns))
+    if not rows:
+        breakers.add_row("(no breaker has tripped or recorded a failure yet)")
+    if output.fits(out, breakers):
         out.print(breakers)
+        return
+    out.print(Text(title, style="bold"))
+    for r in rows:
+        shown = [(escape(c), _cell(r[c])) for c in columns if c != "provider" and r[c] is not None]
+        output.print_fields(out, f"breaker {r.get('provider', '')}", shown)
 
 
 def inspect(
-    message_id: Annotated[str, typer.Argument(help="The message id given to enqueue.")],
+    message_id: Annotated[
+        str, typer.Argument(metavar="MESSAGE_ID", help="The message id given to enqueue.")
+    ],
     show_data: Annotated[
         bool,
         typer.Option(
-            "--data", help="Show the template data's values (they may hold codes or personal data)."
+            "--data",
+            metavar="",
+            help="Show the template data's values (they may hold codes or personal data).",
         ),
     ] = False,
     as_json: Json = False,
 ) -> None:
-    """A notification, its deliveries and every event of its history, in order."""
+    """A notification, its deliveries and every event of its history, in order.
+
+    \b
+    Examples:
+      outbox inspect order-42-confirmed
+      outbox inspect order-42-confirmed --json | jq '.deliveries[].last_error'
+    """
     try:
         with _connect() as conn:
             found = ops.inspect(conn, message_id)
@@ -142,15 +166,11 @@ def inspect(
     if not show_data:
         n["data"] = {key: "…" for key in n["data"]}
     if as_json:
-        _dump(found)
+        output.print_json(found)
         return
-    out = _console()
+    out = output.console()
 
-    head = Table(
-        title=f"notification {escape(n['message_id'])}", title_justify="left", show_header=False
-    )
-    head.add_column("field", style="bold")
-    head.add_column("value", overflow="fold")
+    head = []
     for key in (
         "id",
         "recipient",
@@ -165,64 +185,88 @@ def inspect(
         "created_at",
     ):
         value = n[key]
-        if isinstance(value, datetime):
-            value = _when(value)
-        elif isinstance(value, (dict, list)):
+        if isinstance(value, (dict, list)):
             value = json.dumps(value, ensure_ascii=False)
-        head.add_row(key, escape("" if value is None else str(value)))
-    out.print(head)
+        if value is not None:
+            head.append((key, _cell(value)))
+    output.print_fields(out, f"notification {n['message_id']}", head)
 
-    deliveries = Table(title="deliveries (times in UTC, month-day)", title_justify="left")
-    for column in (
-        "id",
-        "channel",
-        "destination",
-        "status",
-        "attempts",
-        "provider",
-        "provider msg id",
-        "next attempt",
-        "sent",
-        "finished",
-        "last error",
-    ):
-        # Ids, addresses and times stay whole (they get copied); the error text folds.
-        folds = column in ("last error", "provider msg id")
-        deliveries.add_column(
-            column, overflow="fold", no_wrap=not folds, ratio=3 if folds else None
-        )
+    # One block per delivery, not one row: a delivery has eleven things to show,
+    # and as columns of one table the ones that matter when debugging (provider
+    # message id, last error) were squeezed to nothing on any real terminal.
+    # In a block each value gets the whole width and folds; nothing is cut.
     for d in found["deliveries"]:
         attempts = f"{d['attempts']}/{d['max_attempts']}" + (
             f" ({d['in_doubt']} in doubt)" if d["in_doubt"] else ""
         )
-        deliveries.add_row(
-            str(d["id"]),
-            d["channel"],
-            escape(d["destination"]),
-            d["status"],
-            attempts,
-            d["provider"] or "",
-            escape(d["provider_message_id"] or ""),
-            _short(d["next_attempt_at"]) if d["status"] == "pending" else "",
-            _short(d["sent_at"]),
-            _short(d["finished_at"]),
-            escape(d["last_error"] or ""),
+        rows: list[tuple[str, Any]] = [
+            ("channel", d["channel"]),
+            ("destination", d["destination"]),
+            ("status", d["status"]),
+            ("attempts", attempts),
+            ("provider", d["provider"]),
+            # The provider's own id of the message: what its receipts and support name.
+            ("provider ref", d["provider_message_id"]),
+            ("next attempt", d["next_attempt_at"] if d["status"] == "pending" else None),
+            ("sent", d["sent_at"]),
+            ("delivered", d["delivered_at"]),
+            ("finished", d["finished_at"]),
+            ("last error", d["last_error"]),
+        ]
+        # The provider, its id and the error are always listed ("-" when unset),
+        # so that their absence shows; unset times are left out.
+        always = ("provider", "provider ref", "last error")
+        output.print_fields(
+            out,
+            f"delivery {d['id']} ({d['channel']}, {d['status']}; times in UTC)",
+            [(k, "-" if v is None else _cell(v)) for k, v in rows if v is not None or k in always],
         )
-    out.print(deliveries)
 
-    timeline = Table(title="timeline", title_justify="left")
-    for column in ("at", "delivery", "event", "attempt", "by", "detail"):
-        timeline.add_column(column, overflow="fold")
-    for e in found["timeline"]:
-        timeline.add_row(
-            e["at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+    _print_timeline(out, found["timeline"])
+
+
+def _print_timeline(out: Console, events: list[dict[str, Any]]) -> None:
+    """The events as a table if it fits the terminal, else one line per event and its detail."""
+    title = "timeline (UTC, month-day)"
+    rows = [
+        (
+            e["at"].astimezone(UTC).strftime("%m-%d %H:%M:%S.%f")[:-3],
             str(e["delivery_id"] or ""),
             e["kind"],
             "" if e["attempt"] is None else str(e["attempt"]),
             escape(e["worker"] or ""),
             escape(json.dumps(e["detail"], ensure_ascii=False) if e["detail"] else ""),
         )
-    out.print(timeline)
+        for e in events
+    ]
+    timeline = output.table(out, title)
+    for column in ("at", "delivery", "event", "attempt"):
+        timeline.add_column(column, no_wrap=True)
+    timeline.add_column("by", overflow="fold")
+    timeline.add_column("detail", overflow="fold", ratio=1)
+    for row in rows:
+        timeline.add_row(*row)
+    if output.fits(out, timeline):
+        out.print(timeline)
+        return
+    # Too narrow for six columns: the detail (an outcome's JSON) would fold into
+    # a column a dozen characters wide. Its own line gets the whole width.
+    out.print(Text(title, style="bold"))
+    for at, delivery, kind, attempt, worker, detail in rows:
+        line = "  ".join(
+            part
+            for part in (
+                at,
+                f"delivery {delivery}" if delivery else "",
+                f"[bold]{kind}[/bold]",
+                f"attempt {attempt}" if attempt else "",
+                f"by {worker}" if worker else "",
+            )
+            if part
+        )
+        out.print(line, overflow="fold")
+        if detail:
+            out.print(Padding(Text.from_markup(detail, overflow="fold"), (0, 0, 0, 4)))
 
 
 def prune(

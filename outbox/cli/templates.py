@@ -19,13 +19,13 @@ from typing import Annotated, Any
 import psycopg
 import typer
 from psycopg.rows import dict_row
-from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from outbox import api
 from outbox.channel_limits import check_limits, push_payload_size, sms_segments
+from outbox.cli import output
 from outbox.cli.common import actor, connection
+from outbox.cli.output import Json
 from outbox.errors import ValidationError
 from outbox.sql import query
 from outbox.template_folder import compile_problems, load_folder
@@ -42,10 +42,6 @@ app = typer.Typer(
     help="Template versions: push a folder, list, show, diff, render a preview, roll back.",
     no_args_is_help=True,
 )
-
-
-def _console() -> Console:
-    return Console(width=160)
 
 
 def _fail(*problems: str) -> typer.Exit:
@@ -107,11 +103,17 @@ def push(
         Path, typer.Argument(metavar="DIR", help="Folder of templates (see docs/templates.md).")
     ],
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Show what would change; write nothing.")
+        bool, typer.Option("--dry-run", metavar="", help="Show what would change; write nothing.")
     ] = False,
     activate: Annotated[bool, typer.Option(help="Make new versions the active ones.")] = True,
 ) -> None:
-    """Store a new version of each template in DIR whose content changed; leave the rest alone."""
+    """Store a new version of each template in DIR whose content changed; leave the rest alone.
+
+    \b
+    Examples:
+      outbox templates push templates/ --dry-run
+      outbox templates push templates/
+    """
     try:
         sources = load_folder(folder)
     except ValidationError as exc:
@@ -120,11 +122,12 @@ def push(
     if broken:
         raise _fail(*broken, "nothing was pushed")
 
-    table = Table(
-        title=f"templates in {folder}" + (" (dry run: nothing written)" if dry_run else "")
+    out = output.console()
+    table = output.table(
+        out, f"templates in {folder}" + (" (dry run: nothing written)" if dry_run else "")
     )
     for column in ("template", "channel", "locale", "result", "active"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     changed = 0
     with connection() as conn:
         heads = {
@@ -155,7 +158,7 @@ def push(
             table.add_row(s.key, s.channel, s.locale, result, f"v{active}" if active else "none")
         if dry_run:
             conn.rollback()
-    _console().print(table)
+    out.print(table)
     verb = "would add" if dry_run else "added"
     typer.echo(
         f"{verb} {changed} new version{'' if changed == 1 else 's'}; "
@@ -164,67 +167,109 @@ def push(
 
 
 @app.command("list")
-def list_(key: Annotated[str | None, typer.Option(help="Only this template key.")] = None) -> None:
-    """Every template: channel, locale, active and newest version."""
+def list_(
+    key: Annotated[
+        str | None, typer.Option(metavar="KEY", help="Only this template key.")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Every template: channel, locale, active and newest version.
+
+    \b
+    Examples:
+      outbox templates list
+      outbox templates list --key welcome --json
+    """
     with connection() as conn:
         rows = _rows(conn, "template_summary", key=key)
-    table = Table(title=f"templates ({len(rows)})")
+    if as_json:
+        output.print_json(rows)
+        return
+    out = output.console()
+    table = output.table(out, f"templates ({len(rows)})")
     for column in ("template", "channel", "locale", "active", "newest", "versions", "updated"):
-        table.add_column(column)
+        # Keys are typed back into the next command: folded if they must, never cut.
+        table.add_column(column, overflow="fold", no_wrap=column != "template")
     for r in rows:
         table.add_row(
-            r["key"],
+            escape(r["key"]),
             r["channel"],
-            r["locale"],
+            escape(r["locale"]),
             f"v{r['active']}" if r["active"] else "none",
             f"v{r['latest']}",
             str(r["versions"]),
             r["updated_at"].strftime("%Y-%m-%d %H:%M:%S"),
         )
-    _console().print(table)
+    out.print(table)
 
 
-Channel = Annotated[str | None, typer.Option(help="email, sms or push (default: every channel).")]
+Key = Annotated[str, typer.Argument(metavar="KEY", help="Template key.")]
+Channel = Annotated[
+    str | None,
+    typer.Option(metavar="CHANNEL", help="email, sms or push (default: every channel)."),
+]
 Locale = Annotated[
-    str | None, typer.Option(help="Locale such as fr-CA, or default (default: every locale).")
+    str | None,
+    typer.Option(
+        metavar="LOCALE", help="Locale such as fr-CA, or default (default: every locale)."
+    ),
 ]
 
 
 @app.command()
 def show(
-    key: Annotated[str, typer.Argument(help="Template key.")],
+    key: Key,
     channel: Channel = None,
     locale: Locale = None,
     version: Annotated[
-        int | None, typer.Option(help="This version (default: the active one).")
+        int | None, typer.Option(metavar="N", help="This version (default: the active one).")
     ] = None,
+    as_json: Json = False,
 ) -> None:
-    """The versions of a template, and the content of the active (or the given) version."""
+    """The versions of a template, and the content of the active (or the given) version.
+
+    \b
+    Examples:
+      outbox templates show welcome --channel sms
+      outbox templates show welcome --version 2 --json
+    """
     with connection() as conn:
         rows = _versions(conn, key, channel, locale)
-    console = _console()
-    table = Table(title=f"versions of {key}")
+    wanted = [r for r in rows if (r["version"] == version if version is not None else r["active"])]
+    if version is not None and not wanted:
+        raise _fail(
+            f"template {key!r} has no version {version}" + (f" for {channel}" if channel else "")
+        )
+    if as_json:
+        # Every version's metadata; the content only of the shown ones, as on screen.
+        shown = {r["id"] for r in wanted}
+        output.print_json(
+            [
+                {k: v for k, v in r.items() if r["id"] in shown or k not in FIELDS}
+                for r in rows
+            ]
+        )
+        return
+    console = output.console()
+    table = output.table(console, f"versions of {escape(key)}")
     for column in ("channel", "locale", "version", "active", "created", "content hash"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for r in rows:
         table.add_row(
             r["channel"],
-            r["locale"],
+            escape(r["locale"]),
             f"v{r['version']}",
             "active" if r["active"] else "",
             r["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
             r["content_hash"][:12],
         )
     console.print(table)
-    wanted = [r for r in rows if (r["version"] == version if version is not None else r["active"])]
-    if version is not None and not wanted:
-        raise _fail(
-            f"template {key!r} has no version {version}" + (f" for {channel}" if channel else "")
-        )
     for r in wanted:
         console.rule(
-            f"{key} · {r['channel']} · {r['locale']} · v{r['version']}"
-            + (" (active)" if r["active"] else "")
+            escape(
+                f"{key} · {r['channel']} · {r['locale']} · v{r['version']}"
+                + (" (active)" if r["active"] else "")
+            )
         )
         for field in FIELDS:
             if r[field] is not None:
@@ -234,9 +279,9 @@ def show(
 
 @app.command()
 def diff(
-    key: Annotated[str, typer.Argument(help="Template key.")],
-    from_: Annotated[int, typer.Option("--from", help="Old version.")],
-    to: Annotated[int, typer.Option("--to", help="New version.")],
+    key: Key,
+    from_: Annotated[int, typer.Option("--from", metavar="N", help="Old version.")],
+    to: Annotated[int, typer.Option("--to", metavar="N", help="New version.")],
     channel: Channel = None,
     locale: Locale = None,
 ) -> None:
@@ -258,7 +303,7 @@ def diff(
             f"template {key!r} has no channel and locale with both v{from_} and v{to}"
             f" (it has {have})"
         )
-    console = _console()
+    console = output.console()
     for (ch, loc), old, new in pairs:
         console.rule(f"{key} · {ch} · {loc} · v{from_} → v{to}")
         if old["content_hash"] == new["content_hash"]:
@@ -319,17 +364,26 @@ def _data(text: str) -> dict[str, Any]:
 
 @app.command("render")
 def render_(
-    key: Annotated[str, typer.Argument(help="Template key.")],
-    data: Annotated[str, typer.Option(help="Template data: a JSON object, or @file.json.")] = "{}",
+    key: Key,
+    data: Annotated[
+        str, typer.Option(metavar="JSON", help="Template data: a JSON object, or @file.json.")
+    ] = "{}",
     channel: Channel = None,
     locale: Annotated[
         str | None,
         typer.Option(
-            help="Recipient locale; falls back like a send does (fr-CA -> fr -> default)."
+            metavar="LOCALE",
+            help="Recipient locale; falls back like a send does (fr-CA -> fr -> default).",
         ),
     ] = None,
 ) -> None:
-    """Preview: render the active version(s) with DATA as a send would; check channel limits."""
+    """Preview: render the active version(s) with DATA as a send would; check channel limits.
+
+    \b
+    Examples:
+      outbox templates render welcome --data '{"name": "Zoé"}' --locale fr-CA
+      outbox templates render reset --channel sms --data @data.json
+    """
     values = _data(data)
     if channel is not None and channel not in CHANNELS:
         raise typer.BadParameter(
@@ -339,7 +393,7 @@ def render_(
         chain = locale_chain(locale)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--locale") from None
-    console = _console()
+    console = output.console()
     failed = False
     with connection() as conn:
         channels = [channel] if channel else sorted({r["channel"] for r in _versions(conn, key)})
@@ -383,8 +437,10 @@ def render_(
 
 @app.command()
 def rollback(
-    key: Annotated[str, typer.Argument(help="Template key.")],
-    to: Annotated[int, typer.Option("--to", help="The version to make active again.")],
+    key: Key,
+    to: Annotated[
+        int, typer.Option("--to", metavar="N", help="The version to make active again.")
+    ],
     channel: Channel = None,
     locale: Locale = None,
 ) -> None:

@@ -192,11 +192,14 @@ def test_list_show_and_diff(cli, db_url, tmp_path):
     listed = cli("list")
     assert listed.exit_code == 0
     assert "templates (5)" in listed.output
+    # Not a terminal: plain whitespace-separated columns.
     assert [
-        line.split("│")[1:7] for line in listed.output.splitlines() if "│ welcome  │ sms" in line
+        cells[:6]
+        for cells in map(str.split, listed.output.splitlines())
+        if cells[:2] == ["welcome", "sms"]
     ] == [
-        [" welcome  ", " sms     ", " default ", " v2     ", " v2     ", " 2        "],
-        [" welcome  ", " sms     ", " fr      ", " v1     ", " v1     ", " 1        "],
+        ["welcome", "sms", "default", "v2", "v2", "2"],
+        ["welcome", "sms", "fr", "v1", "v1", "1"],
     ]
 
     shown = cli("show", "welcome", "--channel", "sms", "--locale", "default")

@@ -31,13 +31,13 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from rich.console import Console, Group
-from rich.live import Live
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 import outbox
 from outbox import migrate
+from outbox.cli import output
 from outbox.logs import configure
 from outbox.sandbox import Sandbox
 from outbox.settings import Settings
@@ -254,7 +254,7 @@ def watch(conn: psycopg.Connection, run: DemoRun, opts: DemoOptions, console: Co
                         TimeElapsedColumn(), console=console)
     task = progress.add_task("finished deliveries", total=1)
     deadline = time.monotonic() + opts.duration
-    with Live(console=console, refresh_per_second=4, transient=False) as live:
+    with output.live(console, refresh_per_second=4, transient=False) as live:
         while True:
             rows = conn.execute(query("demo_progress")).fetchall()
             conn.commit()
@@ -321,7 +321,7 @@ def summary(conn: psycopg.Connection, console: Console, run: DemoRun, opts: Demo
 
 def run_demo(server_url: str, opts: DemoOptions, console: Console | None = None) -> bool:
     """Run the demo against the server of ``server_url``; True if every delivery finished."""
-    console = console or Console(width=max(120, Console().width))
+    console = console or output.console()
     opts.state_dir.mkdir(parents=True, exist_ok=True)
     # The in-process services (sandbox, receipts) log to a file, not over the progress display.
     configure(level="INFO", fmt="json", stream=(opts.state_dir / "demo.log").open("w"))

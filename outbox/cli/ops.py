@@ -271,12 +271,19 @@ def _print_timeline(out: Console, events: list[dict[str, Any]]) -> None:
 
 def prune(
     older_than: Annotated[
-        str, typer.Option("--older-than", help="Remove finished history older than this, e.g. 30d.")
+        str,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help="Remove finished history older than this, e.g. 30d.",
+        ),
     ],
     batch_size: Annotated[
-        int, typer.Option(min=1, max=100_000, help="Rows looked at per transaction.")
+        int, typer.Option(min=1, max=100_000, metavar="N", help="Rows looked at per transaction.")
     ] = 1000,
-    pause: Annotated[float, typer.Option(min=0, help="Seconds to sleep between batches.")] = 0.0,
+    pause: Annotated[
+        float, typer.Option(min=0, metavar="SECONDS", help="Seconds to sleep between batches.")
+    ] = 0.0,
 ) -> None:
     """Delete finished deliveries, their events and emptied notifications older than the cutoff.
 
@@ -284,6 +291,11 @@ def prune(
     Works in small batches, each its own short transaction that skips locked
     rows, so workers keep claiming meanwhile. Exits 2 if another prune (a
     worker's periodic one) is running.
+
+    \b
+    Examples:
+      outbox prune --older-than 30d
+      outbox prune --older-than 7d --batch-size 500 --pause 0.1
     """
     age: timedelta = parse_duration(older_than)
 

@@ -206,7 +206,7 @@ def inspect(
             ("attempts", attempts),
             ("provider", d["provider"]),
             # The provider's own id of the message: what its receipts and support name.
-            ("provider ref", d["provider_message_id"]),
+            ("provider id", d["provider_message_id"]),
             ("next attempt", d["next_attempt_at"] if d["status"] == "pending" else None),
             ("sent", d["sent_at"]),
             ("delivered", d["delivered_at"]),
@@ -215,7 +215,7 @@ def inspect(
         ]
         # The provider, its id and the error are always listed ("-" when unset),
         # so that their absence shows; unset times are left out.
-        always = ("provider", "provider ref", "last error")
+        always = ("provider", "provider id", "last error")
         output.print_fields(
             out,
             f"delivery {d['id']} ({d['channel']}, {d['status']}; times in UTC)",

@@ -79,7 +79,7 @@ def test_inspect_at_80_columns_shows_whole_ids_and_the_whole_reason(db_url, dead
     assert _value(text, block, "status") == "dead"
     assert _value(text, block, "provider") == "apns"
     assert _value(text, block, "destination") == TOKEN  # one line, not folded
-    assert _value(text, block, "provider ref") == PROVIDER_ID
+    assert _value(text, block, "provider id") == PROVIDER_ID
     assert _value(text, block, "last error") == REASON
     assert bool(BOX.search(text)) is terminal  # box art only on a terminal
 

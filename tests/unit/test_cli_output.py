@@ -80,7 +80,7 @@ def test_fits_counts_whole_columns_and_squeezes_folding_ones():
 def test_print_fields_keeps_a_64_character_token_on_one_line_at_80_columns():
     out, buffer = _piped(width=80)
     token = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-    output.print_fields(out, "delivery 3", [("destination", token), ("provider ref", "-")])
+    output.print_fields(out, "delivery 3", [("destination", token), ("provider id", "-")])
     lines = buffer.getvalue().splitlines()
     assert lines[0] == "delivery 3"
     assert lines[1].split() == ["destination", token]

@@ -8,8 +8,16 @@ Enqueue inside your own transaction::
         outbox.enqueue(conn, "order-42-confirmed", recipient="user-7",
                        template="order_confirmed", data={"order": 42})
     # commit: the order and its notification exist together, and workers wake up
+
+With asyncio, the same functions are coroutines in :mod:`outbox.aio`::
+
+    await outbox.aio.enqueue(aconn, "order-42-confirmed", recipient="user-7",
+                             template="order_confirmed", data={"order": 42})
+
+Bad input raises :class:`ValidationError` (or a subclass) naming the field.
 """
 
+from outbox import aio
 from outbox.api import (
     activate_template,
     cancel,
@@ -27,6 +35,7 @@ from outbox.errors import (
     UnknownChannel,
     UnknownRecipient,
     UnknownTemplate,
+    UnsupportedConnection,
     ValidationError,
 )
 
@@ -36,8 +45,10 @@ __all__ = [
     "UnknownChannel",
     "UnknownRecipient",
     "UnknownTemplate",
+    "UnsupportedConnection",
     "ValidationError",
     "activate_template",
+    "aio",
     "cancel",
     "create_template",
     "deactivate_device",

@@ -9,6 +9,8 @@
     ├── NotFound                an id or message id that does not exist
     ├── IllegalTransition       a state change the database refused (e.g. requeue of a
     │                           delivery that is not dead)
+    ├── UnsupportedConnection   (also a TypeError) not a connection this API can use, e.g.
+    │                           an async connection given to outbox.enqueue (use outbox.aio)
     └── DatabaseUnavailable     the database could not be reached or started
 
 Messages say what was wrong and with which value.
@@ -47,6 +49,11 @@ class NotFound(OutboxError, LookupError):
 
 class IllegalTransition(OutboxError):
     """The database refused a state change that is not allowed from the current state."""
+
+
+class UnsupportedConnection(OutboxError, TypeError):
+    """The connection is not one this API can run on (an async one given to the sync API,
+    a sync one given to ``outbox.aio``, or not a database connection at all)."""
 
 
 class DatabaseUnavailable(OutboxError):

@@ -1,0 +1,121 @@
+"""The public API for asyncio: the functions of :mod:`outbox` as coroutines.
+
+::
+
+    async with await psycopg.AsyncConnection.connect(url) as aconn:
+        await place_order(aconn, ...)
+        await outbox.aio.enqueue(aconn, "order-42-confirmed", recipient="user-7",
+                                 template="order_confirmed", data={"order": 42})
+        await aconn.commit()
+
+Each function takes the caller's async connection — a psycopg 3
+``AsyncConnection``, or a SQLAlchemy ``AsyncConnection`` or ``AsyncSession`` on
+the ``postgresql+psycopg_async`` driver — and runs in the transaction open on
+it; nothing here commits. Signatures, checks, results and errors are those of
+the sync functions (both are built from :mod:`outbox.calls`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from outbox import calls, errors
+from outbox.api import is_async_connection
+from outbox.sql import query
+
+__all__ = [
+    "activate_template",
+    "cancel",
+    "create_template",
+    "deactivate_device",
+    "enqueue",
+    "enqueue_many",
+    "register_device",
+    "set_preference",
+    "upsert_recipient",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _refuse_sync(conn: Any, function: str) -> None:
+    if not is_async_connection(conn):
+        raise errors.UnsupportedConnection(
+            f"outbox.aio.{function} needs an async connection (psycopg AsyncConnection, "
+            f"SQLAlchemy AsyncConnection or AsyncSession), got {type(conn).__name__}; "
+            f"for a sync connection use outbox.{function}(conn, ...)")
+
+
+async def _driver_connection(conn: Any, function: str) -> Any:
+    """The psycopg ``AsyncConnection`` under ``conn``, with the caller's transaction begun."""
+    import psycopg
+
+    if isinstance(conn, psycopg.AsyncConnection):
+        return conn
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+    if isinstance(conn, AsyncSession):
+        # AsyncSession.connection() begins the session's transaction if needed.
+        conn = await conn.connection()
+    if isinstance(conn, AsyncConnection):
+        if not conn.in_transaction():
+            # Begin through SQLAlchemy so that its commit()/rollback() cover our rows.
+            await conn.begin()
+        driver = (await conn.get_raw_connection()).driver_connection
+        if isinstance(driver, psycopg.AsyncConnection):
+            return driver
+        raise errors.UnsupportedConnection(
+            f"outbox.aio.{function} runs on psycopg 3; this SQLAlchemy engine uses "
+            f"{type(driver).__module__}.{type(driver).__name__} "
+            "(use a postgresql+psycopg_async:// URL)")
+    raise errors.UnsupportedConnection(
+        f"outbox.aio.{function} supports psycopg AsyncConnection and SQLAlchemy "
+        f"AsyncConnection/AsyncSession, got {type(conn).__name__}")
+
+
+async def _run(conn: Any, function: str, call: calls.Call[R]) -> R:
+    """Run a described call on the caller's async connection."""
+    if call.query is None:
+        return call.result(None)
+    driver = await _driver_connection(conn, function)
+    try:
+        async with driver.cursor() as cur:
+            await cur.execute(query(call.query), call.params)
+            row = await cur.fetchone()
+    except Exception as exc:
+        translated = calls.translate(exc)
+        if translated is not None:
+            raise translated from exc
+        raise
+    return call.result(calls.single_value(row))
+
+
+def _async(
+    describe: Callable[P, calls.Call[R]],
+) -> Callable[Concatenate[Any, P], Coroutine[Any, Any, R]]:
+    """The coroutine function for a call description: ``await f(conn, *args, **kwargs)``."""
+    function = describe.__name__
+
+    @functools.wraps(describe)
+    async def run(conn: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        # The connection first, so a sync one is named whatever the other arguments are.
+        _refuse_sync(conn, function)
+        return await _run(conn, function, describe(*args, **kwargs))
+
+    run.__module__ = __name__
+    run.__signature__ = calls.signature_with_conn(describe)  # type: ignore[attr-defined]
+    return run
+
+
+activate_template = _async(calls.activate_template)
+cancel = _async(calls.cancel)
+create_template = _async(calls.create_template)
+deactivate_device = _async(calls.deactivate_device)
+enqueue = _async(calls.enqueue)
+enqueue_many = _async(calls.enqueue_many)
+register_device = _async(calls.register_device)
+set_preference = _async(calls.set_preference)
+upsert_recipient = _async(calls.upsert_recipient)

@@ -1,0 +1,491 @@
+"""What each public API call is: its checked arguments, its named query, its result.
+
+``outbox.api`` (sync) and ``outbox.aio`` (async) differ only in how they run a
+query on the caller's connection. Everything else about a call — its signature,
+its docstring, the validation of its arguments and the query it names — is
+written once, here, as a function that returns a :class:`Call`; each module
+turns these descriptions into its own functions.
+
+Validation happens in Python before the round trip, for what the SQL functions
+cannot say clearly or at all: types (``message_id=42``, ``priority=True``, a
+naive ``send_at``), NUL characters (psycopg and PostgreSQL text refuse them),
+and JSON that jsonb refuses or that Python cannot serialise (NaN, a set, a
+datetime, nesting past :data:`MAX_DATA_DEPTH`). Such an error never touches the
+connection, so the caller's transaction stays usable. What the database knows
+best (unknown recipient or template, malformed addresses, category names,
+message id length) stays in the SQL functions, which name the field too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time
+from typing import Any, Generic, TypeVar
+
+from outbox import errors
+
+R = TypeVar("R")
+
+#: How deep ``data`` may nest (the object itself is level 1). Deeper JSON is
+#: almost always a bug (a cycle, an ORM object graph), and Python's json module
+#: and PostgreSQL's jsonb parser both fail on very deep input with errors that
+#: name nothing.
+MAX_DATA_DEPTH = 32
+
+#: The size limit on ``data`` in bytes: the one ``outbox.enqueue`` enforces on
+#: ``octet_length(data::text)`` (sql/functions/enqueue.sql). We measure the same
+#: text form (UTF-8, ", " and ": " separators) so that data refused here would be
+#: refused there, before any round trip.
+MAX_DATA_BYTES = 65536
+
+#: The priority range ``outbox.enqueue`` enforces (sql/functions/enqueue.sql);
+#: checked here as well so that a huge integer is not a raw "integer out of
+#: range" from the driver.
+PRIORITY_RANGE = range(-100, 101)
+
+_INT4_MAX = 2**31 - 1
+# Python refuses to print integers of more than 4300 digits (a ValueError from
+# json.dumps that names nothing); 14 000 bits is just under that.
+_MAX_INT_BITS = 14_000
+
+
+@dataclass(frozen=True)
+class Call(Generic[R]):
+    """One API call, checked and ready to run: a named query, its parameters, and
+    how to turn the query's single value into the function's result.
+
+    ``query`` is None when there is nothing to ask the database (``enqueue_many``
+    with no items); the result is then ``result(None)``.
+    """
+
+    query: str | None
+    params: Mapping[str, Any]
+    result: Callable[[Any], R]
+
+
+# -- running a call: the parts that do not depend on sync or async -----------------
+
+# SQLSTATEs raised by the SQL functions (class OB), mapped to our exceptions.
+_SQLSTATE_ERRORS: dict[str, type[errors.OutboxError]] = {
+    "OB001": errors.ValidationError,
+    "OB002": errors.UnknownRecipient,
+    "OB003": errors.UnknownTemplate,
+    "OB004": errors.UnknownChannel,
+    "OB005": errors.IllegalTransition,
+    "OB006": errors.NotFound,
+}
+
+
+def translate(exc: BaseException) -> errors.OutboxError | None:
+    """Our exception for a driver error raised by an SQL function, or None if it is not one."""
+    # psycopg 3 spells it sqlstate, psycopg2 pgcode.
+    state = getattr(exc, "sqlstate", None) or getattr(exc, "pgcode", None)
+    cls = _SQLSTATE_ERRORS.get(state) if isinstance(state, str) else None
+    if cls is None:
+        return None
+    diag = getattr(exc, "diag", None)
+    message = getattr(diag, "message_primary", None) or str(exc)
+    if issubclass(cls, errors.ValidationError):
+        return cls(message, field=getattr(diag, "column_name", None))
+    return cls(message)
+
+
+def single_value(row: Any) -> Any:
+    """The one column of a query's one row (None for no row)."""
+    if row is None:
+        return None
+    # The caller's connection may use any row factory (tuples, dicts, namedtuples).
+    return next(iter(row.values())) if isinstance(row, Mapping) else row[0]
+
+
+def signature_with_conn(describe: Callable[..., Call[Any]]) -> inspect.Signature:
+    """``describe``'s signature with the caller's connection first, for help() and IDEs."""
+    sig = inspect.signature(describe)
+    conn = inspect.Parameter("conn", inspect.Parameter.POSITIONAL_ONLY, annotation="Any")
+    returns = sig.return_annotation
+    if isinstance(returns, str) and returns.startswith("Call[") and returns.endswith("]"):
+        returns = returns[len("Call["):-1]
+    return sig.replace(parameters=[conn, *sig.parameters.values()], return_annotation=returns)
+
+
+# -- checks ---------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    """The value for an error message: its type and a bounded repr."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def _fail(field: str, problem: str) -> errors.ValidationError:
+    return errors.ValidationError(f"{field} {problem}", field=field)
+
+
+def _check_chars(value: str, where: str, field: str) -> None:
+    """Refuse characters PostgreSQL text and jsonb cannot hold."""
+    nul = value.find("\x00")
+    if nul >= 0:
+        raise errors.ValidationError(
+            f"{where} contains a NUL character (\\x00) at position {nul}, "
+            "which PostgreSQL text cannot hold", field=field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise errors.ValidationError(
+            f"{where} contains a lone surrogate {value[exc.start]!r} at position {exc.start}, "
+            "which is not valid UTF-8", field=field) from None
+
+
+def _text(value: Any, field: str) -> str:
+    """A required text argument."""
+    if not isinstance(value, str):
+        raise _fail(field, f"must be a string, got {_show(value)}")
+    _check_chars(value, field, field)
+    return value
+
+
+def _optional_text(value: Any, field: str) -> str | None:
+    return None if value is None else _text(value, field)
+
+
+def _flag(value: Any, field: str) -> bool:
+    # 1 and 0 are refused on purpose: a bool column fed an int is usually a
+    # swapped argument, not a flag.
+    if not isinstance(value, bool):
+        raise _fail(field, f"must be True or False, got {_show(value)}")
+    return value
+
+
+def _integer(value: Any, field: str, allowed: range) -> int:
+    if isinstance(value, bool):
+        raise _fail(field, f"must be an integer, got {_show(value)}")
+    try:
+        number = operator.index(value)  # int, or an integer type such as numpy.int64
+    except TypeError:
+        raise _fail(field, f"must be an integer, got {_show(value)}") from None
+    if number not in allowed:
+        raise _fail(field, f"must be between {allowed.start} and {allowed.stop - 1}, got {number}")
+    return number
+
+
+def _moment(value: Any, field: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise _fail(field, f"must be a datetime with a time zone, got {_show(value)}")
+    if value.utcoffset() is None:
+        # A naive datetime would be read in the database session's TimeZone,
+        # which is rarely what the caller had in mind.
+        raise _fail(field, f"is a naive datetime ({value.isoformat()}); give it a time zone, "
+                           "e.g. datetime.now(timezone.utc)")
+    return value
+
+
+def _local_time(value: Any, field: str) -> time:
+    if not isinstance(value, time):
+        raise _fail(field, f"must be a datetime.time, got {_show(value)}")
+    if value.tzinfo is not None:
+        # Quiet hours are wall-clock times in the recipient's own time zone.
+        raise _fail(field, f"must be a local time without tzinfo, got {value.isoformat()}")
+    return value
+
+
+def _channels(value: Any, field: str = "channels") -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [_text(value, field)]
+    if not isinstance(value, (list, tuple, set, frozenset)):
+        raise _fail(field, f"must be a channel name or a list of them, got {_show(value)}")
+    items = sorted(value) if isinstance(value, (set, frozenset)) and _all_str(value) else value
+    return [_text(item, f"{field}[{i}]") for i, item in enumerate(items)]
+
+
+def _all_str(values: Iterable[Any]) -> bool:
+    return all(isinstance(v, str) for v in values)
+
+
+def _json_plain(value: Any, path: str, depth: int) -> Any:
+    """``value`` as plain JSON types (dict, list, str, int, float, bool, None), or a
+    ValidationError naming the path of the first value JSON or jsonb cannot hold."""
+    if value is None or isinstance(value, (bool, str)):
+        if isinstance(value, str):
+            _check_chars(value, path, "data")
+        return value
+    if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS:
+            raise errors.ValidationError(
+                f"{path} is an integer of over 4000 digits", field="data")
+        return int(value)  # an IntEnum would otherwise be dumped by name by some encoders
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise errors.ValidationError(
+                f"{path} is {value!r}, which JSON cannot hold (jsonb refuses NaN and Infinity)",
+                field="data")
+        return value
+    if isinstance(value, (Mapping, list, tuple)):
+        if depth >= MAX_DATA_DEPTH:
+            raise errors.ValidationError(
+                f"{path} nests deeper than {MAX_DATA_DEPTH} levels", field="data")
+        if isinstance(value, Mapping):
+            plain = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise errors.ValidationError(
+                        f"{path} has a key {_show(key)}; JSON object keys must be strings",
+                        field="data")
+                _check_chars(key, f"{path} key {key!r}", "data")
+                plain[key] = _json_plain(item, f"{path}[{key!r}]", depth + 1)
+            return plain
+        return [_json_plain(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
+    hint = "; pass value.isoformat()" if isinstance(value, (datetime, time)) else ""
+    raise errors.ValidationError(
+        f"{path} is a {type(value).__name__}, which is not JSON-serialisable{hint}", field="data")
+
+
+def _data(value: Any) -> str:
+    """``data`` as the JSON text sent to the database."""
+    if value is None:
+        return "{}"
+    if not isinstance(value, Mapping):
+        # The SQL function says "must be a JSON object, got array" too, but only
+        # for what survives serialisation, and after a round trip.
+        raise _fail("data", f"must be a JSON object (a dict), got {_show(value)}")
+    text = json.dumps(_json_plain(value, "data", 0), ensure_ascii=False, allow_nan=False,
+                      separators=(", ", ": "))
+    size = len(text.encode("utf-8"))
+    if size > MAX_DATA_BYTES:
+        raise _fail("data", f"is {size} bytes as JSON, the limit is {MAX_DATA_BYTES}")
+    return text
+
+
+# -- the calls ------------------------------------------------------------------------
+
+
+def enqueue(
+    message_id: str,
+    *,
+    template: str,
+    recipient: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    channels: str | Sequence[str] | None = None,
+    address: str | None = None,
+    category: str | None = None,
+    priority: int = 0,
+    send_at: datetime | None = None,
+    expires_at: datetime | None = None,
+) -> Call[int]:
+    """Enqueue a notification in the caller's transaction; return the notification id.
+
+    The id returned is ``outbox.notifications.id`` (an ``int``), the handle that
+    ``outbox inspect`` and the views use. ``message_id`` is the idempotency key:
+    enqueueing it again returns the first notification's id and changes nothing.
+
+    Give ``recipient`` (an app user id registered with :func:`upsert_recipient`)
+    or ``address`` (an email address or E.164 number, one channel). ``channels``
+    (a name or a list of ``"email"``, ``"sms"``, ``"push"``) defaults to every
+    channel the template has and the recipient can receive; push fans out to each
+    active device. ``data`` is a JSON object (str keys; str, int, finite float,
+    bool, None, list, dict values; at most 32 levels and 65536 bytes) for the
+    template. ``priority`` is -100 to 100 (higher first). ``send_at`` and
+    ``expires_at`` are timezone-aware datetimes.
+
+    Raises :class:`~outbox.ValidationError` (or a subclass) naming the field.
+    """
+    return Call("enqueue", _enqueue_params(
+        message_id, template=template, recipient=recipient, data=data, channels=channels,
+        address=address, category=category, priority=priority, send_at=send_at,
+        expires_at=expires_at), int)
+
+
+def _enqueue_params(
+    message_id: Any, *, template: Any, recipient: Any = None, data: Any = None,
+    channels: Any = None, address: Any = None, category: Any = None, priority: Any = 0,
+    send_at: Any = None, expires_at: Any = None,
+) -> dict[str, Any]:
+    return {
+        "message_id": _text(message_id, "message_id"),
+        "template": _text(template, "template"),
+        "recipient": _optional_text(recipient, "recipient"),
+        "data": _data(data),
+        "channels": _channels(channels),
+        "address": _optional_text(address, "address"),
+        "category": _optional_text(category, "category"),
+        "priority": _integer(priority, "priority", PRIORITY_RANGE),
+        "send_at": _moment(send_at, "send_at"),
+        "expires_at": _moment(expires_at, "expires_at"),
+    }
+
+
+ENQUEUE_FIELDS = frozenset(
+    name for name in inspect.signature(_enqueue_params).parameters)
+
+
+def enqueue_many(notifications: Iterable[Mapping[str, Any]]) -> Call[list[int]]:
+    """Enqueue many notifications in one round trip; return their notification ids in order.
+
+    Each item is a mapping with :func:`enqueue`'s arguments as keys
+    (``message_id``, ``template``, ``recipient``, ``data``, ...), checked the same
+    way. One bad item fails the whole call and nothing is written; the error's
+    message starts with the item's position (``notifications[3]: ...``) and its
+    ``field`` is the argument's name.
+    """
+    if isinstance(notifications, (str, bytes, Mapping)) or not isinstance(notifications, Iterable):
+        raise _fail("notifications", f"must be a list of mappings, got {_show(notifications)}")
+    items: list[str] = []
+    for i, item in enumerate(notifications):
+        items.append(_enqueue_many_item(i, item))
+    if not items:
+        return Call(None, {}, lambda _: [])
+    # Each item's data is already JSON text; splice rather than parse it again.
+    return Call("enqueue_many", {"items": "[" + ", ".join(items) + "]"}, list)
+
+
+def _enqueue_many_item(i: int, item: Any) -> str:
+    where = f"notifications[{i}]"
+    if not isinstance(item, Mapping):
+        raise errors.ValidationError(
+            f"{where} must be a mapping of enqueue's arguments, got {_show(item)}",
+            field="notifications")
+    unknown = sorted(str(k) for k in item if k not in ENQUEUE_FIELDS)
+    if unknown:
+        raise errors.ValidationError(
+            f"{where} has unknown field(s) {unknown}; expected some of {sorted(ENQUEUE_FIELDS)}",
+            field=unknown[0])
+    for required in ("message_id", "template"):
+        if required not in item:
+            raise errors.ValidationError(f"{where} has no {required}", field=required)
+    try:
+        params = _enqueue_params(**item)
+    except errors.ValidationError as exc:
+        raise errors.ValidationError(f"{where}: {exc}", field=exc.field) from None
+    data = params.pop("data")
+    for moment in ("send_at", "expires_at"):
+        if params[moment] is not None:
+            params[moment] = params[moment].isoformat()
+    return json.dumps(params, ensure_ascii=False)[:-1] + ', "data": ' + data + "}"
+
+
+def upsert_recipient(
+    recipient: str,
+    *,
+    email: str | None = None,
+    phone: str | None = None,
+    locale: str | None = None,
+    timezone: str | None = None,
+    quiet_hours: tuple[time, time] | None = None,
+) -> Call[int]:
+    """Create or update the recipient with the app's user id ``recipient``; return its id.
+
+    ``None`` leaves a field unchanged; ``""`` clears email or phone. ``phone`` is
+    E.164 (``+14155550123``), ``timezone`` an IANA name, ``quiet_hours`` a
+    (start, end) pair of local ``datetime.time`` values that may wrap midnight.
+    """
+    if quiet_hours is None:
+        start = end = None
+    elif isinstance(quiet_hours, (tuple, list)) and len(quiet_hours) == 2:
+        start = _local_time(quiet_hours[0], "quiet_hours")
+        end = _local_time(quiet_hours[1], "quiet_hours")
+    else:
+        raise _fail("quiet_hours", f"must be a (start, end) pair of times, got {_show(quiet_hours)}")
+    return Call("upsert_recipient", {
+        "recipient": _text(recipient, "recipient"), "email": _optional_text(email, "email"),
+        "phone": _optional_text(phone, "phone"), "locale": _optional_text(locale, "locale"),
+        "timezone": _optional_text(timezone, "timezone"), "quiet_start": start, "quiet_end": end,
+    }, int)
+
+
+def register_device(
+    recipient: str, token: str, platform: str, *, environment: str = "production"
+) -> Call[int]:
+    """Register push ``token`` (``platform`` apns or fcm) for ``recipient``; return the device id.
+
+    A token already known moves to this recipient and is reactivated.
+    ``environment`` is ``"production"`` or ``"sandbox"`` (APNs).
+    """
+    return Call("register_device", {
+        "recipient": _text(recipient, "recipient"), "token": _text(token, "token"),
+        "platform": _text(platform, "platform"), "environment": _text(environment, "environment"),
+    }, int)
+
+
+def deactivate_device(token: str, reason: str = "deactivated by the application") -> Call[bool]:
+    """Stop sending to ``token``; return False if it was unknown or already inactive."""
+    return Call("deactivate_device", {
+        "token": _text(token, "token"), "reason": _text(reason, "reason"),
+    }, bool)
+
+
+def set_preference(
+    recipient: str, channel: str, *, opted_in: bool, category: str = "*"
+) -> Call[None]:
+    """Opt ``recipient`` in or out of ``channel`` for ``category`` (``"*"``: every category)."""
+    return Call("set_preference", {
+        "recipient": _text(recipient, "recipient"), "channel": _text(channel, "channel"),
+        "opted_in": _flag(opted_in, "opted_in"), "category": _text(category, "category"),
+    }, _nothing)
+
+
+def cancel(message_id: str, reason: str = "cancelled by the application") -> Call[int]:
+    """Cancel the pending deliveries of ``message_id``; return how many were cancelled.
+
+    Deliveries already sent or in flight are not touched. Raises
+    :class:`~outbox.NotFound` if no notification has that message id.
+    """
+    return Call("cancel", {
+        "message_id": _text(message_id, "message_id"), "reason": _text(reason, "reason"),
+    }, int)
+
+
+def create_template(
+    key: str,
+    channel: str,
+    body: str,
+    *,
+    subject: str | None = None,
+    html_body: str | None = None,
+    title: str | None = None,
+    locale: str = "default",
+    activate: bool = True,
+) -> Call[int]:
+    """Add a version of template ``key`` for ``channel``; return its version number.
+
+    Unchanged content creates nothing and returns the newest version. With
+    ``activate`` (the default) the new version becomes the one used for sends.
+    """
+    return Call("create_template", {
+        "key": _text(key, "key"), "channel": _text(channel, "channel"),
+        "body": _text(body, "body"), "subject": _optional_text(subject, "subject"),
+        "html_body": _optional_text(html_body, "html_body"),
+        "title": _optional_text(title, "title"), "locale": _text(locale, "locale"),
+        "activate": _flag(activate, "activate"),
+    }, int)
+
+
+def activate_template(
+    key: str, channel: str, version: int, *, locale: str = "default", actor: str | None = None,
+) -> Call[None]:
+    """Make ``version`` the active version of a template (a rollback); recorded as an event."""
+    return Call("activate_template", {
+        "key": _text(key, "key"), "channel": _text(channel, "channel"),
+        "version": _integer(version, "version", range(1, _INT4_MAX + 1)),
+        "locale": _text(locale, "locale"), "actor": _optional_text(actor, "actor"),
+    }, _nothing)
+
+
+def _nothing(_: Any) -> None:
+    return None
+
+
+#: Every call, in the order of ``__all__``: the API modules build their functions from these.
+CALLS: tuple[Callable[..., Call[Any]], ...] = (
+    activate_template, cancel, create_template, deactivate_device, enqueue, enqueue_many,
+    register_device, set_preference, upsert_recipient,
+)

@@ -394,7 +394,8 @@ def upsert_recipient(
         start = _local_time(quiet_hours[0], "quiet_hours")
         end = _local_time(quiet_hours[1], "quiet_hours")
     else:
-        raise _fail("quiet_hours", f"must be a (start, end) pair of times, got {_show(quiet_hours)}")
+        raise _fail("quiet_hours",
+                    f"must be a (start, end) pair of times, got {_show(quiet_hours)}")
     return Call("upsert_recipient", {
         "recipient": _text(recipient, "recipient"), "email": _optional_text(email, "email"),
         "phone": _optional_text(phone, "phone"), "locale": _optional_text(locale, "locale"),

@@ -245,7 +245,7 @@ def _json_plain(value: Any, path: str, depth: int) -> Any:
                 plain[key] = _json_plain(item, f"{path}[{key!r}]", depth + 1)
             return plain
         return [_json_plain(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
-    hint = "; pass value.isoformat()" if isinstance(value, (datetime, time)) else ""
+    hint = f"; pass {path}.isoformat()" if isinstance(value, (datetime, time)) else ""
     raise errors.ValidationError(
         f"{path} is a {type(value).__name__}, which is not JSON-serialisable{hint}", field="data")
 

@@ -73,7 +73,7 @@ BAD_INPUT: dict[str, tuple[Callable[[Any], Any], str, str]] = {
     "set_in_data": (_enqueue(data={"tags": {"a", "b"}}), "data",
                     r"data\['tags'\] is a set, which is not JSON-serialisable"),
     "datetime_in_data": (_enqueue(data={"when": LATER}), "data",
-                         r"data\['when'\] is a datetime, .*pass value.isoformat\(\)"),
+                         r"data\['when'\] is a datetime, .*; pass data\['when'\].isoformat\(\)"),
     "non_string_key": (_enqueue(data={1: "a"}), "data",
                        "data has a key int 1; JSON object keys must be strings"),
     "huge_integer": (_enqueue(data={"n": 10**5000}), "data", "integer of over 4000 digits"),
@@ -280,3 +280,15 @@ def test_repeat_with_bad_input_is_refused_not_answered(conn, seven):
     with pytest.raises(errors.ValidationError, match="priority"):
         outbox.enqueue(conn, "m", recipient="user-7", template="order_confirmed", priority=1.5)
     assert outbox.enqueue(conn, "m", recipient="user-7", template="order_confirmed") == first
+
+
+def test_a_savepoint_keeps_the_transaction_after_an_sql_side_refusal(conn, seven):
+    """The recipe docs/python-api.md gives for errors only the SQL function can see."""
+    outbox.enqueue(conn, "before", recipient="user-7", template="order_confirmed")
+    with (pytest.raises(errors.UnknownRecipient, match="unknown recipient 'ghost'"),
+          conn.transaction()):
+        outbox.enqueue(conn, "ghost-1", recipient="ghost", template="order_confirmed")
+    outbox.enqueue(conn, "after", recipient="user-7", template="order_confirmed")
+    conn.commit()
+    rows = conn.execute("SELECT message_id FROM outbox.notifications ORDER BY id").fetchall()
+    assert rows == [("before",), ("after",)]

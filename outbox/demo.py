@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -72,7 +72,7 @@ class DemoOptions:
 class DemoRun:
     url: str
     started: float = field(default_factory=time.monotonic)
-    workers: list[subprocess.Popen] = field(default_factory=list)
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     metrics_urls: list[str] = field(default_factory=list)
     enqueued: int = 0
 
@@ -80,14 +80,16 @@ class DemoRun:
 def demo_database_url(server_url: str, name: str = DEMO_DATABASE) -> str:
     """Recreate the demo's own database ``name`` on the server of ``server_url``; return its URL."""
     params = conninfo_to_dict(server_url)
-    admin = make_conninfo(**{**params, "dbname": "postgres"})
+    admin = make_conninfo("", **{**params, "dbname": "postgres"})
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return make_conninfo(**{**params, "dbname": name})
+    return make_conninfo("", **{**params, "dbname": name})
 
 
-def load_examples(conn: psycopg.Connection, opts: DemoOptions, rng: random.Random) -> list[str]:
+def load_examples(
+    conn: psycopg.Connection[DictRow], opts: DemoOptions, rng: random.Random
+) -> list[str]:
     """Templates, categories, recipients (with devices and some opt-outs). Returns recipient ids."""
     conn.execute("INSERT INTO outbox.categories (name, critical, description) VALUES "
                  "('security', true, 'login codes'), ('appointments', false, 'reminders'), "
@@ -177,7 +179,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_workers(n: int, env: dict[str, str], log_dir: Path) -> tuple[list[subprocess.Popen], list[str]]:
+def start_workers(
+    n: int, env: dict[str, str], log_dir: Path
+) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
     """``n`` worker processes, each serving Prometheus metrics on a port of its own."""
     log_dir.mkdir(parents=True, exist_ok=True)
     procs, metrics_urls = [], []
@@ -191,7 +195,7 @@ def start_workers(n: int, env: dict[str, str], log_dir: Path) -> tuple[list[subp
     return procs, metrics_urls
 
 
-def stop_workers(procs: list[subprocess.Popen], timeout: float = 15.0) -> None:
+def stop_workers(procs: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)
@@ -204,7 +208,7 @@ def stop_workers(procs: list[subprocess.Popen], timeout: float = 15.0) -> None:
             p.wait()
 
 
-def enqueue_mix(conn: psycopg.Connection, recipients: list[str], opts: DemoOptions,
+def enqueue_mix(conn: psycopg.Connection[DictRow], recipients: list[str], opts: DemoOptions,
                 rng: random.Random) -> int:
     """Login codes, appointment reminders, a marketing blast. Returns notifications enqueued."""
     now = datetime.now(UTC)
@@ -248,7 +252,9 @@ def progress_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
-def watch(conn: psycopg.Connection, run: DemoRun, opts: DemoOptions, console: Console) -> bool:
+def watch(
+    conn: psycopg.Connection[DictRow], run: DemoRun, opts: DemoOptions, console: Console
+) -> bool:
     """Show progress until every delivery is finished or time is up; True if all finished."""
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), console=console)
@@ -272,7 +278,7 @@ def watch(conn: psycopg.Connection, run: DemoRun, opts: DemoOptions, console: Co
             time.sleep(0.25)
 
 
-def summary(conn: psycopg.Connection, console: Console, run: DemoRun, opts: DemoOptions,
+def summary(conn: psycopg.Connection[DictRow], console: Console, run: DemoRun, opts: DemoOptions,
             finished: bool) -> None:
     outcomes = conn.execute(query("demo_outcomes")).fetchall()
     table = Table(title="how it ended, per channel and provider")

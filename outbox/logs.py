@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 REDACTED = "**********"
 
@@ -40,7 +41,7 @@ class RedactSecrets:
             return self._scrub(repr(value))
         return value
 
-    def __call__(self, logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, logger: WrappedLogger, method: str, event_dict: EventDict) -> EventDict:
         if not self.secrets:
             return event_dict
         return {k: self._scrub(v) for k, v in event_dict.items()}

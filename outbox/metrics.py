@@ -267,4 +267,4 @@ def _fields(row: Any) -> tuple[str, str, int, int, float | None]:
             row["due"],
             row["oldest_due_age_seconds"],
         )
-    return tuple(row)  # type: ignore[return-value]
+    return tuple(row)

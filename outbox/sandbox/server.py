@@ -220,7 +220,7 @@ class Sandbox:
         self._options = options
         self._thread: ServerThread | None = None
         self.server: SandboxServer | None = None
-        self.client: SandboxClient | None = None
+        self._client: SandboxClient | None = None
 
     def __enter__(self) -> Sandbox:
         self.start()
@@ -232,7 +232,7 @@ class Sandbox:
     def start(self) -> None:
         """Bind, start serving in a thread, and wait until the sandbox answers."""
         self.server = server = SandboxServer(self._state_dir, **self._options)
-        self.client = client = SandboxClient(server.http_url)
+        self._client = client = SandboxClient(server.http_url)
         self._thread = ServerThread(server.serve, name="outbox-sandbox", ready=client.health,
                                     error=SandboxError)
         try:
@@ -243,8 +243,8 @@ class Sandbox:
 
     def stop(self) -> None:
         """Stop serving and wait for the thread to end."""
-        if self.client is not None:
-            self.client.close()
+        if self._client is not None:
+            self._client.close()
         if self._thread is not None:
             self._thread.stop()
         self._thread = None
@@ -253,6 +253,13 @@ class Sandbox:
         if self.server is None:
             raise SandboxError("the sandbox is not started")
         return self.server
+
+    @property
+    def client(self) -> SandboxClient:
+        """A client for the control API (SandboxError before :meth:`start`)."""
+        if self._client is None:
+            raise SandboxError("the sandbox is not started")
+        return self._client
 
     @property
     def http_url(self) -> str:

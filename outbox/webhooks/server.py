@@ -40,7 +40,7 @@ class WebhookServer:
     async def serve(self, app: Any, stop: asyncio.Event) -> None:
         """Serve ``app`` until ``stop`` is set, then finish requests in flight (5 s at most)."""
         config = hypercorn_config(self._sock, errorlog=_errors, graceful_timeout=5.0)
-        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        await serve(app, config, shutdown_trigger=stop.wait)
 
 
 class WebhookThread:

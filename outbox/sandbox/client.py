@@ -53,6 +53,10 @@ class SandboxClient:
         """Receipts the sandbox sent back, oldest first."""
         return self._get("/_sandbox/receipts", provider=provider)["receipts"]
 
+    def receipts_pending(self) -> int:
+        """Receipts scheduled but not yet answered by their receiver (nor given up)."""
+        return int(self._get("/_sandbox/receipts/pending")["pending"])
+
     def counts(self) -> dict[str, Any]:
         """Per provider: total requests and how many got each answer."""
         return self._get("/_sandbox/counts")

@@ -3,6 +3,7 @@
     GET  /_sandbox/health                      {"ok": true}
     GET  /_sandbox/requests?provider=&destination=&since=   recorded requests
     GET  /_sandbox/receipts?provider=          receipts sent back
+    GET  /_sandbox/receipts/pending            {"pending": receipts not yet answered}
     GET  /_sandbox/counts                      per provider: total and per answer
     POST /_sandbox/reset                       forget records; start-up faults back
     GET  /_sandbox/faults                      the fault configuration in force
@@ -49,6 +50,9 @@ def routes(ctx: SandboxContext, info: dict) -> list[Route]:
         found = ctx.recorder.receipts(request.query_params.get("provider"))
         return JSONResponse({"receipts": [r.to_json() for r in found]})
 
+    async def receipts_pending(request: Request) -> Response:
+        return JSONResponse({"pending": ctx.receipts.pending})
+
     async def counts(request: Request) -> Response:
         return JSONResponse(ctx.recorder.counts())
 
@@ -91,6 +95,7 @@ def routes(ctx: SandboxContext, info: dict) -> list[Route]:
         Route("/_sandbox/health", health),
         Route("/_sandbox/requests", requests),
         Route("/_sandbox/receipts", receipts),
+        Route("/_sandbox/receipts/pending", receipts_pending),
         Route("/_sandbox/counts", counts),
         Route("/_sandbox/reset", reset, methods=["POST"]),
         Route("/_sandbox/faults", faults, methods=["GET", "POST"]),

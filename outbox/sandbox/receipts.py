@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import json
 import logging
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import httpx
@@ -35,7 +36,19 @@ from outbox.sandbox.recorder import Recorder
 SENDGRID_SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 SENDGRID_TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 TWILIO_SIGNATURE_HEADER = "X-Twilio-Signature"
-RECEIPT_TIMEOUT_S = 5.0
+# At most this many receipts in flight at once, as a provider's webhook dispatcher
+# would: a burst of sends (the demo's 600 emails) queues here instead of piling
+# on the receiver, whose few database connections would answer the excess 503.
+RECEIPT_CONNECTIONS = 8
+# pool=None: waiting for one of our own connections is queueing, not the receiver
+# failing. A receiver under CPU load answers late, not never; the read timeout
+# leaves room for its own 5 s wait for a database connection.
+RECEIPT_TIMEOUT = httpx.Timeout(5.0, read=30.0, pool=None)
+# A receipt that fails (transport error, 429 or 5xx) is posted again, as the
+# providers retry their webhooks: after 0.25, 0.5 and 1 s, then given up.
+RECEIPT_ATTEMPTS = 4
+RECEIPT_BACKOFF_S = 0.25
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 _log = logging.getLogger("outbox.sandbox.receipts")
 
@@ -64,6 +77,11 @@ class ReceiptSender:
         self._tasks: set[asyncio.Task] = set()
         self._client: httpx.AsyncClient | None = None
 
+    @property
+    def pending(self) -> int:
+        """Receipts scheduled and not yet answered (or given up)."""
+        return len(self._tasks)
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         # Keep a reference: the loop holds tasks only weakly.
@@ -71,16 +89,43 @@ class ReceiptSender:
         task.add_done_callback(self._tasks.discard)
 
     async def _post(
-        self, provider: str, url: str, events: list[str], message_id: str | None, **request: Any
+        self,
+        provider: str,
+        url: str,
+        events: list[str],
+        message_id: str | None,
+        request: Callable[[], dict[str, Any]],
     ) -> None:
+        """POST ``request()`` (built again for each attempt, so signed afresh) to ``url``."""
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=RECEIPT_TIMEOUT_S)
-        try:
-            response = await self._client.post(url, **request)
-            status, error = response.status_code, None
-        except httpx.HTTPError as exc:
-            status, error = None, type(exc).__name__
-            _log.warning("sandbox.receipt_failed provider=%s url=%s error=%s", provider, url, error)
+            self._client = httpx.AsyncClient(
+                timeout=RECEIPT_TIMEOUT,
+                limits=httpx.Limits(
+                    max_connections=RECEIPT_CONNECTIONS,
+                    max_keepalive_connections=RECEIPT_CONNECTIONS,
+                ),
+            )
+        status: int | None = None
+        error: str | None = None
+        for attempt in range(1, RECEIPT_ATTEMPTS + 1):
+            try:
+                response = await self._client.post(url, **request())
+                status, error = response.status_code, None
+            except httpx.HTTPError as exc:
+                status, error = None, type(exc).__name__
+            if status is not None and status not in RETRY_STATUSES:
+                break
+            if attempt == RECEIPT_ATTEMPTS:
+                _log.warning(
+                    "sandbox.receipt_failed provider=%s url=%s status=%s error=%s attempts=%d",
+                    provider, url, status, error, attempt,
+                )
+                break
+            _log.info(
+                "sandbox.receipt_retry provider=%s url=%s status=%s error=%s attempt=%d",
+                provider, url, status, error, attempt,
+            )
+            await asyncio.sleep(RECEIPT_BACKOFF_S * 2 ** (attempt - 1))
         self.recorder.add_receipt(
             provider=provider,
             url=url,
@@ -88,6 +133,7 @@ class ReceiptSender:
             provider_message_id=message_id,
             status=status,
             error=error,
+            attempts=attempt,
         )
 
     def twilio_status(
@@ -99,13 +145,14 @@ class ReceiptSender:
             for status in statuses:
                 await asyncio.sleep(self.delay_s)
                 form = {**params, "MessageStatus": status, "SmsStatus": status}
+                headers = {TWILIO_SIGNATURE_HEADER: twilio_signature(auth_token, url, form)}
                 await self._post(
                     "twilio",
                     url,
                     [status],
                     params.get("MessageSid"),
-                    data=form,
-                    headers={TWILIO_SIGNATURE_HEADER: twilio_signature(auth_token, url, form)},
+                    # The same form and signature at each attempt: Twilio signs no time.
+                    functools.partial(dict, data=form, headers=headers),
                 )
 
         self._spawn(run())
@@ -115,22 +162,23 @@ class ReceiptSender:
     ) -> None:
         """Schedule one signed event-webhook POST carrying ``events``."""
 
-        async def run() -> None:
-            await asyncio.sleep(self.delay_s)
-            body = json.dumps(events)
+        body = json.dumps(events)
+
+        def request() -> dict[str, Any]:
+            # Signed at each attempt: the receiver may refuse an old timestamp.
             timestamp = str(int(time.time()))
-            await self._post(
-                "sendgrid",
-                url,
-                [e["event"] for e in events],
-                message_id,
-                content=body.encode(),
-                headers={
+            return {
+                "content": body.encode(),
+                "headers": {
                     "Content-Type": "application/json",
                     SENDGRID_SIGNATURE_HEADER: sendgrid_signature(private_key_pem, timestamp, body),
                     SENDGRID_TIMESTAMP_HEADER: timestamp,
                 },
-            )
+            }
+
+        async def run() -> None:
+            await asyncio.sleep(self.delay_s)
+            await self._post("sendgrid", url, [e["event"] for e in events], message_id, request)
 
         self._spawn(run())
 

@@ -48,8 +48,9 @@ class Receipt:
     url: str
     events: list[str]
     provider_message_id: str | None
-    status: int | None  # the receiver's HTTP status; None if it could not be reached
+    status: int | None  # the receiver's last HTTP status; None if it could not be reached
     error: str | None = None
+    attempts: int = 1  # POSTs made: more than one when the receiver failed and it was retried
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

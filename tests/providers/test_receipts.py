@@ -19,6 +19,7 @@ from twilio.request_validator import RequestValidator
 
 from outbox.providers.base import OutcomeKind
 from outbox.sandbox import Sandbox
+from outbox.sandbox.receipts import RECEIPT_ATTEMPTS
 from tests.providers.cases import EMAIL, PHONE, adapter, message
 
 pytestmark = pytest.mark.anyio
@@ -35,13 +36,17 @@ class Receiver:
     """A real HTTP server on a free loopback port that keeps what it is sent."""
 
     def __init__(self) -> None:
-        received = self.received = []
+        received: list[Received] = []
+        self.received = received
+        # Statuses to answer with first, in order (then 200): a receiver having trouble.
+        self.answers: list[int] = []
+        answers = self.answers
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 received.append(Received(self.path, dict(self.headers.items()), body))
-                self.send_response(200)
+                self.send_response(answers.pop(0) if answers else 200)
                 self.end_headers()
 
             def log_message(self, *args: object) -> None:
@@ -143,3 +148,38 @@ async def test_unreachable_receiver_is_recorded(sandbox: Sandbox, make_settings)
     [receipt] = sandbox.client.wait_for_receipts("sendgrid", 1)
     assert receipt["status"] is None
     assert receipt["error"] == "ConnectError"
+    assert receipt["attempts"] == RECEIPT_ATTEMPTS
+    assert sandbox.client.receipts_pending() == 0
+
+
+async def test_a_receipt_the_receiver_fails_is_posted_again(
+    sandbox: Sandbox, make_settings, receiver: Receiver
+):
+    # A receiver whose database is busy answers 503; the provider tries again.
+    receiver.answers[:] = [503, 500]
+    sandbox.client.set_webhooks(sendgrid=f"{receiver.url}/hooks/sendgrid")
+    async with adapter(make_settings(), "sendgrid") as provider:
+        assert (await provider.send(message("email", EMAIL))).kind is OutcomeKind.SENT
+    [receipt] = sandbox.client.wait_for_receipts("sendgrid", 1)
+    assert (receipt["status"], receipt["error"], receipt["attempts"]) == (200, None, 3)
+    assert len(receiver.received) == 3
+    assert len({got.body for got in receiver.received}) == 1
+    verifier = EventWebhook(make_settings().sendgrid_webhook_public_key)
+    for got in receiver.received:
+        signature = got.headers["X-Twilio-Email-Event-Webhook-Signature"]
+        timestamp = got.headers["X-Twilio-Email-Event-Webhook-Timestamp"]
+        assert verifier.verify_signature(got.body.decode(), signature, timestamp)
+    assert sandbox.client.receipts_pending() == 0
+
+
+async def test_a_receipt_the_receiver_refuses_is_not_posted_again(
+    sandbox: Sandbox, make_settings, receiver: Receiver
+):
+    # 403 (a bad signature, say) will not change by asking again.
+    receiver.answers[:] = [403]
+    sandbox.client.set_webhooks(sendgrid=f"{receiver.url}/hooks/sendgrid")
+    async with adapter(make_settings(), "sendgrid") as provider:
+        assert (await provider.send(message("email", EMAIL))).kind is OutcomeKind.SENT
+    [receipt] = sandbox.client.wait_for_receipts("sendgrid", 1)
+    assert (receipt["status"], receipt["attempts"]) == (403, 1)
+    assert len(receiver.received) == 1

@@ -11,8 +11,11 @@ live progress; and a summary a person can read at a glance.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,8 +44,9 @@ from outbox.cli import output
 from outbox.logs import configure
 from outbox.sandbox import Sandbox
 from outbox.settings import Settings
-from outbox.webhooks import WebhookConfig, WebhookServer, WebhookThread, create_app
 from outbox.sql import query
+from outbox.webhooks import WebhookConfig, WebhookServer, WebhookThread, create_app
+from outbox.webhooks.app import Receiver
 
 DEMO_DATABASE = "outbox_demo"
 CHANNELS = ("email", "sms", "push")
@@ -51,6 +55,10 @@ FINISHED = ("sent", "delivered", "dead", "expired", "suppressed", "cancelled")
 # Planted so the run shows what happens to them.
 DEAD_TOKEN = "deadbeef" * 8
 INVALID_NUMBER = "+15005550001"
+
+# Once every delivery is finished, how long the last receipts (a 'sent' email's
+# 'delivered') get to arrive and be applied before the summary is printed.
+RECEIPTS_GRACE_S = 30.0
 
 LOCALES = [("en", "Europe/London"), ("fr", "Europe/Paris"), ("fr-CA", "America/Montreal"),
            ("en-US", "America/New_York"), ("de", "Europe/Berlin")]
@@ -75,6 +83,7 @@ class DemoRun:
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     metrics_urls: list[str] = field(default_factory=list)
     enqueued: int = 0
+    receipts_failed: int = 0  # receipts the sandbox gave up posting
 
 
 def demo_database_url(server_url: str, name: str = DEMO_DATABASE) -> str:
@@ -142,15 +151,39 @@ def faults() -> dict[str, Any]:
     }
 
 
+@dataclass
+class ReceiptsService:
+    """The receiver of the sandbox's receipts, as the demo watches it."""
+
+    url: str
+    sandbox: Sandbox
+    receiver: Receiver
+
+    def settled(self) -> bool:
+        """No receipt on its way, and none held back by the receiver as early."""
+        return self.sandbox.client.receipts_pending() == 0 and len(self.receiver.late) == 0
+
+    def failed(self) -> int:
+        """Receipts the sandbox gave up posting (or the receiver refused)."""
+        return sum(1 for r in self.sandbox.client.receipts() if r["status"] != 200)
+
+
 @contextmanager
-def receipts_service(sandbox: Sandbox, url: str) -> Iterator[str]:
-    """The `outbox webhooks` app on a free port, fed by the sandbox's signed receipts."""
+def receipts_service(sandbox: Sandbox, url: str) -> Iterator[ReceiptsService]:
+    """The `outbox webhooks` app on a free port, fed by the sandbox's signed receipts.
+
+    Stops the sandbox on the way out, before the receiver: a receipt the sandbox
+    still had in flight would otherwise find no one listening (ConnectError).
+    """
     server = WebhookServer()
     settings = Settings(**sandbox.settings_values(), webhooks_public_url=server.url)
     app = create_app(WebhookConfig.from_settings(settings), url, pool_size=2)
     with WebhookThread(server, app):
-        sandbox.client.set_webhooks(sendgrid=f"{server.url}/webhooks/sendgrid")
-        yield server.url
+        try:
+            sandbox.client.set_webhooks(sendgrid=f"{server.url}/webhooks/sendgrid")
+            yield ReceiptsService(server.url, sandbox, app.state.receiver)
+        finally:
+            sandbox.stop()
 
 
 def worker_env(sandbox: Sandbox, url: str) -> dict[str, str]:
@@ -253,13 +286,23 @@ def progress_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def watch(
-    conn: psycopg.Connection[DictRow], run: DemoRun, opts: DemoOptions, console: Console
+    conn: psycopg.Connection[DictRow],
+    run: DemoRun,
+    opts: DemoOptions,
+    console: Console,
+    receipts: ReceiptsService,
 ) -> bool:
-    """Show progress until every delivery is finished or time is up; True if all finished."""
+    """Show progress until every delivery is finished or time is up; True if all finished.
+
+    'sent' is finished, but its receipt may still be on its way: once everything
+    is finished, the receipts get up to RECEIPTS_GRACE_S more to settle, so that
+    the summary shows them applied.
+    """
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), console=console)
     task = progress.add_task("finished deliveries", total=1)
     deadline = time.monotonic() + opts.duration
+    settle_by: float | None = None
     with output.live(console, refresh_per_second=4, transient=False) as live:
         while True:
             rows = conn.execute(query("demo_progress")).fetchall()
@@ -269,7 +312,11 @@ def watch(
             progress.update(task, total=total, completed=done)
             live.update(Group(progress, progress_table(rows)))
             if total and done == total:
-                return True
+                settle_by = settle_by or time.monotonic() + RECEIPTS_GRACE_S
+                if receipts.settled() or time.monotonic() > settle_by:
+                    return True
+                time.sleep(0.25)
+                continue
             if time.monotonic() > deadline:
                 return False
             if any(p.poll() is not None for p in run.workers):
@@ -313,24 +360,59 @@ def summary(conn: psycopg.Connection[DictRow], console: Console, run: DemoRun, o
 
     elapsed = time.monotonic() - run.started
     state = "everything finished" if finished else "stopped before everything finished"
+    failed = (f"\n{run.receipts_failed} delivery receipts could not be posted: see "
+              f"{opts.state_dir / 'demo.log'}" if run.receipts_failed else "")
     console.print(Panel.fit(
-        f"{run.enqueued} notifications, {state} in {elapsed:.1f} s with {opts.workers} workers.\n\n"
-        f"Where to look next:\n"
-        f"  psql \"{run.url}\"\n"
-        f"    SELECT * FROM outbox.queue_depth;   SELECT * FROM outbox.dead_letters;\n"
-        f"    SELECT * FROM outbox.message_timeline WHERE message_id = 'otp-0';\n"
-        f"  OUTBOX_DATABASE_URL=\"{run.url}\" outbox dlq list    (and: outbox status, outbox inspect otp-0)\n"
-        f"  metrics (while workers run): {', '.join(run.metrics_urls)}\n"
-        f"  worker logs: {opts.state_dir / 'logs'}",
+        f"{run.enqueued} notifications, {state} in {elapsed:.1f} s with {opts.workers} workers."
+        f"{failed}\n"
+        f"worker logs: {opts.state_dir / 'logs'}",
         title="outbox demo"))
+    # Commands to copy: printed outside the panel and never wrapped, so they paste whole.
+    for line in where_next(run.url):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
+
+
+def where_next(url: str) -> list[str]:
+    """What to run next, against the demo's database (the CLI's default is another one)."""
+    params = conninfo_to_dict(url)
+    # Never print a password; libpq still finds it in PGPASSWORD or ~/.pgpass.
+    password = params.pop("password", None)
+    shown = shlex.quote(make_conninfo("", **params))
+    outbox_cmd = _outbox_command()
+    return [
+        "Where to look next (in the demo's database"
+        + (", password not shown" if password else "") + "):",
+        f"  psql {shown}",
+        "    SELECT * FROM outbox.queue_depth;   SELECT * FROM outbox.dead_letters;",
+        "    SELECT * FROM outbox.message_timeline WHERE message_id = 'otp-0';",
+        f"  OUTBOX_DATABASE_URL={shown} {outbox_cmd} inspect otp-0",
+        "    (and so on: status, dlq list)",
+    ]
+
+
+def _outbox_command() -> str:
+    """``outbox`` as this process was started, so that a printed command runs as printed."""
+    prog = sys.argv[0]
+    if Path(prog).name != "outbox":  # python -m outbox
+        return f"{shlex.quote(sys.executable)} -m outbox"
+    on_path = shutil.which("outbox")
+    if on_path and Path(on_path).resolve() == Path(prog).resolve():
+        return "outbox"
+    return shlex.quote(prog)
 
 
 def run_demo(server_url: str, opts: DemoOptions, console: Console | None = None) -> bool:
     """Run the demo against the server of ``server_url``; True if every delivery finished."""
     console = console or output.console()
     opts.state_dir.mkdir(parents=True, exist_ok=True)
-    # The in-process services (sandbox, receipts) log to a file, not over the progress display.
-    configure(level="INFO", fmt="json", stream=(opts.state_dir / "demo.log").open("w"))
+    # The in-process services (sandbox, receipts) log to a file, not over the progress display:
+    # the receiver through structlog, the sandbox and the servers through logging.
+    log_file = (opts.state_dir / "demo.log").open("w")  # noqa: SIM115 - open until the process ends
+    configure(level="INFO", fmt="json", stream=log_file)
+    handler = logging.StreamHandler(log_file)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.getLogger("outbox").addHandler(handler)
+    logging.getLogger("outbox").setLevel(logging.INFO)
     rng = random.Random(42)
     console.rule("[bold]outbox demo")
     console.print("database: creating", opts.database, "and migrating …")
@@ -341,20 +423,25 @@ def run_demo(server_url: str, opts: DemoOptions, console: Console | None = None)
     with psycopg.connect(url, row_factory=dict_row) as conn:
         recipients = load_examples(conn, opts, rng)
         console.print(f"loaded {len(recipients)} recipients, their devices, and 3 templates in 2 locales")
+        # receipts_service stops the sandbox before the receiver (Ctrl-C included).
         with Sandbox(opts.state_dir / "sandbox", faults=faults()) as sandbox, \
-                receipts_service(sandbox, url) as receipts_url:
+                receipts_service(sandbox, url) as receipts:
+            receipts_url = receipts.url
             console.print(f"provider sandbox on {sandbox.http_url} (APNs on {sandbox.apns_url}) with faults: "
                           "15% Twilio errors, 10% APNs/FCM errors, a dead token, an invalid number, slow SendGrid")
             console.print(f"delivery receipts: SendGrid events and Twilio status callbacks to {receipts_url}")
             env = worker_env(sandbox, url)
             env["OUTBOX_TWILIO_STATUS_CALLBACK_URL"] = f"{receipts_url}/webhooks/twilio"
             run.workers, run.metrics_urls = start_workers(opts.workers, env, opts.state_dir / "logs")
+            console.print(f"{opts.workers} workers; their metrics, while they run: "
+                          + ", ".join(run.metrics_urls))
             try:
                 run.enqueued = enqueue_mix(conn, recipients, opts, rng)
                 console.print(f"enqueued {run.enqueued} notifications: {opts.marketing} marketing (priority -10), "
                               f"{opts.reminders} reminders (scheduled 3–15 s ahead), {opts.otps} login codes "
                               "(priority 100, some expiring in 3 s)")
-                finished = watch(conn, run, opts, console)
+                finished = watch(conn, run, opts, console, receipts)
+                run.receipts_failed = receipts.failed()
             finally:
                 stop_workers(run.workers)
         summary(conn, console, run, opts, finished)

@@ -45,8 +45,8 @@ RECEIPT_CONNECTIONS = 8
 # leaves room for its own 5 s wait for a database connection.
 RECEIPT_TIMEOUT = httpx.Timeout(5.0, read=30.0, pool=None)
 # A receipt that fails (transport error, 429 or 5xx) is posted again, as the
-# providers retry their webhooks: after 0.25, 0.5 and 1 s, then given up.
-RECEIPT_ATTEMPTS = 4
+# providers retry their webhooks: after 0.25, 0.5, 1 and 2 s, then given up.
+RECEIPT_ATTEMPTS = 5
 RECEIPT_BACKOFF_S = 0.25
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 

@@ -55,5 +55,6 @@ def run_frozen(*names: str) -> None:
     # Every file is checked before the first runs.
     scripts = [read_frozen(name) for name in names]
     driver = op.get_bind().connection.driver_connection
+    assert driver is not None, "alembic gave a connection with no driver connection"
     for script in scripts:
         driver.execute(script)

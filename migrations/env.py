@@ -9,13 +9,13 @@ migrations), the ``sqlalchemy.url`` option, or the Outbox settings
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, pool
+from sqlalchemy import Connection, create_engine, pool
 
 config = context.config
 VERSION_TABLE = config.get_main_option("version_table") or "outbox_alembic_version"
 
 
-def _run(connection) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=None,

@@ -98,7 +98,7 @@ class _HttpxTwilioClient(AsyncHttpClient):
             return self._base_url + url[len(TWILIO_API_URL) :]
         return url
 
-    async def request(  # type: ignore[override]
+    async def request(
         self,
         method: str,
         url: str,
@@ -113,7 +113,7 @@ class _HttpxTwilioClient(AsyncHttpClient):
             method,
             self.rebase(url),
             params=params,  # type: ignore[arg-type]
-            data=data,  # type: ignore[arg-type]
+            data=data,
             headers=headers,
             auth=auth,
             timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,

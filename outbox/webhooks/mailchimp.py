@@ -83,7 +83,9 @@ def receipts(inbound: Inbound, config: WebhookConfig) -> list[Receipt]:
 
 def _receipt(kind: str, event: dict[str, Any], msg: dict[str, Any]) -> Receipt:
     message_id = text(event.get("_id") or msg.get("_id"), 100)
-    metadata = msg.get("metadata") if isinstance(msg.get("metadata"), dict) else {}
+    metadata = msg.get("metadata")
+    if not isinstance(metadata, dict):
+        metadata = {}
     ts = event.get("ts") or msg.get("ts")
     base = Receipt(
         provider=NAME,

@@ -32,7 +32,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.utils import missing
 
-from outbox.errors import OutboxError
+# Defined in outbox.errors (the whole error tree in one place), re-exported here.
+from outbox.errors import TemplateError
 from outbox.substitution import Substitution
 
 __all__ = [
@@ -50,48 +51,6 @@ __all__ = [
 CHANNELS = ("email", "sms", "push")
 CACHE_SIZE = 1024
 FIELDS = ("subject", "body", "html_body", "title")
-
-
-# --- errors --------------------------------------------------------------------
-
-
-class TemplateError(OutboxError):
-    """The template cannot be compiled, or rendered with this data.
-
-    The message names the template, the field and line, and what went wrong;
-    the attributes carry the same facts for the event log.
-    """
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        key: str | None = None,
-        version: int | None = None,
-        locale: str | None = None,
-        field: str | None = None,
-        line: int | None = None,
-        variable: str | None = None,
-    ) -> None:
-        self.reason = reason
-        self.key = key
-        self.version = version
-        self.locale = locale
-        self.field = field
-        self.line = line
-        self.variable = variable
-        super().__init__(self._message())
-
-    def _message(self) -> str:
-        where = "template"
-        if self.key is not None:
-            where = f"template {self.key!r} v{self.version} ({self.locale or 'default'})"
-        message = f"{where}: {self.reason}"
-        if self.field is not None:
-            message += f" in {self.field}"
-            if self.line is not None:
-                message += f" line {self.line}"
-        return message
 
 
 # --- template versions and their rendered form ------------------------------------

@@ -17,13 +17,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from outbox.errors import OutboxError
+# Defined in outbox.errors (the whole error tree in one place), re-exported here.
+from outbox.errors import ProviderConfigError
 from outbox.providers.base import Provider
 from outbox.settings import CHANNELS, Settings
-
-
-class ProviderConfigError(OutboxError, ValueError):
-    """A listed provider cannot be built; the message names the setting to fix."""
 
 
 class _Need:

@@ -22,7 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from outbox.errors import OutboxError
+# Defined in outbox.errors (the whole error tree in one place), re-exported here.
+from outbox.errors import Rejected
 
 # Provider name -> channel. Names are the adapters' names, as stored in
 # outbox.deliveries.provider ("mailchimp" is Mandrill, Mailchimp Transactional).
@@ -41,36 +42,6 @@ class Action(enum.StrEnum):
     NONE = "none"  # recorded as an event only (queued, sent, opened, deferred, ...)
     DELIVERED = "delivered"  # sent -> delivered
     DEAD = "dead"  # sent -> dead, with the reason
-
-
-class Rejected(OutboxError):
-    """A request refused before anything was written; ``reason`` labels the metric.
-
-    Reasons (a closed set, so metric labels stay bounded):
-
-        not_configured  404  the provider's secret is not set: nothing could be verified
-        unsigned        401  the signature (or its timestamp) is missing
-        bad_signature   403  the signature does not verify
-        stale           403  signed, but its timestamp is outside the tolerance
-        malformed       400  verified (or unverifiable) content that cannot be read
-        too_large       413  the body is over the size limit
-    """
-
-    STATUS = {
-        "not_configured": 404,
-        "unsigned": 401,
-        "bad_signature": 403,
-        "stale": 403,
-        "malformed": 400,
-        "too_large": 413,
-    }
-
-    def __init__(self, reason: str, message: str) -> None:
-        if reason not in self.STATUS:
-            raise ValueError(f"unknown rejection reason {reason!r}")
-        super().__init__(message)
-        self.reason = reason
-        self.status_code = self.STATUS[reason]
 
 
 @dataclass(frozen=True, slots=True)

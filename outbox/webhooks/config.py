@@ -7,16 +7,13 @@ from typing import TYPE_CHECKING
 
 from sendgrid.helpers.eventwebhook import EventWebhook
 
-from outbox.errors import OutboxError
+# Defined in outbox.errors (the whole error tree in one place), re-exported here.
+from outbox.errors import WebhookConfigError
 
 if TYPE_CHECKING:
     from outbox.settings import Settings
 
 SIGNATURE_METHODS = ("md5hash", "md5", "sha1", "sha256", "sha512")
-
-
-class WebhookConfigError(OutboxError, ValueError):
-    """A webhooks setting is unusable; the message names it."""
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,20 @@ so a settings object can be logged or printed without leaking them.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CHANNELS = ("email", "sms", "push")
+
+# A list setting as people write it in a shell or a .env: `twilio`, `twilio,vonage`,
+# or a JSON list `["twilio", "vonage"]`. NoDecode stops pydantic-settings from
+# insisting on JSON (whose parse error names neither the variable nor the fix);
+# _list_setting below reads both spellings.
+NameList = Annotated[list[str], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -34,7 +42,7 @@ class Settings(BaseSettings):
     )
 
     # --- worker ---------------------------------------------------------------
-    worker_channels: list[str] = Field(default_factory=lambda: list(CHANNELS))
+    worker_channels: NameList = Field(default_factory=lambda: list(CHANNELS))
     worker_concurrency: int = Field(default=50, ge=1, le=10_000)
     worker_batch_size: int = Field(default=100, ge=1, le=5_000)
     lease_seconds: float = Field(default=30.0, gt=0)
@@ -52,9 +60,9 @@ class Settings(BaseSettings):
 
     # --- providers ------------------------------------------------------------
     # Ordered provider list per channel: the first healthy one is used.
-    providers_email: list[str] = Field(default_factory=lambda: ["console"])
-    providers_sms: list[str] = Field(default_factory=lambda: ["console"])
-    providers_push: list[str] = Field(default_factory=lambda: ["console"])
+    providers_email: NameList = Field(default_factory=lambda: ["console"])
+    providers_sms: NameList = Field(default_factory=lambda: ["console"])
+    providers_push: NameList = Field(default_factory=lambda: ["console"])
 
     apns_key_id: str | None = None
     apns_team_id: str | None = None
@@ -149,6 +157,12 @@ class Settings(BaseSettings):
     prune_interval_seconds: float = Field(default=600.0, gt=0)
     prune_batch_size: int = Field(default=1000, ge=1, le=100_000)
 
+    @field_validator("worker_channels", "providers_email", "providers_sms", "providers_push",
+                     mode="before")
+    @classmethod
+    def _list_setting(cls, value: object) -> object:
+        return _parse_name_list(value)
+
     def secret_values(self) -> list[str]:
         """Every secret's plain value, for the log redaction processor.
 
@@ -164,6 +178,22 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             out.extend(_conninfo_passwords(self.database_url.get_secret_value()))
         return out
+
+
+def _parse_name_list(value: object) -> object:
+    """``a,b`` or ``["a", "b"]`` (from the environment) -> ["a", "b"]; lists pass through."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise ValueError(
+                f"not a JSON list ({exc}); write names separated by commas, like "
+                'twilio,vonage, or a JSON list, like ["twilio", "vonage"]'
+            ) from None
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _conninfo_passwords(url: str) -> list[str]:

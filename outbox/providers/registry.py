@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
@@ -60,6 +61,35 @@ class _Need:
 
     def invalid(self, field: str, why: str) -> ProviderConfigError:
         return ProviderConfigError(f"provider {self.provider!r}: OUTBOX_{field.upper()}: {why}")
+
+    def urls(self) -> None:
+        """Refuse a malformed ``<provider>_*_url`` setting now, naming it, not at the first send."""
+        for field in type(self.settings).model_fields:
+            if not (field.startswith(f"{self.provider}_") and field.endswith("_url")):
+                continue
+            value = self.optional(field)
+            if value is not None and not _is_http_url(value):
+                raise self.invalid(
+                    field, f"{_shown_url(value)!r} is not an http(s) URL (like https://host:port)"
+                )
+
+
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(parts.hostname)
+            and not any(c.isspace() for c in value))
+
+
+def _shown_url(value: str) -> str:
+    # A URL may carry credentials (https://user:token@host): never echo that part.
+    scheme, sep, rest = value.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        return f"{scheme}://**********@{rest.split('@', 1)[1]}"
+    return value
 
 
 def _apns(settings: Settings) -> Provider:
@@ -241,6 +271,7 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
             raise ProviderConfigError(
                 f"unknown provider {name!r} in {lists}; known: {', '.join(sorted(BUILDERS))}"
             )
+        _Need(settings, name).urls()
         provider = builder(settings)
         wrong = [c for c in channels if provider.channel not in (c, "*")]
         if wrong:

@@ -8,9 +8,12 @@ import signal
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import structlog
+
 from outbox import metrics
 from outbox.db import resolve_url
 from outbox.logs import configure
+from outbox.migrate import check
 from outbox.ops import Pruner, parse_age
 from outbox.providers.registry import build_providers
 from outbox.providers.router import Router
@@ -46,6 +49,12 @@ def main(settings: Settings, **overrides: object) -> None:
     configure(level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values())
     config = WorkerConfig.from_settings(settings, **overrides)
     url = resolve_url(settings)
+    # Before any loop starts: on a database that was never migrated, or migrated by
+    # another release, the worker would only log the same failure forever.
+    if check(url) is None:
+        structlog.get_logger("outbox.worker").warning(
+            "schema.unchecked", reason="this role may not read outbox_alembic_version",
+            fix="GRANT SELECT ON outbox_alembic_version TO outbox_worker")
     providers = build_providers(settings)
     routes = {channel: list(getattr(settings, f"providers_{channel}")) for channel in config.channels}
     extras: dict[str, Any] = {}

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from outbox.errors import SchemaAhead, SchemaError
 from outbox.settings import Settings
 
 
@@ -18,6 +19,12 @@ def migrate(
     from outbox.db import resolve_url
 
     url = resolve_url(Settings())
+    try:
+        m.check(url)
+    except SchemaAhead:
+        raise  # a newer release wrote it: alembic would only say it cannot find the revision
+    except SchemaError:
+        pass  # older, or not installed: what migrating is for
     before = m.current(url)
     if downgrade:
         m.downgrade(url, revision)

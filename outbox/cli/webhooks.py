@@ -28,6 +28,7 @@ def webhooks(
     """
     from outbox.db import resolve_url
     from outbox.logs import configure
+    from outbox.migrate import check
     from outbox.webhooks import WebhookConfig, WebhookConfigError, WebhookServer, create_app
     from outbox.webhooks.app import PROVIDER_MODULES
 
@@ -37,6 +38,10 @@ def webhooks(
         config = WebhookConfig.from_settings(settings)
     except WebhookConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
+    url = resolve_url(settings)
+    # Before binding the port: receipts for a schema that is missing or of another
+    # release would each fail on their own, after the providers were told 200.
+    check(url)
     missing = {m.PATH: config.missing(m.NAME) for m in PROVIDER_MODULES}
     if all(missing.values()):
         typer.echo("outbox webhooks: no provider can verify its webhooks; set at least one of:",
@@ -50,7 +55,7 @@ def webhooks(
     except OSError as exc:
         typer.echo(f"outbox webhooks: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
-    app = create_app(config, resolve_url(settings), pool_size=settings.webhooks_db_pool_size)
+    app = create_app(config, url, pool_size=settings.webhooks_db_pool_size)
     typer.echo(f"webhooks: listening on {server.url}  (public URL: {config.public_url or 'unset'})")
     for path, what in missing.items():
         typer.echo(f"  POST {path:<19} {'ready' if what is None else 'off: set ' + what}")

@@ -86,7 +86,7 @@ def requeue(ids: Ids = None, message_ids: MessageIds = None, channel: Channel = 
                             channel=channel, reason=reason, since=ago(since), before=ago(older_than),
                             everything=all_)
     except ValidationError as exc:
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(str(exc).replace("everything=True", "--all")) from None
     typer.echo(f"requeued {n} dead deliver{'y' if n == 1 else 'ies'}")
 
 

@@ -9,6 +9,7 @@ connections (see migrations/README.md): Outbox's version table
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -43,7 +44,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
-def _run(target: str | Connection, action, revision: str) -> None:
+def _run(target: str | Connection, action: Callable[[Config, str], None], revision: str) -> None:
     if isinstance(target, Connection):
         action(alembic_config(target), revision)
         return

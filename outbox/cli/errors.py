@@ -19,7 +19,7 @@ import os
 import re
 import sys
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import typer
@@ -27,6 +27,9 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort, Exit, TyperException
 
 from outbox.errors import ConfigError, OutboxError, ProviderConfigError, SchemaError
+
+if TYPE_CHECKING:  # pydantic-settings loads only when a failure needs it
+    from outbox.settings import Settings
 
 _FALSE = ("", "0", "false", "no", "off")
 # psycopg's connection failure: '… at "127.0.0.1", port 1 failed: Connection refused'.
@@ -131,7 +134,7 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings() -> Settings | None:
     from outbox.settings import Settings
 
     try:

@@ -96,7 +96,7 @@ def check(url: str) -> str | None:
     What the worker, the webhook receiver and the CLI commands that read the
     schema call before anything else: one query on a connection of its own.
     Returns the revision, or None when this role may not read the version table
-    (the least-privilege roles of sql/roles.sql are not granted it) and the
+    (a role outside the outbox roles, which migration 0006 grants it) and the
     outbox schema exists: the revision cannot be checked then, only its presence.
 
     Raises SchemaNotInstalled, SchemaBehind or SchemaAhead (all SchemaError),

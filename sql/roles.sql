@@ -93,3 +93,24 @@ BEGIN
     ALTER DEFAULT PRIVILEGES IN SCHEMA outbox GRANT SELECT ON TABLES TO outbox_worker, outbox_reader;
 END
 $roles$;
+
+-- Every outbox role may read which schema revision is installed: workers, the
+-- webhook receiver and the CLI's reading commands check it before they start
+-- (outbox.migrate.check) and refuse a schema they were not built for. The table
+-- is alembic's, outside the outbox schema; a schema installed without alembic
+-- has none. Added by migration 0006.
+DO $version$
+DECLARE
+    r text;
+BEGIN
+    IF to_regclass('public.outbox_alembic_version') IS NULL THEN
+        RETURN;  -- installed without alembic (sql/ by hand): no version to read
+    END IF;
+    FOR r IN
+        SELECT rolname FROM pg_roles
+        WHERE rolname IN ('outbox_producer', 'outbox_worker', 'outbox_reader')
+    LOOP
+        EXECUTE format('GRANT SELECT ON public.outbox_alembic_version TO %I', r);
+    END LOOP;
+END
+$version$;

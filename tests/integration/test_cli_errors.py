@@ -159,22 +159,26 @@ def test_check_returns_the_revision_and_raises_the_right_error(db_url, empty_db_
         migrate.check(db_url)
 
 
-def test_check_for_a_role_that_may_not_read_the_version_table(db_url, empty_db_url):
-    """The least-privilege roles (sql/roles.sql) cannot read outbox_alembic_version.
-
-    The check then still tells an installed schema from a missing one, and does not refuse.
-    """
+def test_check_as_the_worker_role_reads_the_revision(db_url, empty_db_url):
+    """The least-privilege roles may read outbox_alembic_version (migration 0006)."""
     name, password = f"outbox_t_check_{uuid.uuid4().hex[:8]}", uuid.uuid4().hex
     with psycopg.connect(db_url, autocommit=True) as admin:
         admin.execute(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}' IN ROLE outbox_worker")
     try:
-        assert migrate.check(make_conninfo(db_url, user=name, password=password)) is None
+        assert migrate.check(make_conninfo(db_url, user=name, password=password)) == migrate.head()
         with pytest.raises(outbox.errors.SchemaNotInstalled):
             migrate.check(make_conninfo(empty_db_url, user=name, password=password))
+        # A role the grant does not reach (made by hand, outside the outbox roles) can
+        # still tell an installed schema from a missing one, and is not refused.
+        with psycopg.connect(db_url, autocommit=True) as admin:
+            admin.execute(f'REVOKE outbox_worker FROM "{name}"')
+            admin.execute(f'GRANT USAGE ON SCHEMA outbox TO "{name}"')
+        assert migrate.check(make_conninfo(db_url, user=name, password=password)) is None
     finally:
         with psycopg.connect(db_url, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE usename = %s", [name])
+            admin.execute(f'REVOKE ALL ON SCHEMA outbox FROM "{name}"')
             admin.execute(f'DROP ROLE IF EXISTS "{name}"')
 
 

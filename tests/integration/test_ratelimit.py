@@ -17,9 +17,9 @@ import pytest
 import outbox
 from outbox import migrate
 from outbox.providers.base import Message, Outcome
-from outbox.schedule import Bucket, take
 from outbox.templates import content_hash
 from tests import factories
+from tests.ratelimit_model import Bucket, take
 from tests.integration.worker_helpers import ScriptedProvider, make_worker
 
 TAKE = (
@@ -58,7 +58,7 @@ def _take(conn, requests: list[list[tuple[str, str, str]]], at: datetime | None 
 
 
 def _reference(state, limits, at, requests):
-    """What outbox.take_tokens must do, written with outbox.schedule.take only.
+    """What outbox.take_tokens must do, written with the model's take only.
 
     A missing bucket is Bucket.full at the call's instant. A request takes a token
     from every configured bucket it names, or from none; the k-th refusal by one

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import time
 
-from outbox.providers.breaker import BreakerPolicy
+from outbox.workers.breaker.rules import BreakerPolicy
 from outbox.settings import CHANNELS, Settings
 
 
@@ -29,7 +29,7 @@ class WorkerConfig:
     # Local quiet hours for recipients who have none of their own (None: no default).
     default_quiet_hours: tuple[time, time] | None = None
     max_sms_segments: int = 10
-    # Circuit breakers (outbox/providers/breaker.py): consecutive transient failures
+    # Circuit breakers (workers/breaker/rules.py): consecutive transient failures
     # that open one; its first cool-down, doubled per failed probe up to the cap; how
     # long a claimed probe is reserved; how often the shared state is re-read.
     breaker_failure_threshold: int = 10
@@ -42,7 +42,8 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         unknown = [c for c in self.channels if c not in CHANNELS]
         if unknown or not self.channels:
-            raise ValueError(f"worker channels must be some of {list(CHANNELS)}, got {list(self.channels)}")
+            raise ValueError(f"worker channels must be some of {list(CHANNELS)}, "
+                             f"got {list(self.channels)}")
         for name in ("concurrency", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -52,7 +53,8 @@ class WorkerConfig:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.shutdown_grace_seconds < 0:
-            raise ValueError(f"shutdown_grace_seconds must be >= 0, got {self.shutdown_grace_seconds}")
+            raise ValueError(
+                f"shutdown_grace_seconds must be >= 0, got {self.shutdown_grace_seconds}")
         self.breaker_policy()  # raises ValueError naming a bad breaker value
 
     def breaker_policy(self) -> BreakerPolicy:

@@ -11,7 +11,7 @@ One asyncio process, four connections, each with one job:
   fenced by lease owner and attempt;
 * housekeeping: heartbeats the leases of sends in flight, returns the expired
   leases of dead workers to pending, and refreshes this worker's view of the
-  providers' circuit breakers (workers/breakers.py) every ~1 s.
+  providers' circuit breakers (workers/breaker/view.py) every ~1 s.
 
 A dropped connection is reopened with backoff by whichever loop noticed it;
 nothing in memory is lost meanwhile: results wait in the queue, and rows whose
@@ -42,7 +42,7 @@ from outbox.providers.base import Message, Outcome
 from outbox.providers.router import Router
 from outbox.templates import TemplateError, TemplateVersion, render
 from outbox.workers import store
-from outbox.workers.breakers import Breakers
+from outbox.workers.breaker import Breakers
 from outbox.workers.config import WorkerConfig
 from outbox.workers.gate import Gate
 from outbox.workers.decide import Decision, RetryPolicy, decide, deferred, failed_before_sending

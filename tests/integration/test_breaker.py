@@ -13,7 +13,7 @@ from prometheus_client import REGISTRY
 
 import outbox
 from outbox.providers.base import Outcome
-from outbox.providers.breaker import Breaker, BreakerPolicy, Tally, claim_probe, record
+from outbox.workers.breaker.rules import Breaker, BreakerPolicy, Tally, claim_probe, record
 from outbox.providers.router import Router
 from tests import factories
 from tests.integration.worker_helpers import ScriptedProvider
@@ -69,7 +69,7 @@ def test_sql_applies_the_same_rules_as_the_pure_module(conn, seed):
             tallies = {}
             for n in names:
                 failures, configs = rng.choice([0, 1, 2]), int(rng.random() < 0.05)
-                # As outbox.providers.breaker.tally makes them: a reason only with a failure.
+                # As outbox.workers.breaker.rules.tally makes them: a reason only with a failure.
                 reason = rng.choice([None, f"r{step}"]) if failures or configs else None
                 tallies[n] = Tally(rng.choice([0, 0, 1, 3]), failures, configs, reason)
             conn.execute(

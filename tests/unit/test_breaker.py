@@ -1,4 +1,4 @@
-"""Circuit breaker rules (outbox.providers.breaker): pure functions, clock passed in."""
+"""Circuit breaker rules (outbox.workers.breaker.rules): pure functions, clock passed in."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from outbox.providers.breaker import (
+from outbox.workers.breaker.rules import (
     CLOSED,
     HALF_OPEN,
     OPEN,

@@ -13,7 +13,7 @@ comes from memory, never from a query. The view is kept fresh two ways:
   and claims for this worker the probe of each provider whose cool-down passed.
   Other workers' transitions reach this worker within that interval.
 
-The rules themselves are in :mod:`outbox.providers.breaker` (and, identically,
+The rules themselves are in :mod:`outbox.workers.breaker.rules` (and, identically,
 in ``sql/breaker.sql``). This module adds what only a worker knows: which
 providers it routes to, whether it already used its one probe message, and
 what its own sends answered a moment ago. A worker that sees ``failure_threshold``
@@ -42,7 +42,7 @@ import psycopg
 import structlog
 
 from outbox import metrics
-from outbox.providers.breaker import (
+from outbox.workers.breaker.rules import (
     CLOSED,
     CONFIG_KINDS,
     FAILURE_KINDS,

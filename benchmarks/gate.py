@@ -119,19 +119,19 @@ async def _drain(url: str, variant: str, worker_id: str, batch: int, wait: float
             t = time.perf_counter()
             for row in rows:
                 template = TemplateVersion(
-                    id=row["template_id"],
-                    key=row["template_key"],
-                    channel=row["channel"],
-                    locale=row["template_locale"],
-                    version=row["template_version"],
-                    subject=row["subject"],
-                    body=row["body"],
-                    html_body=row["html_body"],
-                    title=row["title"],
-                    content_hash=row["content_hash"],
+                    id=row.template_id,
+                    key=row.template_key,
+                    channel=row.channel,
+                    locale=row.template_locale,
+                    version=row.template_version,
+                    subject=row.subject,
+                    body=row.body,
+                    html_body=row.html_body,
+                    title=row.title,
+                    content_hash=row.content_hash,
                 )
                 check_limits(
-                    row["channel"], render(template, row["data"]), row["data"], template=template
+                    row.channel, render(template, row.data), row.data, template=template
                 )
             spent["render"] += time.perf_counter() - t
         decisions: dict[int, Decision] = {}
@@ -146,7 +146,7 @@ async def _drain(url: str, variant: str, worker_id: str, batch: int, wait: float
             conn,
             worker=worker_id,
             results=[
-                (row["id"], row["attempts"], decisions.get(row["id"], sent), row["template_id"])
+                (row.id, row.attempts, decisions.get(row.id, sent), row.template_id)
                 for row in rows
             ],
         )

@@ -147,10 +147,10 @@ async def _claimer(url: str, name: str, batch: int, counts: list[int]) -> None:
                 return
             results = [
                 (
-                    r["id"],
-                    r["attempts"],
-                    Decision("sent", "sent", provider="bench", provider_message_id=f"b-{r['id']}"),
-                    r["template_id"],
+                    r.id,
+                    r.attempts,
+                    Decision("sent", "sent", provider="bench", provider_message_id=f"b-{r.id}"),
+                    r.template_id,
                 )
                 for r in rows
             ]

@@ -10,6 +10,7 @@ wrapping, in this process only, the calls that wait:
 * ``workers.store.claim`` and ``workers.store.record`` (the claim and the
   batched result recording), and every other coroutine of ``workers.store``;
 * ``workers.gate.Gate.admit`` (the admission check per claimed batch), if present;
+  its rate-limit statement, ``workers.store.admit``, is the span ``admit_tokens``;
 * ``send`` of the ``noop`` and ``record`` providers.
 
 Each call becomes a span ``{"name", "start", "end", "n"}`` (``time.time()``;
@@ -66,8 +67,11 @@ def install() -> list[str]:
     wrapped = []
     for name, fn in list(vars(store).items()):
         if inspect.iscoroutinefunction(fn) and name != "connect":
-            setattr(store, name, _traced(name, fn))
-            wrapped.append(name)
+            # store.admit is the rate-limit round trip inside Gate.admit: its own name,
+            # so that "admit" stays the whole admission check per batch.
+            span = "admit_tokens" if name == "admit" else name
+            setattr(store, name, _traced(span, fn))
+            wrapped.append(span)
     try:
         from outbox.workers.gate import Gate
     except ImportError:

@@ -13,6 +13,7 @@ from typing import Any
 
 from outbox.providers.base import Outcome, OutcomeKind
 from outbox.schedule import backoff_delay
+from outbox.workers.delivery import past_expiry
 
 # A provider's Retry-After is honoured up to a day: a larger (or non-finite) value is
 # a provider's bug, and the database could not even store ``now() + inf``.
@@ -33,6 +34,12 @@ class Decision:
     in_doubt: int = 0  # 1: the provider may have accepted it anyway
     dead_destination: bool = False  # deactivate the device / suppress the address
     detail: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def expired(cls, why: str, **fields: Any) -> Decision:
+        """Never send late: it expired (``why``) before it could be sent. Every such
+        decision is made here, so the status, the event and the shape agree."""
+        return cls("expired", "expired", error=why, **fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +79,16 @@ def decide(
         return Decision("sent", "sent", provider=provider,
                         provider_message_id=outcome.provider_message_id, detail=detail)
 
-    if expires_at is not None and (now >= expires_at or outcome.detail.get("error") == "expired"):
+    if past_expiry(expires_at, now) or (
+            expires_at is not None and outcome.detail.get("error") == "expired"):
         # Whatever went wrong, the message no longer matters: expired, not dead or
         # retried (a dead destination is still retired). Adapters that refuse to send
         # what cannot arrive in time (Twilio's validity period is at least 1 s) say
         # so with error="expired" (outbox.providers.transport.expired_outcome).
-        return Decision("expired", "expired", error=f"expired before it could be sent; last error: {reason}",
-                        provider=provider, dead_destination=kind is OutcomeKind.DEAD_DESTINATION,
-                        in_doubt=1 if kind is OutcomeKind.UNKNOWN else 0, detail=detail)
+        return Decision.expired(f"expired before it could be sent; last error: {reason}",
+                                provider=provider,
+                                dead_destination=kind is OutcomeKind.DEAD_DESTINATION,
+                                in_doubt=1 if kind is OutcomeKind.UNKNOWN else 0, detail=detail)
 
     if kind in (OutcomeKind.PERMANENT, OutcomeKind.DEAD_DESTINATION):
         return Decision("dead", "dead", error=reason, provider=provider,
@@ -92,7 +101,8 @@ def decide(
     # RETRY or UNKNOWN
     in_doubt = 1 if kind is OutcomeKind.UNKNOWN else 0
     if attempt >= max_attempts:
-        return Decision("dead", "dead", error=f"attempts exhausted ({attempt}/{max_attempts}): {reason}",
+        exhausted = f"attempts exhausted ({attempt}/{max_attempts}): {reason}"
+        return Decision("dead", "dead", error=exhausted,
                         provider=provider, in_doubt=in_doubt, detail=detail)
     delay = max(backoff_delay(attempt, policy.base_seconds, policy.cap_seconds, rand),
                 _retry_after(outcome))
@@ -110,10 +120,10 @@ def _pending_or_expired(
     delay: float, reason: str, provider: str, expires_at: datetime | None, now: datetime,
     detail: dict[str, Any], *, refund: int = 0, in_doubt: int = 0,
 ) -> Decision:
-    if expires_at is not None and now + timedelta(seconds=delay) >= expires_at:
+    if past_expiry(expires_at, now + timedelta(seconds=delay)):
         # It would only be tried after it stopped mattering: never send late.
-        return Decision("expired", "expired", error=f"expires before the next attempt; last error: {reason}",
-                        provider=provider, in_doubt=in_doubt, detail=detail)
+        return Decision.expired(f"expires before the next attempt; last error: {reason}",
+                                provider=provider, in_doubt=in_doubt, detail=detail)
     detail = {**detail, "retry_in_seconds": round(delay, 3)}
     return Decision("pending", "retry", delay=delay, error=reason, provider=provider,
                     refund=refund, in_doubt=in_doubt, detail=detail)
@@ -128,3 +138,14 @@ def deferred(delay: float, why: str, **detail: Any) -> Decision:
     """Not now (rate limit, quiet hours): pending later, the attempt not counted."""
     return Decision("pending", "deferred", delay=max(delay, 0.0), refund=1,
                     detail={"reason": why, "retry_in_seconds": round(delay, 3), **detail})
+
+
+def deferred_unless_expired(
+    expires_at: datetime | None, now: datetime, delay: float, why: str, expires_why: str,
+    **detail: Any,
+) -> Decision:
+    """Deferred by ``delay`` seconds from ``now``, or expired (``expires_why``) if it could
+    only go at or after ``expires_at``: expiry wins over every wait."""
+    if past_expiry(expires_at, now + timedelta(seconds=delay)):
+        return Decision.expired(expires_why)
+    return deferred(delay, why, **detail)

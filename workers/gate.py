@@ -10,14 +10,20 @@ decision the worker records instead of sending it:
 2. Quiet hours of the recipient, in their time zone (checked here, in Python,
    with the worker's clock): ``deferred`` to the end of the window. Critical
    categories bypass them.
-3. Rate limits, token buckets shared by every worker (``outbox.admit``,
-   sql/admit.sql, one round trip for the batch, and only when the claim said a
-   configured limit applies to it): the provider that will send (per-provider
-   cap) and the recipient on this channel (per-person cap). Over the limit:
-   ``deferred`` to when a token will be free, the attempt not counted, never
-   dropped.
+3. Rate limits, token buckets shared by every worker, one round trip for the
+   batch (``store.admit``), and only when the claim said a configured limit
+   applies to it: the provider that will send (per-provider cap) and the
+   recipient on this channel (per-person cap). Over the limit: ``deferred`` to
+   when a token will be free, the attempt not counted, never dropped.
 
-Expiry still wins: a delivery that could only go after it expires is expired.
+The rate-limit rules are not in Python: they are the SQL functions
+``outbox.admit`` (sql/admit.sql: which buckets a delivery takes from, in what
+order) and ``outbox.take_tokens`` (sql/ratelimit.sql: refill, take, how long to
+wait), called by the ``admit`` query of sql/queries/gate.sql. The Python token
+bucket in tests/ratelimit_model.py is only the tests' reference model of them.
+
+Expiry still wins: a delivery that could only go after it expires is expired
+(``decide.deferred_unless_expired``).
 
 Deferrals are measured against two clocks on purpose: quiet hours against the
 worker's (injectable) clock, because they are about the recipient's wall time;
@@ -29,16 +35,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from datetime import time as dt_time
-from typing import Any
-
-import psycopg
 
 from outbox.providers.router import Router
 from outbox.schedule import quiet_until
-from outbox.sql import query
-from outbox.workers.decide import Decision, deferred
+from outbox.workers import store
+from outbox.workers.decide import Decision, deferred_unless_expired
+from outbox.workers.delivery import ClaimedDelivery
 
 # Full buckets are deleted now and then (a full bucket is the same as none), so the
 # table keeps one row per recently limited person rather than per person ever seen.
@@ -75,9 +79,7 @@ class Gate:
         self._next_prune = monotonic()
 
     async def admit(
-        self,
-        conn: psycopg.AsyncConnection,
-        rows: Sequence[dict[str, Any]],
+        self, conn: store.Conn, rows: Sequence[ClaimedDelivery],
     ) -> dict[int, Decision]:
         """Decisions for the rows that may not be sent now, by delivery id; the rest may go.
 
@@ -86,22 +88,24 @@ class Gate:
         """
         now = self.clock()
         held: dict[int, Decision] = {}
-        limited: list[tuple[dict[str, Any], str | None]] = []
+        limited: list[ClaimedDelivery] = []
+        providers: list[str | None] = []
         for row in rows:
             decision = self._blocked(row) or self._quiet_hours(row, now)
             if decision is not None:
-                held[row["id"]] = decision
-            elif row["limited_channels"] or row["limited_providers"]:
+                held[row.id] = decision
+            elif row.limited_channels or row.limited_providers:
                 provider = self._provider(row)
                 if self._limit_applies(row, provider):
-                    limited.append((row, provider))
+                    limited.append(row)
+                    providers.append(provider)
         if limited:
-            held.update(await self._take_tokens(conn, limited, now))
+            held.update(await self._take_tokens(conn, limited, providers, now))
         return held
 
     @staticmethod
-    def _blocked(row: dict[str, Any]) -> Decision | None:
-        reason = row["blocked"]
+    def _blocked(row: ClaimedDelivery) -> Decision | None:
+        reason = row.blocked
         if reason is None:
             return None
         # Nothing was attempted: the attempt the claim counted is given back.
@@ -109,71 +113,53 @@ class Gate:
                         detail={"reason": reason, "checked": "at send"})
 
     @staticmethod
-    def _limit_applies(row: dict[str, Any], provider: str | None) -> bool:
+    def _limit_applies(row: ClaimedDelivery, provider: str | None) -> bool:
         """A limit is configured for the row's channel (per recipient) or its provider."""
-        return (row["channel"] in (row["limited_channels"] or ())
-                or provider in (row["limited_providers"] or ()))
+        return (row.channel in (row.limited_channels or ())
+                or provider in (row.limited_providers or ()))
 
-    def _quiet_hours(self, row: dict[str, Any], now: datetime) -> Decision | None:
+    def _quiet_hours(self, row: ClaimedDelivery, now: datetime) -> Decision | None:
         # A direct address has no recipient, hence no known time zone: never held.
-        if row["critical"] or row["timezone"] is None:
+        if row.critical or row.timezone is None:
             return None
-        if row["quiet_start"] is not None:
-            start, end = row["quiet_start"], row["quiet_end"]
+        if row.quiet_start is not None and row.quiet_end is not None:
+            start, end = row.quiet_start, row.quiet_end
         elif self.default_quiet is not None:
             start, end = self.default_quiet
         else:
             return None
-        until = quiet_until(now, row["timezone"], start, end)
+        until = quiet_until(now, row.timezone, start, end)
         if until is None:
             return None
-        if row["expires_at"] is not None and until >= row["expires_at"]:
-            return Decision(
-                "expired", "expired", error="expires before the recipient's quiet hours end"
-            )
-        return deferred((until - now).total_seconds(), "quiet hours", until=until.isoformat())
+        return deferred_unless_expired(
+            row.expires_at, now, (until - now).total_seconds(), "quiet hours",
+            "expires before the recipient's quiet hours end", until=until.isoformat())
 
     async def _take_tokens(
         self,
-        conn: psycopg.AsyncConnection,
-        limited: Sequence[tuple[dict[str, Any], str | None]],
+        conn: store.Conn,
+        limited: Sequence[ClaimedDelivery],
+        providers: Sequence[str | None],
         now: datetime,
     ) -> dict[int, Decision]:
-        """Rate-limit tokens for (row, provider) pairs: one statement; the rows that must wait."""
+        """Rate-limit tokens for the rows (sent through ``providers``): one statement;
+        the rows that must wait."""
         prune_rows = 0
         if self._monotonic() >= self._next_prune:
             prune_rows = self.prune_rows
             self._next_prune = self._monotonic() + self.prune_every_seconds
-        rows = [row for row, _ in limited]
-        by_id = {row["id"]: row for row in rows}
-        cur = await conn.execute(
-            query("admit"),
-            {
-                "ids": [r["id"] for r in rows],
-                "recipient_ids": [r["recipient_id"] for r in rows],
-                "channels": [r["channel"] for r in rows],
-                "destinations": [r["destination"] for r in rows],
-                "providers": [provider for _, provider in limited],
-                "prune_limit": prune_rows,
-            },
-        )
+        by_id = {row.id: row for row in limited}
+        verdicts = await store.admit(conn, deliveries=limited, providers=providers,
+                                     prune_limit=prune_rows)
         return {
-            verdict["id"]: self._rate_limited(
-                by_id[verdict["id"]], verdict["wait_seconds"], verdict["limited_by"], now
-            )
-            for verdict in await cur.fetchall()
+            v.id: deferred_unless_expired(
+                by_id[v.id].expires_at, now, v.wait_seconds, "rate limit",
+                f"expires before a rate-limit token of {v.limited_by} is free",
+                limit=v.limited_by)
+            for v in verdicts
         }
 
-    def _provider(self, row: dict[str, Any]) -> str | None:
+    def _provider(self, row: ClaimedDelivery) -> str | None:
         if self.router is None:
             return None
-        return self.router.provider_for(row["channel"], row["device_platform"])
-
-    @staticmethod
-    def _rate_limited(row: dict[str, Any], wait: float, limit: str, now: datetime) -> Decision:
-        expires_at = row["expires_at"]
-        if expires_at is not None and now + timedelta(seconds=wait) >= expires_at:
-            return Decision(
-                "expired", "expired", error=f"expires before a rate-limit token of {limit} is free"
-            )
-        return deferred(wait, "rate limit", limit=limit)
+        return self.router.provider_for(row.channel, row.device_platform)

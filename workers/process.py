@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -15,15 +16,15 @@ from outbox.db import resolve_url
 from outbox.logs import configure
 from outbox.migrate import check
 from outbox.ops import Pruner, parse_age
+from outbox.providers.base import Provider
 from outbox.providers.registry import build_providers
-from outbox.providers.router import Router
 from outbox.settings import Settings
 from outbox.workers.config import WorkerConfig
 from outbox.workers.worker import Worker
 
 
-async def serve(url: str, router: Router, config: WorkerConfig, worker_id: str | None = None,
-                **extras: Any) -> Worker:
+async def serve(url: str, providers: Mapping[str, Provider], routes: Mapping[str, Sequence[str]],
+                config: WorkerConfig, worker_id: str | None = None, **extras: Any) -> Worker:
     """Run one worker until SIGTERM or SIGINT; return it (with its stats) after a clean stop.
 
     ``extras`` go to the Worker (``gauges``, ``pruner``).
@@ -36,11 +37,11 @@ async def serve(url: str, router: Router, config: WorkerConfig, worker_id: str |
                                                  thread_name_prefix="outbox-send"))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    worker = Worker(url, router, config, worker_id=worker_id, **extras)
+    worker = Worker(url, providers, routes, config, worker_id=worker_id, **extras)
     try:
         await worker.run(stop)
     finally:
-        await router.aclose()
+        await worker.router.aclose()
     return worker
 
 
@@ -69,4 +70,4 @@ def main(settings: Settings, **overrides: object) -> None:
     # process: keep it out of the collector's full passes, which would otherwise walk
     # it every so often and stall a wake-up for milliseconds.
     gc.freeze()
-    asyncio.run(serve(url, Router(providers, routes), config, **extras))
+    asyncio.run(serve(url, providers, routes, config, **extras))

@@ -1,19 +1,29 @@
-"""The worker's database calls. The only module of the worker that names queries."""
+"""The worker's database calls. The only module of the worker that names queries.
+
+Queries live in sql/queries/worker.sql (claim, record, recovery, heartbeat,
+release), sql/queries/gate.sql (rate-limit tokens) and sql/queries/breaker.sql
+(circuit breakers). Every call here is one statement, so one round trip.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, RowMaker, class_row, dict_row
 
 from outbox.sql import query
 from outbox.workers.decide import Decision
+from outbox.workers.delivery import COLUMNS, ClaimedDelivery
+
+#: Every worker connection: autocommit, rows as dicts unless a call asks for a type.
+Conn: TypeAlias = psycopg.AsyncConnection[DictRow]
 
 
-async def connect(url: str, application_name: str) -> psycopg.AsyncConnection:
+async def connect(url: str, application_name: str) -> Conn:
     """An autocommit connection: each worker statement is its own transaction.
 
     ``application_name`` shows in pg_stat_activity, so a DBA sees which worker
@@ -23,19 +33,37 @@ async def connect(url: str, application_name: str) -> psycopg.AsyncConnection:
         url, autocommit=True, row_factory=dict_row, application_name=application_name[:63])
 
 
+# -- claim and record -------------------------------------------------------------------
+
+
+def _claimed_rows(cursor: psycopg.AsyncCursor[Any]) -> RowMaker[ClaimedDelivery]:
+    """Rows of the claim query as ClaimedDelivery, built by position.
+
+    The names are compared once per statement, not per row: positional
+    construction is what keeps a typed row as cheap as a dict.
+    """
+    names = tuple(c.name for c in cursor.description or ())
+    if names != COLUMNS:
+        raise RuntimeError(
+            f"the claim query's columns {list(names)} do not match ClaimedDelivery's "
+            f"fields {list(COLUMNS)} (sql/queries/worker.sql, workers/delivery.py)")
+    return lambda values: ClaimedDelivery(*values)
+
+
 async def claim(
-    conn: psycopg.AsyncConnection, *, worker: str, channels: Sequence[str], limit: int,
-    lease_seconds: float,
-) -> list[dict[str, Any]]:
-    cur = await conn.execute(query("claim"), {
-        "worker": worker, "channels": list(channels), "limit": limit, "lease_seconds": lease_seconds,
+    conn: Conn, *, worker: str, channels: Sequence[str], limit: int, lease_seconds: float,
+) -> list[ClaimedDelivery]:
+    """Claim up to ``limit`` due deliveries (expired ones included, marked so)."""
+    cur = conn.cursor(row_factory=_claimed_rows)
+    await cur.execute(query("claim"), {
+        "worker": worker, "channels": list(channels), "limit": limit,
+        "lease_seconds": lease_seconds,
     })
     return await cur.fetchall()
 
 
 async def record(
-    conn: psycopg.AsyncConnection, *, worker: str,
-    results: Sequence[tuple[int, int, Decision, int | None]],
+    conn: Conn, *, worker: str, results: Sequence[tuple[int, int, Decision, int | None]],
 ) -> set[int]:
     """Record (delivery id, attempt, decision, template id) results; return the ids recorded.
 
@@ -49,7 +77,8 @@ async def record(
 def _results_json(results: Sequence[tuple[int, int, Decision, int | None]]) -> str:
     items = []
     for delivery_id, attempt, d, template_id in results:
-        item: dict[str, Any] = {"id": delivery_id, "attempt": attempt, "status": d.status, "kind": d.kind}
+        item: dict[str, Any] = {"id": delivery_id, "attempt": attempt, "status": d.status,
+                                "kind": d.kind}
         if d.delay is not None:
             item["delay"] = d.delay
         if d.provider is not None:
@@ -72,40 +101,122 @@ def _results_json(results: Sequence[tuple[int, int, Decision, int | None]]) -> s
 
 
 async def retire_destinations(
-    conn: psycopg.AsyncConnection, *, worker: str,
+    conn: Conn, *, worker: str,
     tokens: Sequence[tuple[str, str]], addresses: Sequence[tuple[str, str, str]],
 ) -> None:
     """Deactivate dead push tokens (token, reason); suppress dead (channel, address, reason)."""
     async with conn.transaction():
         if tokens:
             await conn.execute(query("deactivate_devices"), {
-                "worker": worker, "tokens": [t for t, _ in tokens], "reasons": [r for _, r in tokens]})
+                "worker": worker, "tokens": [t for t, _ in tokens],
+                "reasons": [r for _, r in tokens]})
         if addresses:
             await conn.execute(query("suppress_destinations"), {
                 "channels": [a[0] for a in addresses], "destinations": [a[1] for a in addresses],
                 "reasons": [a[2] for a in addresses]})
 
 
-async def recover_leases(conn: psycopg.AsyncConnection, *, worker: str, limit: int = 1000) -> tuple[int, int]:
+# -- leases -----------------------------------------------------------------------------
+
+
+async def recover_leases(conn: Conn, *, worker: str, limit: int = 1000) -> tuple[int, int]:
     """Return expired leases to pending (or dead); (recovered, dead)."""
     cur = await conn.execute(query("recover_leases"), {"worker": worker, "limit": limit})
     row = await cur.fetchone()
     return (row["recovered"], row["dead"]) if row else (0, 0)
 
 
-async def heartbeat(conn: psycopg.AsyncConnection, *, worker: str, ids: Sequence[int],
-                    lease_seconds: float) -> None:
+async def heartbeat(conn: Conn, *, worker: str, ids: Sequence[int], lease_seconds: float) -> None:
     await conn.execute(query("heartbeat"), {"worker": worker, "ids": list(ids),
                                             "lease_seconds": lease_seconds})
 
 
-async def release(conn: psycopg.AsyncConnection, *, worker: str,
-                  held: Sequence[tuple[int, int, bool]]) -> None:
+async def release(conn: Conn, *, worker: str, held: Sequence[tuple[int, int, bool]]) -> None:
     """Give back (delivery id, attempt, started) rows this worker will not finish."""
     await conn.execute(query("release"), {
         "worker": worker, "ids": [h[0] for h in held], "attempts": [h[1] for h in held],
         "started": [h[2] for h in held]})
 
 
-async def listen(conn: psycopg.AsyncConnection) -> None:
+async def listen(conn: Conn) -> None:
     await conn.execute(query("wake_listen"))
+
+
+# -- rate limits (sql/admit.sql, sql/ratelimit.sql) -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A delivery the rate limits hold back: how long, and which limit held it."""
+
+    id: int
+    wait_seconds: float
+    limited_by: str  # e.g. 'provider:twilio'
+
+
+async def admit(
+    conn: Conn, *, deliveries: Sequence[ClaimedDelivery], providers: Sequence[str | None],
+    prune_limit: int,
+) -> list[Verdict]:
+    """Take rate-limit tokens for ``deliveries`` (sent through ``providers``), in order.
+
+    Returns only the deliveries that may not go now. ``prune_limit`` > 0 also
+    deletes that many full buckets.
+    """
+    cur = conn.cursor(row_factory=class_row(Verdict))
+    await cur.execute(query("admit"), {
+        "ids": [d.id for d in deliveries],
+        "recipient_ids": [d.recipient_id for d in deliveries],
+        "channels": [d.channel for d in deliveries],
+        "destinations": [d.destination for d in deliveries],
+        "providers": list(providers),
+        "prune_limit": prune_limit,
+    })
+    return await cur.fetchall()
+
+
+# -- circuit breakers (sql/breaker.sql) -------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerRow:
+    """One provider's breaker as ``breaker_record`` / ``breaker_refresh`` return it."""
+
+    provider: str
+    previous: str | None
+    state: str
+    failures: int
+    trips: int
+    reason: str | None
+    probe_owner: str | None
+    # Until retry_at (open) or until the probe claim expires (half_open), by the
+    # database's clock; None when closed.
+    retry_in_seconds: float | None
+    # breaker_refresh only: this worker claimed the probe just now.
+    claimed: bool = False
+
+
+async def breaker_refresh(
+    conn: Conn, *, worker: str, providers: Sequence[str], probe_seconds: float,
+) -> list[BreakerRow]:
+    """Every breaker row of ``providers``, claiming for ``worker`` the probes that are due."""
+    cur = conn.cursor(row_factory=class_row(BreakerRow))
+    await cur.execute(query("breaker_refresh"), {
+        "worker": worker, "providers": list(providers), "probe_seconds": probe_seconds})
+    return await cur.fetchall()
+
+
+async def breaker_record(
+    conn: Conn, *, worker: str, providers: Sequence[str], successes: Sequence[int],
+    failures: Sequence[int], configs: Sequence[int], reasons: Sequence[str | None],
+    threshold: int, cooldown_seconds: float, cooldown_cap_seconds: float,
+) -> list[BreakerRow]:
+    """Apply one batch's per-provider tallies (parallel lists); the rows before and after."""
+    cur = conn.cursor(row_factory=class_row(BreakerRow))
+    await cur.execute(query("breaker_record"), {
+        "worker": worker, "providers": list(providers), "successes": list(successes),
+        "failures": list(failures), "configs": list(configs), "reasons": list(reasons),
+        "threshold": threshold, "cooldown_seconds": cooldown_seconds,
+        "cooldown_cap_seconds": cooldown_cap_seconds,
+    })
+    return await cur.fetchall()

@@ -2,8 +2,11 @@
 
 Push goes to the provider of the device's platform (apns or fcm) when that is
 configured for push; email and SMS go to the first provider of the channel's
-ordered list that is not unavailable (the circuit breaker decides that). A
-generic provider (console, noop, record) in a list serves any message of it.
+ordered list that is not unavailable. Availability is a check given at
+construction (the worker passes its circuit breakers' ``available``,
+workers/breaker/view.py) and never changed afterwards: a Router is built with
+what it asks. A generic provider (console, noop, record) in a list serves any
+message of it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ class Router:
             raise ValueError(f"routes name providers that are not built: {missing}")
         self.providers = dict(providers)
         self.routes = {channel: tuple(names) for channel, names in routes.items()}
-        self.available = available
+        self._available = available
 
     def candidates(self, message: Message) -> list[Provider]:
         """The providers that may send ``message``, in order of preference."""
@@ -51,14 +54,14 @@ class Router:
         """
         for name in self._candidate_names(channel, device_platform):
             provider = self.providers[name]
-            if self.available(provider.name):
+            if self._available(provider.name):
                 return provider.name
         return None
 
     def choose(self, message: Message) -> Provider | None:
         """The provider to use now, or None if every candidate is unavailable."""
         for provider in self.candidates(message):
-            if self.available(provider.name):
+            if self._available(provider.name):
                 return provider
         return None
 

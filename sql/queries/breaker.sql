@@ -1,5 +1,6 @@
--- The workers' circuit breaker queries (workers/breakers.py). The rules live in
--- the functions of sql/breaker.sql; each query here is one statement.
+-- The workers' circuit breaker queries (workers/breaker/view.py asks for them,
+-- workers/store.py runs them). The rules live in the functions of
+-- sql/breaker.sql; each query here is one statement.
 
 -- name: breaker_record
 -- Apply one recorded batch's provider results, aggregated per provider (parallel

@@ -7,9 +7,12 @@
 -- each other's rows. Claimed rows get a lease (owner + expiry) and attempts + 1;
 -- that attempt number is the fencing token the worker must present to record a
 -- result. Rows whose expires_at has passed are marked expired in the same
--- statement and not returned: an expired message is never sent.
+-- statement (the database's guard: an expired message is never sent); they come
+-- back with status 'expired' and no template, so the worker counts and logs them.
 -- Returns what the worker needs to render and send, including the template
 -- version resolved along the recipient's locale chain (fr-CA -> fr -> default).
+-- One row per delivery, columns in the order of workers/delivery.py's
+-- ClaimedDelivery (the worker checks the names, then builds rows by position).
 -- due_since (enqueued, or its scheduled send_at if later) is where the
 -- end-to-end latency metric starts.
 -- The admission re-check happens here too, so a batch costs one round trip:
@@ -55,7 +58,7 @@ WITH limits AS MATERIALIZED (
 SELECT c.id, c.notification_id, n.message_id, c.channel::text AS channel, c.destination,
        c.status::text AS status, c.attempts, c.max_attempts, c.priority, c.expires_at,
        greatest(n.created_at, n.send_at) AS due_since,
-       n.data, n.template_key, n.category, n.recipient_id, coalesce(r.locale, 'default') AS locale,
+       n.data, n.template_key, n.recipient_id, coalesce(r.locale, 'default') AS locale,
        r.timezone, r.quiet_start, r.quiet_end, coalesce(cat.critical, false) AS critical,
        dev.platform AS device_platform, dev.environment AS device_environment,
        t.id AS template_id, t.version AS template_version, t.locale AS template_locale,

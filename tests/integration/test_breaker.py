@@ -14,7 +14,6 @@ from prometheus_client import REGISTRY
 import outbox
 from outbox.providers.base import Outcome
 from outbox.workers.breaker.rules import Breaker, BreakerPolicy, Tally, claim_probe, record
-from outbox.providers.router import Router
 from tests import factories
 from tests.integration.worker_helpers import ScriptedProvider
 from outbox.workers.config import WorkerConfig
@@ -137,8 +136,8 @@ def _worker(db_url, providers, worker_id, **config) -> Worker:
         "breaker_probe_seconds": 5.0,
         **config,
     }
-    router = Router({p.name: p for p in providers}, {"email": [p.name for p in providers]})
-    return Worker(db_url, router, WorkerConfig(**config), worker_id=worker_id, rand=lambda: 0.0)
+    return Worker(db_url, {p.name: p for p in providers}, {"email": [p.name for p in providers]},
+                  WorkerConfig(**config), worker_id=worker_id, rand=lambda: 0.0)
 
 
 def _failing(name: str, outcome: Outcome) -> ScriptedProvider:
@@ -179,7 +178,8 @@ def test_failures_seen_by_one_worker_move_every_workers_traffic(world, db_url):
                 "open",
                 "closed",
             )
-            await b.breakers.refresh(await b._conn("house"))  # what housekeeping does every second
+            # What housekeeping does every second:
+            await b.breakers.refresh(await b.connections.get("house"))
             assert b.breakers.state("sendgrid") == "open"
             _enqueue(world, 6, "second")
             while await b.run_once():
@@ -221,12 +221,12 @@ def test_one_worker_probes_after_the_cool_down_and_a_success_closes(world, db_ur
 
     async def go():
         with structlog.testing.capture_logs() as logs:
-            await a.breakers.refresh(await a._conn("house"))
-            await b.breakers.refresh(await b._conn("house"))
+            await a.breakers.refresh(await a.connections.get("house"))
+            await b.breakers.refresh(await b.connections.get("house"))
             assert a.breakers.state("sendgrid") == "open"  # cool-down not over
             await asyncio.sleep(0.35)
-            await a.breakers.refresh(await a._conn("house"))
-            await b.breakers.refresh(await b._conn("house"))
+            await a.breakers.refresh(await a.connections.get("house"))
+            await b.breakers.refresh(await b.connections.get("house"))
             assert (a.breakers.state("sendgrid"), b.breakers.state("sendgrid")) == (
                 "half_open",
                 "half_open",

@@ -39,7 +39,6 @@ from dotenv import dotenv_values
 
 import outbox
 from outbox.providers.registry import build_providers
-from outbox.providers.router import Router
 from outbox.sandbox import SandboxClient
 from outbox.settings import Settings
 from tests import factories
@@ -145,7 +144,8 @@ def make_worker(db_url: str, sandbox: dict[str, Any], worker_id: str, **config: 
     }
     return Worker(
         db_url,
-        Router(build_providers(settings), ROUTES),
+        build_providers(settings),
+        ROUTES,
         WorkerConfig(**config),
         worker_id=worker_id,
     )

@@ -32,7 +32,6 @@ from structlog.testing import capture_logs
 import outbox
 from outbox.providers.base import Outcome
 from outbox.providers.registry import build_providers
-from outbox.providers.router import Router
 from outbox.sandbox import Sandbox, make_apns_key
 from outbox.sandbox.credentials import sendgrid_public_key
 from outbox.sandbox.receipts import sendgrid_signature, twilio_signature
@@ -692,14 +691,14 @@ def test_end_to_end_sandbox_receipts_mark_deliveries_delivered(world, db_url, tm
             world.commit()
 
             async def work() -> None:
-                router = Router(build_providers(settings),
-                                {"email": ["sendgrid"], "sms": ["twilio"]})
-                worker = Worker(db_url, router, WorkerConfig(channels=("email", "sms")))
+                worker = Worker(db_url, build_providers(settings),
+                                {"email": ["sendgrid"], "sms": ["twilio"]},
+                                WorkerConfig(channels=("email", "sms")))
                 try:
                     assert await worker.run_once() == 2
                 finally:
                     await worker.close()
-                    await router.aclose()
+                    await worker.router.aclose()
 
             asyncio.run(work())
 

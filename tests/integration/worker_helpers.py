@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 from outbox.providers.base import Message, Outcome
-from outbox.providers.router import Router
 from outbox.workers.config import WorkerConfig
 from outbox.workers.worker import Worker
 
@@ -20,7 +19,8 @@ class ScriptedProvider:
     Records every call. `gate`, if set, is awaited before answering (to stall a send).
     """
 
-    def __init__(self, name: str = "scripted", script: dict[str, list[Outcome]] | None = None) -> None:
+    def __init__(self, name: str = "scripted",
+                 script: dict[str, list[Outcome]] | None = None) -> None:
         self.name = name
         self.channel = "*"
         self.script = defaultdict(list, {k: list(v) for k, v in (script or {}).items()})
@@ -47,5 +47,5 @@ def make_worker(db_url: str, provider: Any, *, rand: Callable[[], float] = lambd
     config.setdefault("backoff_base_seconds", 10.0)
     routes = {"email": [provider.name], "sms": [provider.name], "push": [provider.name]}
     extra = {"clock": clock} if clock is not None else {}
-    return Worker(db_url, Router({provider.name: provider}, routes), WorkerConfig(**config),
+    return Worker(db_url, {provider.name: provider}, routes, WorkerConfig(**config),
                   rand=rand, worker_id=worker_id, **extra)

@@ -106,3 +106,32 @@ def test_default_quiet_hours_setting_is_parsed_or_refused():
     assert WorkerConfig.parse_quiet_hours(None) is None
     with pytest.raises(ValueError, match="22:00-07:00, got 'tonight'"):
         WorkerConfig.parse_quiet_hours("tonight")
+
+
+# --- never send late: the one rule, and what is built from it -------------------------
+
+
+def test_past_expiry_is_inclusive_and_no_expiry_never_expires():
+    from outbox.workers.delivery import past_expiry
+
+    assert past_expiry(NOW, NOW)  # due "until 12:00" is not sent at 12:00
+    assert past_expiry(NOW, NOW + timedelta(microseconds=1))
+    assert not past_expiry(NOW, NOW - timedelta(microseconds=1))
+    assert not past_expiry(None, datetime.max.replace(tzinfo=UTC))
+
+
+def test_a_wait_that_ends_at_expiry_expires_instead():
+    from outbox.workers.decide import Decision, deferred_unless_expired
+
+    expires = NOW + timedelta(seconds=10)
+    d = deferred_unless_expired(expires, NOW, 10.0, "rate limit", "expires first", limit="x")
+    assert d == Decision.expired("expires first")
+    assert (d.status, d.kind, d.error, d.refund) == ("expired", "expired", "expires first", 0)
+    d = deferred_unless_expired(expires, NOW, 9.999, "rate limit", "expires first", limit="x")
+    assert (d.status, d.kind, d.refund, d.detail["limit"]) == ("pending", "deferred", 1, "x")
+    assert deferred_unless_expired(None, NOW, 1e9, "quiet hours", "-").kind == "deferred"
+
+
+def test_a_retry_due_exactly_at_expiry_expires():
+    d = _decide(Outcome.retry("503", retry_after=60), expires_at=NOW + timedelta(seconds=60))
+    assert (d.status, d.kind, d.in_doubt) == ("expired", "expired", 0)

@@ -11,10 +11,10 @@ Everything about them, by where it lives:
   in place; tests/integration/test_breaker.py runs both on the same random
   histories and requires the same rows.
 * ``sql/queries/breaker.sql``: the two named queries that call them, run only
-  from this view.
+  through workers/store.py.
 * :mod:`.view` (``outbox.workers.breaker.view``): this worker's in-memory view,
   :class:`Breakers`, whose :meth:`~Breakers.available` is the router's
-  availability check.
+  availability check (given to the Router when the worker builds it).
 """
 
 from outbox.workers.breaker.rules import BreakerPolicy

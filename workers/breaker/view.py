@@ -8,13 +8,14 @@ comes from memory, never from a query. The view is kept fresh two ways:
   (``breaker_record``), and its answer (the rows after the change) replaces
   those providers' views at once, so this worker's own transitions take effect
   before its next claim;
-* :meth:`Breakers.tick`, from housekeeping every ``refresh_seconds``: ONE
+* :meth:`Breakers.refresh`, from housekeeping every ``refresh_seconds``: ONE
   statement (``breaker_refresh``) returns every row of this worker's providers
   and claims for this worker the probe of each provider whose cool-down passed.
   Other workers' transitions reach this worker within that interval.
 
 The rules themselves are in :mod:`outbox.workers.breaker.rules` (and, identically,
-in ``sql/breaker.sql``). This module adds what only a worker knows: which
+in ``sql/breaker.sql``, whose two queries workers/store.py runs). This module
+adds what only a worker knows: which
 providers it routes to, whether it already used its one probe message, and
 what its own sends answered a moment ago. A worker that sees ``failure_threshold``
 transient failures in a row from a provider (or one config outcome) stops
@@ -38,10 +39,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 import structlog
 
 from outbox import metrics
+from outbox.workers import store
 from outbox.workers.breaker.rules import (
     CLOSED,
     CONFIG_KINDS,
@@ -55,7 +56,7 @@ from outbox.workers.breaker.rules import (
     may_send,
     tally,
 )
-from outbox.sql import query
+from outbox.workers.store import BreakerRow
 
 log = structlog.get_logger("outbox.worker")
 
@@ -103,7 +104,6 @@ class Breakers:
         # return, and the providers it suspended on that evidence (until a monotonic time).
         self._streak: dict[str, int] = {}
         self._suspended: dict[str, float] = {}
-        self._next_refresh = 0.0  # the first tick refreshes
         for name in self.providers:
             metrics.set_breaker_state(name, CLOSED)
 
@@ -181,38 +181,25 @@ class Breakers:
 
     # -- the database ---------------------------------------------------------------
 
-    async def tick(self, conn: psycopg.AsyncConnection[dict[str, Any]]) -> bool:
-        """Refresh if ``refresh_seconds`` have passed since the last refresh; whether it did."""
-        now = self._monotonic()
-        if now < self._next_refresh:
-            return False
-        self._next_refresh = now + self.refresh_seconds
-        await self.refresh(conn)
-        return True
+    async def refresh(self, conn: store.Conn) -> None:
+        """Read every breaker of our providers, claiming the probes that are due for us.
 
-    async def refresh(self, conn: psycopg.AsyncConnection[dict[str, Any]]) -> None:
-        """Read every breaker of our providers, claiming the probes that are due for us."""
+        Housekeeping calls it every ``refresh_seconds`` (workers/housekeeping.py).
+        """
         if not self.providers:
             return
-        cur = await conn.execute(
-            query("breaker_refresh"),
-            {
-                "worker": self.worker,
-                "providers": list(self.providers),
-                "probe_seconds": self.policy.probe_seconds,
-            },
-        )
-        rows = await cur.fetchall()
+        rows = await store.breaker_refresh(conn, worker=self.worker, providers=self.providers,
+                                           probe_seconds=self.policy.probe_seconds)
         seen = set()
         for row in rows:
-            seen.add(row["provider"])
-            self._apply(row, claimed=bool(row["claimed"]))
-            if row["claimed"]:
+            seen.add(row.provider)
+            self._apply(row, claimed=row.claimed)
+            if row.claimed:
                 self._log.info(
                     "provider.breaker_half_open",
-                    provider=row["provider"],
-                    trips=row["trips"],
-                    reason=row["reason"],
+                    provider=row.provider,
+                    trips=row.trips,
+                    reason=row.reason,
                     probe_seconds=self.policy.probe_seconds,
                 )
         # A row a DBA deleted is a closed breaker.
@@ -222,7 +209,7 @@ class Breakers:
 
     async def record(
         self,
-        conn: psycopg.AsyncConnection[dict[str, Any]],
+        conn: store.Conn,
         results: Iterable[tuple[str | None, str | None, str | None]],
     ) -> None:
         """Apply one recorded batch's (provider, outcome kind, reason) results, in finishing order.
@@ -232,6 +219,8 @@ class Breakers:
         """
         by_provider: dict[str, list[tuple[str, str | None]]] = {}
         for provider, kind, reason in results:
+            if provider is None or kind is None:
+                continue  # no provider call (a template error, a deferral)
             if provider in self.providers and kind in COUNTED_KINDS:
                 by_provider.setdefault(provider, []).append((kind, reason))
         if not by_provider:
@@ -243,27 +232,25 @@ class Breakers:
         if all(not t.failed and self._quiet(name) for name, t in tallies.items()):
             return
         names = list(tallies)
-        cur = await conn.execute(
-            query("breaker_record"),
-            {
-                "worker": self.worker,
-                "providers": names,
-                "successes": [tallies[n].successes for n in names],
-                "failures": [tallies[n].failures for n in names],
-                "configs": [tallies[n].configs for n in names],
-                "reasons": [tallies[n].reason for n in names],
-                "threshold": self.policy.failure_threshold,
-                "cooldown_seconds": self.policy.cooldown_seconds,
-                "cooldown_cap_seconds": self.policy.cooldown_cap_seconds,
-            },
+        rows = await store.breaker_record(
+            conn,
+            worker=self.worker,
+            providers=names,
+            successes=[tallies[n].successes for n in names],
+            failures=[tallies[n].failures for n in names],
+            configs=[tallies[n].configs for n in names],
+            reasons=[tallies[n].reason for n in names],
+            threshold=self.policy.failure_threshold,
+            cooldown_seconds=self.policy.cooldown_seconds,
+            cooldown_cap_seconds=self.policy.cooldown_cap_seconds,
         )
-        for row in await cur.fetchall():
+        for row in rows:
             self._apply(row, claimed=False)
             self._log_transition(row)
             # The shared state has now seen this worker's evidence: it decides.
-            self._suspended.pop(row["provider"], None)
-            if row["state"] == CLOSED and row["failures"] == 0:
-                self._streak[row["provider"]] = 0
+            self._suspended.pop(row.provider, None)
+            if row.state == CLOSED and row.failures == 0:
+                self._streak[row.provider] = 0
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -276,16 +263,16 @@ class Breakers:
         view = self._views.get(name)
         return view is None or (view.breaker.state == CLOSED and view.breaker.failures == 0)
 
-    def _apply(self, row: dict[str, Any], *, claimed: bool) -> None:
-        name = row["provider"]
+    def _apply(self, row: BreakerRow, *, claimed: bool) -> None:
+        name = row.provider
         breaker = Breaker(
-            state=row["state"],
-            failures=row["failures"],
-            trips=row["trips"],
-            reason=row["reason"],
-            probe_owner=row["probe_owner"],
+            state=row.state,
+            failures=row.failures,
+            trips=row.trips,
+            reason=row.reason,
+            probe_owner=row.probe_owner,
         )
-        wait = row["retry_in_seconds"]
+        wait = row.retry_in_seconds
         ready_at = self._monotonic() + max(float(wait), 0.0) if wait is not None else None
         old = self._views.get(name)
         # The same probe claim as before keeps its "used" mark; a new claim starts unused.
@@ -300,8 +287,8 @@ class Breakers:
         self._views[name] = _View(breaker, ready_at, probe_used=probe_used)
         metrics.set_breaker_state(name, breaker.state)
 
-    def _log_transition(self, row: dict[str, Any]) -> None:
-        previous, state, name = row["previous"], row["state"], row["provider"]
+    def _log_transition(self, row: BreakerRow) -> None:
+        previous, state, name = row.previous, row.state, row.provider
         if previous == state:
             return
         if state == OPEN:
@@ -309,10 +296,10 @@ class Breakers:
                 "provider.breaker_opened",
                 provider=name,
                 previous=previous,
-                reason=row["reason"],
-                failures=row["failures"],
-                trips=row["trips"],
-                retry_in_seconds=round(float(row["retry_in_seconds"] or 0), 3),
+                reason=row.reason,
+                failures=row.failures,
+                trips=row.trips,
+                retry_in_seconds=round(float(row.retry_in_seconds or 0), 3),
             )
         elif state == CLOSED:
             self._log.info("provider.breaker_closed", provider=name, previous=previous)

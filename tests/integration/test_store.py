@@ -1,0 +1,48 @@
+"""The claim's typed rows: workers/store.py against the claim query, on a real database."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import FrozenInstanceError
+
+import pytest
+
+from outbox.workers import store
+from outbox.workers.delivery import ClaimedDelivery
+from tests import factories
+
+
+def test_a_claim_returns_typed_frozen_rows(conn, db_url):
+    factories.seven(conn, fcm=False)
+    factories.enqueue_committed(conn, "m-1", channels=["email"])
+
+    async def go() -> list[ClaimedDelivery]:
+        aconn = await store.connect(db_url, "test store")
+        try:
+            return await store.claim(aconn, worker="w", channels=["email"], limit=5,
+                                     lease_seconds=30)
+        finally:
+            await aconn.close()
+
+    [row] = asyncio.run(go())
+    assert isinstance(row, ClaimedDelivery)
+    assert (row.message_id, row.channel, row.status, row.attempts) == (
+        "m-1", "email", "processing", 1)
+    assert row.destination == "seven@example.com" and row.data == {"order": 42}
+    assert row.template_key == "order_confirmed" and row.template_id is not None
+    assert row.timezone == "UTC" and row.critical is False and row.blocked is None
+    with pytest.raises(FrozenInstanceError):
+        row.attempts = 2  # type: ignore[misc]
+
+
+def test_columns_that_do_not_match_the_dataclass_fail_at_once_naming_both(db_url):
+    async def go() -> None:
+        aconn = await store.connect(db_url, "test store")
+        try:
+            cur = aconn.cursor(row_factory=store._claimed_rows)
+            await cur.execute("SELECT 1 AS id, 2 AS notification")
+        finally:
+            await aconn.close()
+
+    with pytest.raises(RuntimeError, match=r"\['id', 'notification'\].*'notification_id'"):
+        asyncio.run(go())

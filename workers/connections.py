@@ -1,0 +1,90 @@
+"""The worker's connections, one per role, each reopened with backoff when lost.
+
+Roles: ``claim`` (the claim loop), ``record`` (the recorder), ``house``
+(housekeeping), ``listen`` (LISTEN outbox_work) and ``prune`` (retention, open
+only while it runs). One connection per role, so a slow statement of one loop
+never queues behind another's, and ``pg_stat_activity`` shows which is which
+(``application_name = 'outbox-worker <role> <worker id>'``).
+
+Nothing in memory is lost while a connection is down: results wait in the
+recorder's queue, and rows whose results never get recorded come back through
+lease recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from typing import Any
+
+import psycopg
+
+from outbox.workers import store
+
+# Errors after which a connection is thrown away and reopened.
+CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
+
+ROLES = ("claim", "record", "house", "listen", "prune")
+
+# Reconnect backoff: from the first retry to the longest wait between two.
+FIRST_RETRY_SECONDS = 0.05
+MAX_RETRY_SECONDS = 2.0
+
+
+class Connections:
+    """The connections of worker ``worker_id`` to ``url``, by role."""
+
+    def __init__(self, url: str, worker_id: str, stats: Counter[str], log: Any) -> None:
+        self.url = url
+        self.worker_id = worker_id
+        self._stats = stats
+        self._log = log
+        self._conns: dict[str, store.Conn | None] = dict.fromkeys(ROLES)
+        # Set once the worker is shutting down: the claim role then gives up
+        # instead of retrying, so shutdown is not held by a database that is gone.
+        self.stopping = False
+
+    def current(self, role: str) -> store.Conn | None:
+        """The open connection of ``role``, or None (no reconnect)."""
+        conn = self._conns[role]
+        return conn if conn is not None and not conn.closed else None
+
+    async def get(self, role: str) -> store.Conn:
+        """The connection for ``role``, reopened with backoff if it was lost."""
+        conn = self.current(role)
+        if conn is not None:
+            return conn
+        delay = FIRST_RETRY_SECONDS
+        while True:
+            try:
+                conn = await store.connect(self.url, f"outbox-worker {role} {self.worker_id}")
+            except CONNECTION_ERRORS as exc:
+                self._stats["db_connect_failures"] += 1
+                self._unavailable(role, exc, delay)
+                if self.stopping and role == "claim":
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+                continue
+            self._conns[role] = conn
+            return conn
+
+    def _unavailable(self, role: str, exc: BaseException, delay: float) -> None:
+        self._log.warning("db.unavailable", role=role, error=type(exc).__name__, retry_in=delay)
+
+    async def drop(self, role: str, exc: BaseException) -> None:
+        """Throw away the connection of ``role`` after ``exc``; the next get reopens it."""
+        self._log.warning("db.connection_lost", role=role, error=type(exc).__name__)
+        await self.close(role)
+
+    async def close(self, role: str) -> None:
+        conn, self._conns[role] = self._conns[role], None
+        if conn is not None:
+            # It may be broken already: closing is best effort.
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def close_all(self) -> None:
+        for role in ROLES:
+            await self.close(role)

@@ -1,0 +1,127 @@
+"""A claimed delivery, as the claim statement returns it, and the leases this worker holds.
+
+:class:`ClaimedDelivery` is one row of the ``claim`` query (sql/queries/worker.sql),
+field for field and in the same order: workers/store.py checks the column
+names once per claim and then builds each row positionally, so a column
+renamed or added in the SQL fails at the first claim, with both lists, rather
+than as a missing key somewhere downstream.
+
+The "never send late" rule is :func:`past_expiry`: every check in Python
+(claim loop, gate, decide) asks it. The claim statement applies the same rule
+on the database's clock to the rows it claims; this is the rule for every
+later instant (after rendering, after a rate-limit wait, before a retry).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import datetime, time
+from typing import Any
+
+
+def past_expiry(expires_at: datetime | None, at: datetime) -> bool:
+    """Whether a delivery that expires at ``expires_at`` may no longer be sent at ``at``.
+
+    No expiry: never. The boundary counts as expired: a message due "until 12:00"
+    is not sent at 12:00.
+    """
+    return expires_at is not None and at >= expires_at
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    """One delivery this worker claimed: what it needs to render, admit, send and record it."""
+
+    id: int
+    notification_id: int
+    message_id: str
+    channel: str
+    destination: str
+    # 'processing', or 'expired' when it was past its expiry at claim (never sent).
+    status: str
+    # The attempt this claim counted: the fencing token for recording its result.
+    attempts: int
+    max_attempts: int
+    priority: int
+    expires_at: datetime | None
+    # Enqueued, or its scheduled send_at if later: where the latency metric starts.
+    due_since: datetime
+    data: dict[str, Any]
+    template_key: str
+    recipient_id: int | None
+    # The recipient's locale ('default' for a direct address); the template's may differ.
+    locale: str
+    # Quiet hours: None for a direct address (no recipient, no known time zone).
+    timezone: str | None
+    quiet_start: time | None
+    quiet_end: time | None
+    # A critical category bypasses quiet hours and opt-outs.
+    critical: bool
+    device_platform: str | None
+    device_environment: str | None
+    # The active template version resolved along the locale chain; all None when
+    # there is none (or the row expired at claim).
+    template_id: int | None
+    template_version: int | None
+    template_locale: str | None
+    subject: str | None
+    body: str | None
+    html_body: str | None
+    title: str | None
+    content_hash: str | None
+    # Why it must not go after all (opt-out, suppressed address, dead device), else None.
+    blocked: str | None
+    # The configured rate limits (the same on every row): which channels have a
+    # per-recipient limit, which providers a per-provider one.
+    limited_channels: list[str] | None
+    limited_providers: list[str] | None
+
+    def expired(self, at: datetime) -> bool:
+        """Whether it may no longer be sent at ``at`` (:func:`past_expiry`)."""
+        return past_expiry(self.expires_at, at)
+
+
+#: The claim query's columns, in order.
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ClaimedDelivery))
+
+
+@dataclass(slots=True)
+class Held:
+    """A delivery this worker claimed and has not recorded yet."""
+
+    attempt: int
+    # True once the provider call began: if it is interrupted, the provider may
+    # have the message, so releasing it counts the attempt as in doubt.
+    started: bool = False
+
+
+class Leases:
+    """The deliveries this worker holds a lease on, from claim until recorded.
+
+    Heartbeats extend exactly these; at shutdown, what is left is given back.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[int, Held] = {}
+
+    def hold(self, delivery: ClaimedDelivery) -> None:
+        self._held[delivery.id] = Held(delivery.attempts)
+
+    def started(self, delivery_id: int) -> None:
+        """The provider call for it began: from now on it may have been sent."""
+        held = self._held.get(delivery_id)
+        if held is not None:
+            held.started = True
+
+    def forget(self, delivery_id: int) -> None:
+        self._held.pop(delivery_id, None)
+
+    def ids(self) -> list[int]:
+        return list(self._held)
+
+    def leftovers(self) -> list[tuple[int, int, bool]]:
+        """(delivery id, attempt, started) of every lease still held."""
+        return [(i, h.attempt, h.started) for i, h in self._held.items()]
+
+    def __len__(self) -> int:
+        return len(self._held)

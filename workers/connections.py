@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from outbox.workers import store
 
@@ -30,6 +31,23 @@ ROLES = ("claim", "record", "house", "listen", "prune")
 # Reconnect backoff: from the first retry to the longest wait between two.
 FIRST_RETRY_SECONDS = 0.05
 MAX_RETRY_SECONDS = 2.0
+
+
+def describe_server(url: str) -> dict[str, str]:
+    """host, port and database of ``url``, for a log line; never the user's password.
+
+    Works for URLs and key=value strings; what the string leaves out is libpq's
+    default, shown as such.
+    """
+    try:
+        info = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return {"host": "(unparsable database URL)"}
+    return {
+        "host": str(info.get("host") or info.get("hostaddr") or "(default socket)"),
+        "port": str(info.get("port") or "(default)"),
+        "database": str(info.get("dbname") or "(default)"),
+    }
 
 
 class Connections:
@@ -44,6 +62,10 @@ class Connections:
         # Set once the worker is shutting down: the claim role then gives up
         # instead of retrying, so shutdown is not held by a database that is gone.
         self.stopping = False
+        # True from the first failed connect until one succeeds: only the first
+        # failure of an outage logs the whole error (later ones would repeat it
+        # every two seconds for as long as it lasts).
+        self._outage = False
 
     def current(self, role: str) -> store.Conn | None:
         """The open connection of ``role``, or None (no reconnect)."""
@@ -67,11 +89,20 @@ class Connections:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 continue
+            self._outage = False
             self._conns[role] = conn
             return conn
 
     def _unavailable(self, role: str, exc: BaseException, delay: float) -> None:
-        self._log.warning("db.unavailable", role=role, error=type(exc).__name__, retry_in=delay)
+        if self._outage:
+            self._log.warning("db.unavailable", role=role, error=type(exc).__name__,
+                              retry_in=delay)
+            return
+        self._outage = True
+        # libpq's message says why (refused, unknown host, auth failed, no such
+        # database); it names host and user but never the password.
+        self._log.warning("db.unavailable", role=role, error=type(exc).__name__,
+                          detail=str(exc).strip(), retry_in=delay, **describe_server(self.url))
 
     async def drop(self, role: str, exc: BaseException) -> None:
         """Throw away the connection of ``role`` after ``exc``; the next get reopens it."""

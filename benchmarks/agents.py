@@ -140,7 +140,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("url")
     r.add_argument("--batch", type=int, default=100)
     r.add_argument("--timeout", type=float, default=120.0)
-    r.add_argument("--shape", choices=["claim-then-done", "one-statement"], default="claim-then-done")
+    r.add_argument(
+        "--shape", choices=["claim-then-done", "one-statement"], default="claim-then-done"
+    )
     r.set_defaults(func=raw_loop)
 
     listen = roles.add_parser("listener")

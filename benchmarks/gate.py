@@ -130,9 +130,7 @@ async def _drain(url: str, variant: str, worker_id: str, batch: int, wait: float
                     title=row.title,
                     content_hash=row.content_hash,
                 )
-                check_limits(
-                    row.channel, render(template, row.data), row.data, template=template
-                )
+                check_limits(row.channel, render(template, row.data), row.data, template=template)
             spent["render"] += time.perf_counter() - t
         decisions: dict[int, Decision] = {}
         if gate is not None:
@@ -146,8 +144,7 @@ async def _drain(url: str, variant: str, worker_id: str, batch: int, wait: float
             conn,
             worker=worker_id,
             results=[
-                (row.id, row.attempts, decisions.get(row.id, sent), row.template_id)
-                for row in rows
+                (row.id, row.attempts, decisions.get(row.id, sent), row.template_id) for row in rows
             ],
         )
         spent["record"] += time.perf_counter() - t

@@ -79,8 +79,10 @@ def install() -> list[str]:
     if Gate is not None and inspect.iscoroutinefunction(getattr(Gate, "admit", None)):
         Gate.admit = _traced("admit", Gate.admit)  # type: ignore[method-assign]
         wrapped.append("admit")
-    for cls in (getattr(testing, "NoopProvider", None),
-                getattr(testing, "RecordingProvider", None)):
+    for cls in (
+        getattr(testing, "NoopProvider", None),
+        getattr(testing, "RecordingProvider", None),
+    ):
         if cls is not None:
             cls.send = _traced("send", cls.send)  # type: ignore[method-assign]
     wrapped.append("send")

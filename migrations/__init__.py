@@ -42,7 +42,8 @@ def read_frozen(name: str) -> str:
     if actual != pinned:
         raise FrozenFileError(
             f"migrations/frozen/{name} changed (sha256 {actual}, pinned {pinned}): a released "
-            "migration never changes; put the change in a new revision")
+            "migration never changes; put the change in a new revision"
+        )
     return data.decode("utf-8")
 
 

@@ -46,7 +46,8 @@ def _refuse_sync(conn: Any, function: str) -> None:
         raise errors.UnsupportedConnection(
             f"outbox.aio.{function} needs an async connection (psycopg AsyncConnection, "
             f"SQLAlchemy AsyncConnection or AsyncSession), got {type(conn).__name__}; "
-            f"for a sync connection use outbox.{function}(conn, ...)")
+            f"for a sync connection use outbox.{function}(conn, ...)"
+        )
 
 
 async def _driver_connection(conn: Any, function: str) -> Any:
@@ -70,10 +71,12 @@ async def _driver_connection(conn: Any, function: str) -> Any:
         raise errors.UnsupportedConnection(
             f"outbox.aio.{function} runs on psycopg 3; this SQLAlchemy engine uses "
             f"{type(driver).__module__}.{type(driver).__name__} "
-            "(use a postgresql+psycopg_async:// URL)")
+            "(use a postgresql+psycopg_async:// URL)"
+        )
     raise errors.UnsupportedConnection(
         f"outbox.aio.{function} supports psycopg AsyncConnection and SQLAlchemy "
-        f"AsyncConnection/AsyncSession, got {type(conn).__name__}")
+        f"AsyncConnection/AsyncSession, got {type(conn).__name__}"
+    )
 
 
 async def _run(conn: Any, function: str, call: calls.Call[R]) -> R:

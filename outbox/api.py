@@ -72,7 +72,8 @@ def _refuse_async(conn: Any, function: str) -> None:
         # not subscriptable", which says nothing about what to do.
         raise errors.UnsupportedConnection(
             f"outbox.{function} was given an async connection ({type(conn).__name__}); "
-            f"use outbox.aio: await outbox.aio.{function}(conn, ...)")
+            f"use outbox.aio: await outbox.aio.{function}(conn, ...)"
+        )
 
 
 def _dbapi_connection(conn: Any, function: str) -> Any:
@@ -91,7 +92,8 @@ def _dbapi_connection(conn: Any, function: str) -> Any:
     if not callable(getattr(conn, "cursor", None)):
         raise errors.UnsupportedConnection(
             f"outbox.{function} needs a database connection (psycopg Connection, SQLAlchemy "
-            f"Connection or Session), got {type(conn).__name__}")
+            f"Connection or Session), got {type(conn).__name__}"
+        )
     return conn
 
 

@@ -109,7 +109,7 @@ def signature_with_conn(describe: Callable[..., Call[Any]]) -> inspect.Signature
     conn = inspect.Parameter("conn", inspect.Parameter.POSITIONAL_ONLY, annotation="Any")
     returns = sig.return_annotation
     if isinstance(returns, str) and returns.startswith("Call[") and returns.endswith("]"):
-        returns = returns[len("Call["):-1]
+        returns = returns[len("Call[") : -1]
     return sig.replace(parameters=[conn, *sig.parameters.values()], return_annotation=returns)
 
 
@@ -134,13 +134,17 @@ def _check_chars(value: str, where: str, field: str) -> None:
     if nul >= 0:
         raise errors.ValidationError(
             f"{where} contains a NUL character (\\x00) at position {nul}, "
-            "which PostgreSQL text cannot hold", field=field)
+            "which PostgreSQL text cannot hold",
+            field=field,
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise errors.ValidationError(
             f"{where} contains a lone surrogate {value[exc.start]!r} at position {exc.start}, "
-            "which is not valid UTF-8", field=field) from None
+            "which is not valid UTF-8",
+            field=field,
+        ) from None
 
 
 def _text(value: Any, field: str) -> str:
@@ -183,8 +187,11 @@ def _moment(value: Any, field: str) -> datetime | None:
     if value.utcoffset() is None:
         # A naive datetime would be read in the database session's TimeZone,
         # which is rarely what the caller had in mind.
-        raise _fail(field, f"is a naive datetime ({value.isoformat()}); give it a time zone, "
-                           "e.g. datetime.now(timezone.utc)")
+        raise _fail(
+            field,
+            f"is a naive datetime ({value.isoformat()}); give it a time zone, "
+            "e.g. datetime.now(timezone.utc)",
+        )
     return value
 
 
@@ -221,33 +228,36 @@ def _json_plain(value: Any, path: str, depth: int) -> Any:
         return value
     if isinstance(value, int):
         if value.bit_length() > _MAX_INT_BITS:
-            raise errors.ValidationError(
-                f"{path} is an integer of over 4000 digits", field="data")
+            raise errors.ValidationError(f"{path} is an integer of over 4000 digits", field="data")
         return int(value)  # an IntEnum would otherwise be dumped by name by some encoders
     if isinstance(value, float):
         if not math.isfinite(value):
             raise errors.ValidationError(
                 f"{path} is {value!r}, which JSON cannot hold (jsonb refuses NaN and Infinity)",
-                field="data")
+                field="data",
+            )
         return value
     if isinstance(value, (Mapping, list, tuple)):
         if depth >= MAX_DATA_DEPTH:
             raise errors.ValidationError(
-                f"{path} nests deeper than {MAX_DATA_DEPTH} levels", field="data")
+                f"{path} nests deeper than {MAX_DATA_DEPTH} levels", field="data"
+            )
         if isinstance(value, Mapping):
             plain = {}
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise errors.ValidationError(
                         f"{path} has a key {_show(key)}; JSON object keys must be strings",
-                        field="data")
+                        field="data",
+                    )
                 _check_chars(key, f"{path} key {key!r}", "data")
                 plain[key] = _json_plain(item, f"{path}[{key!r}]", depth + 1)
             return plain
         return [_json_plain(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
     hint = f"; pass {path}.isoformat()" if isinstance(value, (datetime, time)) else ""
     raise errors.ValidationError(
-        f"{path} is a {type(value).__name__}, which is not JSON-serialisable{hint}", field="data")
+        f"{path} is a {type(value).__name__}, which is not JSON-serialisable{hint}", field="data"
+    )
 
 
 def _data(value: Any) -> str:
@@ -258,8 +268,9 @@ def _data(value: Any) -> str:
         # The SQL function says "must be a JSON object, got array" too, but only
         # for what survives serialisation, and after a round trip.
         raise _fail("data", f"must be a JSON object (a dict), got {_show(value)}")
-    text = json.dumps(_json_plain(value, "data", 0), ensure_ascii=False, allow_nan=False,
-                      separators=(", ", ": "))
+    text = json.dumps(
+        _json_plain(value, "data", 0), ensure_ascii=False, allow_nan=False, separators=(", ", ": ")
+    )
     size = len(text.encode("utf-8"))
     if size > MAX_DATA_BYTES:
         raise _fail("data", f"is {size} bytes as JSON, the limit is {MAX_DATA_BYTES}")
@@ -299,16 +310,36 @@ def enqueue(
 
     Raises :class:`~outbox.ValidationError` (or a subclass) naming the field.
     """
-    return Call("enqueue", _enqueue_params(
-        message_id, template=template, recipient=recipient, data=data, channels=channels,
-        address=address, category=category, priority=priority, send_at=send_at,
-        expires_at=expires_at), int)
+    return Call(
+        "enqueue",
+        _enqueue_params(
+            message_id,
+            template=template,
+            recipient=recipient,
+            data=data,
+            channels=channels,
+            address=address,
+            category=category,
+            priority=priority,
+            send_at=send_at,
+            expires_at=expires_at,
+        ),
+        int,
+    )
 
 
 def _enqueue_params(
-    message_id: Any, *, template: Any, recipient: Any = None, data: Any = None,
-    channels: Any = None, address: Any = None, category: Any = None, priority: Any = 0,
-    send_at: Any = None, expires_at: Any = None,
+    message_id: Any,
+    *,
+    template: Any,
+    recipient: Any = None,
+    data: Any = None,
+    channels: Any = None,
+    address: Any = None,
+    category: Any = None,
+    priority: Any = 0,
+    send_at: Any = None,
+    expires_at: Any = None,
 ) -> dict[str, Any]:
     return {
         "message_id": _text(message_id, "message_id"),
@@ -324,8 +355,7 @@ def _enqueue_params(
     }
 
 
-ENQUEUE_FIELDS = frozenset(
-    name for name in inspect.signature(_enqueue_params).parameters)
+ENQUEUE_FIELDS = frozenset(name for name in inspect.signature(_enqueue_params).parameters)
 
 
 def enqueue_many(notifications: Iterable[Mapping[str, Any]]) -> Call[list[int]]:
@@ -353,12 +383,14 @@ def _enqueue_many_item(i: int, item: Any) -> str:
     if not isinstance(item, Mapping):
         raise errors.ValidationError(
             f"{where} must be a mapping of enqueue's arguments, got {_show(item)}",
-            field="notifications")
+            field="notifications",
+        )
     unknown = sorted(str(k) for k in item if k not in ENQUEUE_FIELDS)
     if unknown:
         raise errors.ValidationError(
             f"{where} has unknown field(s) {unknown}; expected some of {sorted(ENQUEUE_FIELDS)}",
-            field=unknown[0])
+            field=unknown[0],
+        )
     for required in ("message_id", "template"):
         if required not in item:
             raise errors.ValidationError(f"{where} has no {required}", field=required)
@@ -394,13 +426,22 @@ def upsert_recipient(
         start = _local_time(quiet_hours[0], "quiet_hours")
         end = _local_time(quiet_hours[1], "quiet_hours")
     else:
-        raise _fail("quiet_hours",
-                    f"must be a (start, end) pair of times, got {_show(quiet_hours)}")
-    return Call("upsert_recipient", {
-        "recipient": _text(recipient, "recipient"), "email": _optional_text(email, "email"),
-        "phone": _optional_text(phone, "phone"), "locale": _optional_text(locale, "locale"),
-        "timezone": _optional_text(timezone, "timezone"), "quiet_start": start, "quiet_end": end,
-    }, int)
+        raise _fail(
+            "quiet_hours", f"must be a (start, end) pair of times, got {_show(quiet_hours)}"
+        )
+    return Call(
+        "upsert_recipient",
+        {
+            "recipient": _text(recipient, "recipient"),
+            "email": _optional_text(email, "email"),
+            "phone": _optional_text(phone, "phone"),
+            "locale": _optional_text(locale, "locale"),
+            "timezone": _optional_text(timezone, "timezone"),
+            "quiet_start": start,
+            "quiet_end": end,
+        },
+        int,
+    )
 
 
 def register_device(
@@ -411,27 +452,44 @@ def register_device(
     A token already known moves to this recipient and is reactivated.
     ``environment`` is ``"production"`` or ``"sandbox"`` (APNs).
     """
-    return Call("register_device", {
-        "recipient": _text(recipient, "recipient"), "token": _text(token, "token"),
-        "platform": _text(platform, "platform"), "environment": _text(environment, "environment"),
-    }, int)
+    return Call(
+        "register_device",
+        {
+            "recipient": _text(recipient, "recipient"),
+            "token": _text(token, "token"),
+            "platform": _text(platform, "platform"),
+            "environment": _text(environment, "environment"),
+        },
+        int,
+    )
 
 
 def deactivate_device(token: str, reason: str = "deactivated by the application") -> Call[bool]:
     """Stop sending to ``token``; return False if it was unknown or already inactive."""
-    return Call("deactivate_device", {
-        "token": _text(token, "token"), "reason": _text(reason, "reason"),
-    }, bool)
+    return Call(
+        "deactivate_device",
+        {
+            "token": _text(token, "token"),
+            "reason": _text(reason, "reason"),
+        },
+        bool,
+    )
 
 
 def set_preference(
     recipient: str, channel: str, *, opted_in: bool, category: str = "*"
 ) -> Call[None]:
     """Opt ``recipient`` in or out of ``channel`` for ``category`` (``"*"``: every category)."""
-    return Call("set_preference", {
-        "recipient": _text(recipient, "recipient"), "channel": _text(channel, "channel"),
-        "opted_in": _flag(opted_in, "opted_in"), "category": _text(category, "category"),
-    }, _nothing)
+    return Call(
+        "set_preference",
+        {
+            "recipient": _text(recipient, "recipient"),
+            "channel": _text(channel, "channel"),
+            "opted_in": _flag(opted_in, "opted_in"),
+            "category": _text(category, "category"),
+        },
+        _nothing,
+    )
 
 
 def cancel(message_id: str, reason: str = "cancelled by the application") -> Call[int]:
@@ -440,9 +498,14 @@ def cancel(message_id: str, reason: str = "cancelled by the application") -> Cal
     Deliveries already sent or in flight are not touched. Raises
     :class:`~outbox.NotFound` if no notification has that message id.
     """
-    return Call("cancel", {
-        "message_id": _text(message_id, "message_id"), "reason": _text(reason, "reason"),
-    }, int)
+    return Call(
+        "cancel",
+        {
+            "message_id": _text(message_id, "message_id"),
+            "reason": _text(reason, "reason"),
+        },
+        int,
+    )
 
 
 def create_template(
@@ -461,24 +524,42 @@ def create_template(
     Unchanged content creates nothing and returns the newest version. With
     ``activate`` (the default) the new version becomes the one used for sends.
     """
-    return Call("create_template", {
-        "key": _text(key, "key"), "channel": _text(channel, "channel"),
-        "body": _text(body, "body"), "subject": _optional_text(subject, "subject"),
-        "html_body": _optional_text(html_body, "html_body"),
-        "title": _optional_text(title, "title"), "locale": _text(locale, "locale"),
-        "activate": _flag(activate, "activate"),
-    }, int)
+    return Call(
+        "create_template",
+        {
+            "key": _text(key, "key"),
+            "channel": _text(channel, "channel"),
+            "body": _text(body, "body"),
+            "subject": _optional_text(subject, "subject"),
+            "html_body": _optional_text(html_body, "html_body"),
+            "title": _optional_text(title, "title"),
+            "locale": _text(locale, "locale"),
+            "activate": _flag(activate, "activate"),
+        },
+        int,
+    )
 
 
 def activate_template(
-    key: str, channel: str, version: int, *, locale: str = "default", actor: str | None = None,
+    key: str,
+    channel: str,
+    version: int,
+    *,
+    locale: str = "default",
+    actor: str | None = None,
 ) -> Call[None]:
     """Make ``version`` the active version of a template (a rollback); recorded as an event."""
-    return Call("activate_template", {
-        "key": _text(key, "key"), "channel": _text(channel, "channel"),
-        "version": _integer(version, "version", range(1, _INT4_MAX + 1)),
-        "locale": _text(locale, "locale"), "actor": _optional_text(actor, "actor"),
-    }, _nothing)
+    return Call(
+        "activate_template",
+        {
+            "key": _text(key, "key"),
+            "channel": _text(channel, "channel"),
+            "version": _integer(version, "version", range(1, _INT4_MAX + 1)),
+            "locale": _text(locale, "locale"),
+            "actor": _optional_text(actor, "actor"),
+        },
+        _nothing,
+    )
 
 
 def _nothing(_: Any) -> None:
@@ -487,6 +568,13 @@ def _nothing(_: Any) -> None:
 
 #: Every call, in the order of ``__all__``: the API modules build their functions from these.
 CALLS: tuple[Callable[..., Call[Any]], ...] = (
-    activate_template, cancel, create_template, deactivate_device, enqueue, enqueue_many,
-    register_device, set_preference, upsert_recipient,
+    activate_template,
+    cancel,
+    create_template,
+    deactivate_device,
+    enqueue,
+    enqueue_many,
+    register_device,
+    set_preference,
+    upsert_recipient,
 )

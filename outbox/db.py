@@ -82,8 +82,11 @@ def _conninfo(url: str, name: str = "the database URL") -> Mapping[str, object]:
 
     scheme = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://", url)
     if scheme and scheme.group(1) not in ("postgresql", "postgres"):
-        what = ("a SQLAlchemy URL" if scheme.group(1).startswith("postgresql+")
-                else "not a PostgreSQL URL")
+        what = (
+            "a SQLAlchemy URL"
+            if scheme.group(1).startswith("postgresql+")
+            else "not a PostgreSQL URL"
+        )
         raise ConfigError(
             f"{name} starts with {scheme.group(0)}, {what}; write it as a libpq "
             "URL: postgresql://user:password@host:5432/dbname"

@@ -60,8 +60,13 @@ INVALID_NUMBER = "+15005550001"
 # 'delivered') get to arrive and be applied before the summary is printed.
 RECEIPTS_GRACE_S = 30.0
 
-LOCALES = [("en", "Europe/London"), ("fr", "Europe/Paris"), ("fr-CA", "America/Montreal"),
-           ("en-US", "America/New_York"), ("de", "Europe/Berlin")]
+LOCALES = [
+    ("en", "Europe/London"),
+    ("fr", "Europe/Paris"),
+    ("fr-CA", "America/Montreal"),
+    ("en-US", "America/New_York"),
+    ("de", "Europe/Berlin"),
+]
 
 
 @dataclass
@@ -91,7 +96,9 @@ def demo_database_url(server_url: str, name: str = DEMO_DATABASE) -> str:
     params = conninfo_to_dict(server_url)
     admin = make_conninfo("", **{**params, "dbname": "postgres"})
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return make_conninfo("", **{**params, "dbname": name})
 
@@ -100,21 +107,47 @@ def load_examples(
     conn: psycopg.Connection[DictRow], opts: DemoOptions, rng: random.Random
 ) -> list[str]:
     """Templates, categories, recipients (with devices and some opt-outs). Returns recipient ids."""
-    conn.execute("INSERT INTO outbox.categories (name, critical, description) VALUES "
-                 "('security', true, 'login codes'), ('appointments', false, 'reminders'), "
-                 "('marketing', false, 'promotions')")
+    conn.execute(
+        "INSERT INTO outbox.categories (name, critical, description) VALUES "
+        "('security', true, 'login codes'), ('appointments', false, 'reminders'), "
+        "('marketing', false, 'promotions')"
+    )
     t = outbox.create_template
     t(conn, "login_code", "sms", "Your code is {{ code }}. It expires in 2 minutes.")
-    t(conn, "login_code", "sms", "Votre code est {{ code }}. Il expire dans 2 minutes.", locale="fr")
+    t(
+        conn,
+        "login_code",
+        "sms",
+        "Votre code est {{ code }}. Il expire dans 2 minutes.",
+        locale="fr",
+    )
     t(conn, "login_code", "push", "Code {{ code }}", title="Sign-in code")
-    t(conn, "appointment", "email", "Hello {{ name }},\nsee you on {{ when }} at {{ place }}.",
-      subject="Reminder: {{ when }}", html_body="<p>Hello {{ name }},</p><p>see you on <b>{{ when }}</b> at {{ place }}.</p>")
-    t(conn, "appointment", "email", "Bonjour {{ name }},\nà {{ when }}, {{ place }}.",
-      subject="Rappel : {{ when }}", html_body="<p>Bonjour {{ name }},</p><p>à <b>{{ when }}</b>, {{ place }}.</p>",
-      locale="fr")
+    t(
+        conn,
+        "appointment",
+        "email",
+        "Hello {{ name }},\nsee you on {{ when }} at {{ place }}.",
+        subject="Reminder: {{ when }}",
+        html_body="<p>Hello {{ name }},</p><p>see you on <b>{{ when }}</b> at {{ place }}.</p>",
+    )
+    t(
+        conn,
+        "appointment",
+        "email",
+        "Bonjour {{ name }},\nà {{ when }}, {{ place }}.",
+        subject="Rappel : {{ when }}",
+        html_body="<p>Bonjour {{ name }},</p><p>à <b>{{ when }}</b>, {{ place }}.</p>",
+        locale="fr",
+    )
     t(conn, "appointment", "sms", "Reminder: {{ when }} at {{ place }}.")
-    t(conn, "spring_sale", "email", "{{ name }}, spring sale: {{ discount }}% off.",
-      subject="{{ discount }}% off this week", html_body="<h1>{{ discount }}% off</h1>")
+    t(
+        conn,
+        "spring_sale",
+        "email",
+        "{{ name }}, spring sale: {{ discount }}% off.",
+        subject="{{ discount }}% off this week",
+        html_body="<h1>{{ discount }}% off</h1>",
+    )
     t(conn, "spring_sale", "push", "{{ discount }}% off this week only", title="Spring sale")
 
     ids = []
@@ -122,8 +155,9 @@ def load_examples(
         locale, tz = LOCALES[i % len(LOCALES)]
         rid = f"user-{i:04d}"
         phone = INVALID_NUMBER if i == 7 else f"+1415555{i:04d}"
-        outbox.upsert_recipient(conn, rid, email=f"{rid}@example.com", phone=phone, locale=locale,
-                                timezone=tz)
+        outbox.upsert_recipient(
+            conn, rid, email=f"{rid}@example.com", phone=phone, locale=locale, timezone=tz
+        )
         if i % 2 == 0:
             token = DEAD_TOKEN if i == 4 else f"{i:08x}" * 8
             outbox.register_device(conn, rid, token, "apns")
@@ -189,20 +223,22 @@ def receipts_service(sandbox: Sandbox, url: str) -> Iterator[ReceiptsService]:
 def worker_env(sandbox: Sandbox, url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
     env.update(sandbox.env())
-    env.update({
-        "OUTBOX_DATABASE_URL": url,
-        "OUTBOX_PROVIDERS_EMAIL": '["sendgrid", "mailchimp"]',
-        "OUTBOX_PROVIDERS_SMS": '["twilio", "vonage"]',
-        "OUTBOX_PROVIDERS_PUSH": '["apns", "fcm"]',
-        # Short backoff and timeouts, so that retries happen within the demo's minute.
-        "OUTBOX_BACKOFF_BASE_SECONDS": "0.5",
-        "OUTBOX_BACKOFF_CAP_SECONDS": "4",
-        "OUTBOX_PROVIDER_TIMEOUT_SECONDS": "2",
-        "OUTBOX_LEASE_SECONDS": "10",
-        "OUTBOX_POLL_INTERVAL_SECONDS": "0.5",
-        "OUTBOX_LOG_FORMAT": "json",
-        "OUTBOX_LOG_LEVEL": "INFO",
-    })
+    env.update(
+        {
+            "OUTBOX_DATABASE_URL": url,
+            "OUTBOX_PROVIDERS_EMAIL": '["sendgrid", "mailchimp"]',
+            "OUTBOX_PROVIDERS_SMS": '["twilio", "vonage"]',
+            "OUTBOX_PROVIDERS_PUSH": '["apns", "fcm"]',
+            # Short backoff and timeouts, so that retries happen within the demo's minute.
+            "OUTBOX_BACKOFF_BASE_SECONDS": "0.5",
+            "OUTBOX_BACKOFF_CAP_SECONDS": "4",
+            "OUTBOX_PROVIDER_TIMEOUT_SECONDS": "2",
+            "OUTBOX_LEASE_SECONDS": "10",
+            "OUTBOX_POLL_INTERVAL_SECONDS": "0.5",
+            "OUTBOX_LOG_FORMAT": "json",
+            "OUTBOX_LOG_LEVEL": "INFO",
+        }
+    )
     return env
 
 
@@ -221,9 +257,15 @@ def start_workers(
     for i in range(n):
         port = _free_port()
         log = open(log_dir / f"worker-{i + 1}.log", "w")  # noqa: SIM115 - closed with the process
-        procs.append(subprocess.Popen([sys.executable, "-m", "outbox", "worker"],
-                                      env={**env, "OUTBOX_METRICS_PORT": str(port)},
-                                      stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "outbox", "worker"],
+                env={**env, "OUTBOX_METRICS_PORT": str(port)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
         metrics_urls.append(f"http://127.0.0.1:{port}/metrics")
     return procs, metrics_urls
 
@@ -241,32 +283,54 @@ def stop_workers(procs: list[subprocess.Popen[bytes]], timeout: float = 15.0) ->
             p.wait()
 
 
-def enqueue_mix(conn: psycopg.Connection[DictRow], recipients: list[str], opts: DemoOptions,
-                rng: random.Random) -> int:
+def enqueue_mix(
+    conn: psycopg.Connection[DictRow], recipients: list[str], opts: DemoOptions, rng: random.Random
+) -> int:
     """Login codes, appointment reminders, a marketing blast. Returns notifications enqueued."""
     now = datetime.now(UTC)
     items: list[dict[str, Any]] = []
     for i in range(opts.marketing):
         rid = recipients[i % len(recipients)]
-        items.append({"message_id": f"sale-{i}", "recipient": rid, "template": "spring_sale",
-                      "category": "marketing", "priority": -10,
-                      "data": {"name": rid, "discount": rng.choice([10, 15, 20, 30])}})
+        items.append(
+            {
+                "message_id": f"sale-{i}",
+                "recipient": rid,
+                "template": "spring_sale",
+                "category": "marketing",
+                "priority": -10,
+                "data": {"name": rid, "discount": rng.choice([10, 15, 20, 30])},
+            }
+        )
     for i in range(opts.reminders):
         rid = recipients[rng.randrange(len(recipients))]
-        items.append({"message_id": f"appt-{i}", "recipient": rid, "template": "appointment",
-                      "category": "appointments", "priority": 0,
-                      "send_at": now + timedelta(seconds=rng.uniform(3, 15)),
-                      "data": {"name": rid, "when": "Thursday 10:30", "place": "12 Rue Oberkampf"}})
+        items.append(
+            {
+                "message_id": f"appt-{i}",
+                "recipient": rid,
+                "template": "appointment",
+                "category": "appointments",
+                "priority": 0,
+                "send_at": now + timedelta(seconds=rng.uniform(3, 15)),
+                "data": {"name": rid, "when": "Thursday 10:30", "place": "12 Rue Oberkampf"},
+            }
+        )
     for i in range(opts.otps):
         # The first login code goes to the recipient whose number is invalid.
         rid = recipients[7] if i == 0 else recipients[rng.randrange(len(recipients))]
-        items.append({"message_id": f"otp-{i}", "recipient": rid, "template": "login_code",
-                      "category": "security", "priority": 100,
-                      "expires_at": now + timedelta(seconds=rng.choice([3, 60])),
-                      "data": {"code": f"{rng.randrange(10**6):06d}"}})
+        items.append(
+            {
+                "message_id": f"otp-{i}",
+                "recipient": rid,
+                "template": "login_code",
+                "category": "security",
+                "priority": 100,
+                "expires_at": now + timedelta(seconds=rng.choice([3, 60])),
+                "data": {"code": f"{rng.randrange(10**6):06d}"},
+            }
+        )
     # The marketing blast goes in first: the login codes behind it still go out first.
     for start in range(0, len(items), 500):
-        outbox.enqueue_many(conn, items[start:start + 500])
+        outbox.enqueue_many(conn, items[start : start + 500])
         conn.commit()
     return len(items)
 
@@ -298,8 +362,13 @@ def watch(
     is finished, the receipts get up to RECEIPTS_GRACE_S more to settle, so that
     the summary shows them applied.
     """
-    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                        TimeElapsedColumn(), console=console)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
     task = progress.add_task("finished deliveries", total=1)
     deadline = time.monotonic() + opts.duration
     settle_by: float | None = None
@@ -325,16 +394,44 @@ def watch(
             time.sleep(0.25)
 
 
-def summary(conn: psycopg.Connection[DictRow], console: Console, run: DemoRun, opts: DemoOptions,
-            finished: bool) -> None:
+def summary(
+    conn: psycopg.Connection[DictRow],
+    console: Console,
+    run: DemoRun,
+    opts: DemoOptions,
+    finished: bool,
+) -> None:
     outcomes = conn.execute(query("demo_outcomes")).fetchall()
     table = Table(title="how it ended, per channel and provider")
-    for col in ("channel", "provider", "sent", "delivered", "retried", "dead", "expired", "suppressed",
-                "unfinished"):
+    for col in (
+        "channel",
+        "provider",
+        "sent",
+        "delivered",
+        "retried",
+        "dead",
+        "expired",
+        "suppressed",
+        "unfinished",
+    ):
         table.add_column(col, justify="left" if col in ("channel", "provider") else "right")
     for r in outcomes:
-        table.add_row(r["channel"], r["provider"], *(str(r[c]) for c in
-                      ("sent", "delivered", "retried", "dead", "expired", "suppressed", "unfinished")))
+        table.add_row(
+            r["channel"],
+            r["provider"],
+            *(
+                str(r[c])
+                for c in (
+                    "sent",
+                    "delivered",
+                    "retried",
+                    "dead",
+                    "expired",
+                    "suppressed",
+                    "unfinished",
+                )
+            ),
+        )
     console.print(table)
 
     latency = Table(title="latency, due -> accepted by the provider")
@@ -353,20 +450,29 @@ def summary(conn: psycopg.Connection[DictRow], console: Console, run: DemoRun, o
             reasons.add_row(r["channel"], str(r["n"]), r["reason"])
         console.print(reasons)
     for r in conn.execute(query("demo_deactivated_devices")).fetchall():
-        console.print(f"[bold]device deactivated[/]: {r['platform']} token {r['token'][:12]}… of "
-                      f"{r['recipient']} — {r['reason']}")
+        console.print(
+            f"[bold]device deactivated[/]: {r['platform']} token {r['token'][:12]}… of "
+            f"{r['recipient']} — {r['reason']}"
+        )
     for r in conn.execute(query("demo_suppressed_addresses")).fetchall():
         console.print(f"[bold]suppressed[/]: {r['channel']} {r['destination']} — {r['reason']}")
 
     elapsed = time.monotonic() - run.started
     state = "everything finished" if finished else "stopped before everything finished"
-    failed = (f"\n{run.receipts_failed} delivery receipts could not be posted: see "
-              f"{opts.state_dir / 'demo.log'}" if run.receipts_failed else "")
-    console.print(Panel.fit(
-        f"{run.enqueued} notifications, {state} in {elapsed:.1f} s with {opts.workers} workers."
-        f"{failed}\n"
-        f"worker logs: {opts.state_dir / 'logs'}",
-        title="outbox demo"))
+    failed = (
+        f"\n{run.receipts_failed} delivery receipts could not be posted: see "
+        f"{opts.state_dir / 'demo.log'}"
+        if run.receipts_failed
+        else ""
+    )
+    console.print(
+        Panel.fit(
+            f"{run.enqueued} notifications, {state} in {elapsed:.1f} s with {opts.workers} workers."
+            f"{failed}\n"
+            f"worker logs: {opts.state_dir / 'logs'}",
+            title="outbox demo",
+        )
+    )
     # Commands to copy: printed outside the panel and never wrapped, so they paste whole.
     for line in where_next(run.url):
         console.print(line, soft_wrap=True, markup=False, highlight=False)
@@ -381,7 +487,8 @@ def where_next(url: str) -> list[str]:
     outbox_cmd = _outbox_command()
     return [
         "Where to look next (in the demo's database"
-        + (", password not shown" if password else "") + "):",
+        + (", password not shown" if password else "")
+        + "):",
         f"  psql {shown}",
         "    SELECT * FROM outbox.queue_depth;   SELECT * FROM outbox.dead_letters;",
         "    SELECT * FROM outbox.message_timeline WHERE message_id = 'otp-0';",
@@ -422,24 +529,40 @@ def run_demo(server_url: str, opts: DemoOptions, console: Console | None = None)
     opts.state_dir.mkdir(parents=True, exist_ok=True)
     with psycopg.connect(url, row_factory=dict_row) as conn:
         recipients = load_examples(conn, opts, rng)
-        console.print(f"loaded {len(recipients)} recipients, their devices, and 3 templates in 2 locales")
+        console.print(
+            f"loaded {len(recipients)} recipients, their devices, and 3 templates in 2 locales"
+        )
         # receipts_service stops the sandbox before the receiver (Ctrl-C included).
-        with Sandbox(opts.state_dir / "sandbox", faults=faults()) as sandbox, \
-                receipts_service(sandbox, url) as receipts:
+        with (
+            Sandbox(opts.state_dir / "sandbox", faults=faults()) as sandbox,
+            receipts_service(sandbox, url) as receipts,
+        ):
             receipts_url = receipts.url
-            console.print(f"provider sandbox on {sandbox.http_url} (APNs on {sandbox.apns_url}) with faults: "
-                          "15% Twilio errors, 10% APNs/FCM errors, a dead token, an invalid number, slow SendGrid")
-            console.print(f"delivery receipts: SendGrid events and Twilio status callbacks to {receipts_url}")
+            console.print(
+                f"provider sandbox on {sandbox.http_url} (APNs on {sandbox.apns_url}) with faults: "
+                "15% Twilio errors, 10% APNs/FCM errors, a dead token, an invalid number, "
+                "slow SendGrid"
+            )
+            console.print(
+                f"delivery receipts: SendGrid events and Twilio status callbacks to {receipts_url}"
+            )
             env = worker_env(sandbox, url)
             env["OUTBOX_TWILIO_STATUS_CALLBACK_URL"] = f"{receipts_url}/webhooks/twilio"
-            run.workers, run.metrics_urls = start_workers(opts.workers, env, opts.state_dir / "logs")
-            console.print(f"{opts.workers} workers; their metrics, while they run: "
-                          + ", ".join(run.metrics_urls))
+            run.workers, run.metrics_urls = start_workers(
+                opts.workers, env, opts.state_dir / "logs"
+            )
+            console.print(
+                f"{opts.workers} workers; their metrics, while they run: "
+                + ", ".join(run.metrics_urls)
+            )
             try:
                 run.enqueued = enqueue_mix(conn, recipients, opts, rng)
-                console.print(f"enqueued {run.enqueued} notifications: {opts.marketing} marketing (priority -10), "
-                              f"{opts.reminders} reminders (scheduled 3–15 s ahead), {opts.otps} login codes "
-                              "(priority 100, some expiring in 3 s)")
+                console.print(
+                    f"enqueued {run.enqueued} notifications: "
+                    f"{opts.marketing} marketing (priority -10), "
+                    f"{opts.reminders} reminders (scheduled 3–15 s ahead), {opts.otps} login codes "
+                    "(priority 100, some expiring in 3 s)"
+                )
                 finished = watch(conn, run, opts, console, receipts)
                 run.receipts_failed = receipts.failed()
             finally:

@@ -86,8 +86,7 @@ class SchemaError(OutboxError):
     installed) and ``needed`` the revision this Outbox's migrations end at.
     """
 
-    def __init__(self, message: str, *, database: str, current: str | None,
-                 needed: str) -> None:
+    def __init__(self, message: str, *, database: str, current: str | None, needed: str) -> None:
         super().__init__(message)
         self.database = database
         self.current = current

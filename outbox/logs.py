@@ -47,14 +47,18 @@ class RedactSecrets:
         return {k: self._scrub(v) for k, v in event_dict.items()}
 
 
-def configure(*, level: str = "INFO", fmt: str = "console", secrets: Iterable[str] = (),
-              stream: Any = None) -> None:
+def configure(
+    *, level: str = "INFO", fmt: str = "console", secrets: Iterable[str] = (), stream: Any = None
+) -> None:
     """Configure structlog for a process (the CLI and the worker call this once)."""
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
-    renderer = (structlog.processors.JSONRenderer() if fmt == "json"
-                else structlog.dev.ConsoleRenderer(colors=False))
+    renderer = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -188,7 +188,10 @@ def set_breaker_state(provider: str, state: str | int) -> None:
 
 
 def record_config_error(provider: str, count: int = 1) -> None:
-    """Count ``count`` config outcomes of ``provider`` (the worker also logs provider.misconfigured)."""
+    """Count ``count`` config outcomes of ``provider``.
+
+    The worker also logs provider.misconfigured for them.
+    """
     CONFIG_ERRORS.labels(provider).inc(count)
 
 

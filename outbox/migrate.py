@@ -131,20 +131,26 @@ def compare(revisions: list[str], *, database: str) -> str:
     if not revisions:
         raise SchemaNotInstalled(
             f"the outbox schema is not installed in database {database!r}: run `outbox migrate`",
-            database=database, current=None, needed=needed,
+            database=database,
+            current=None,
+            needed=needed,
         )
     current = ", ".join(revisions)
     if all(_known(rev) for rev in revisions):
         raise SchemaBehind(
             f"database {database!r} is at revision {current}, this Outbox needs {needed}: "
             "run `outbox migrate`",
-            database=database, current=current, needed=needed,
+            database=database,
+            current=current,
+            needed=needed,
         )
     raise SchemaAhead(
         f"database {database!r} is at revision {current}, which this Outbox does not know "
         f"(it needs {needed}): a newer Outbox migrated it; run that release, or upgrade "
         "this one",
-        database=database, current=current, needed=needed,
+        database=database,
+        current=current,
+        needed=needed,
     )
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "quiet_until",
 ]
 
+
 def _require_aware(value: datetime, name: str) -> None:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be a timezone-aware datetime, got naive {value!r}")

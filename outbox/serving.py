@@ -97,8 +97,9 @@ class ServerThread:
 
     def start(self) -> None:
         started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(started,), name=self._name,
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(started,), name=self._name, daemon=True
+        )
         self._thread.start()
         started.wait(START_TIMEOUT_S)
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -157,8 +157,9 @@ class Settings(BaseSettings):
     prune_interval_seconds: float = Field(default=600.0, gt=0)
     prune_batch_size: int = Field(default=1000, ge=1, le=100_000)
 
-    @field_validator("worker_channels", "providers_email", "providers_sms", "providers_push",
-                     mode="before")
+    @field_validator(
+        "worker_channels", "providers_email", "providers_sms", "providers_push", mode="before"
+    )
     @classmethod
     def _list_setting(cls, value: object) -> object:
         return _parse_name_list(value)

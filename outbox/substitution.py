@@ -89,8 +89,13 @@ def _step(value: Any, attribute_syntax: bool, key: Any) -> Any:
         if attribute_syntax and hasattr(dict, key):
             return _MISSING
         return value.get(key, _MISSING) if isinstance(key, str) else _MISSING
-    if type(value) is list and not attribute_syntax and isinstance(key, int) \
-            and not isinstance(key, bool) and -len(value) <= key < len(value):
+    if (
+        type(value) is list
+        and not attribute_syntax
+        and isinstance(key, int)
+        and not isinstance(key, bool)
+        and -len(value) <= key < len(value)
+    ):
         return value[key]
     return _MISSING
 
@@ -108,8 +113,11 @@ def _lookup(node: nodes.Node) -> _Lookup | None:
             return node.name, tuple(reversed(steps))
         if isinstance(node, nodes.Getattr):
             steps.append((True, node.attr))
-        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
-                and isinstance(node.arg.value, str | int):
+        elif (
+            isinstance(node, nodes.Getitem)
+            and isinstance(node.arg, nodes.Const)
+            and isinstance(node.arg.value, str | int)
+        ):
             steps.append((False, node.arg.value))
         else:
             return None

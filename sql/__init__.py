@@ -73,10 +73,15 @@ def named(text: str, source: str = "<text>") -> dict[str, str]:
     marks = list(_NAME.finditer(text))
     for i, mark in enumerate(marks):
         end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-        body = "\n".join(
-            line for line in text[mark.end() : end].strip().splitlines()
-            if not line.lstrip().startswith("--")
-        ).strip().rstrip(";")
+        body = (
+            "\n".join(
+                line
+                for line in text[mark.end() : end].strip().splitlines()
+                if not line.lstrip().startswith("--")
+            )
+            .strip()
+            .rstrip(";")
+        )
         if mark.group(1) in found:
             raise ValueError(f"query {mark.group(1)!r} is defined twice in {source}")
         found[mark.group(1)] = body

@@ -20,21 +20,32 @@ def recipient(conn: Any, external_id: str | None = None, **fields: Any) -> str:
     return external_id
 
 
-def device(conn: Any, recipient_id: str, platform: str = "apns", token: str | None = None,
-           **fields: Any) -> str:
+def device(
+    conn: Any, recipient_id: str, platform: str = "apns", token: str | None = None, **fields: Any
+) -> str:
     token = token or f"{platform}-token-{next(_seq):08d}"
     outbox.register_device(conn, recipient_id, token, platform, **fields)
     return token
 
 
-def templates(conn: Any, key: str = "order_confirmed", channels: tuple[str, ...] = ("email", "sms", "push")) -> str:
+def templates(
+    conn: Any, key: str = "order_confirmed", channels: tuple[str, ...] = ("email", "sms", "push")
+) -> str:
     """An active template version for each channel."""
     for channel in channels:
         if channel == "email":
-            outbox.create_template(conn, key, "email", "Order {{ order }} is confirmed.",
-                                   subject="Order {{ order }}", html_body="<p>Order {{ order }}</p>")
+            outbox.create_template(
+                conn,
+                key,
+                "email",
+                "Order {{ order }} is confirmed.",
+                subject="Order {{ order }}",
+                html_body="<p>Order {{ order }}</p>",
+            )
         elif channel == "push":
-            outbox.create_template(conn, key, "push", "Order {{ order }} is confirmed.", title="Order")
+            outbox.create_template(
+                conn, key, "push", "Order {{ order }} is confirmed.", title="Order"
+            )
         else:
             outbox.create_template(conn, key, channel, "Order {{ order }} is confirmed.")
     return key

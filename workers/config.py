@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import time
 
-from outbox.workers.breaker.rules import BreakerPolicy
 from outbox.settings import CHANNELS, Settings
+from outbox.workers.breaker.rules import BreakerPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,19 +42,27 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         unknown = [c for c in self.channels if c not in CHANNELS]
         if unknown or not self.channels:
-            raise ValueError(f"worker channels must be some of {list(CHANNELS)}, "
-                             f"got {list(self.channels)}")
+            raise ValueError(
+                f"worker channels must be some of {list(CHANNELS)}, got {list(self.channels)}"
+            )
         for name in ("concurrency", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("lease_seconds", "poll_interval_seconds", "recover_interval_seconds",
-                     "backoff_base_seconds", "backoff_cap_seconds", "config_pause_seconds",
-                     "breaker_refresh_seconds"):
+        for name in (
+            "lease_seconds",
+            "poll_interval_seconds",
+            "recover_interval_seconds",
+            "backoff_base_seconds",
+            "backoff_cap_seconds",
+            "config_pause_seconds",
+            "breaker_refresh_seconds",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.shutdown_grace_seconds < 0:
             raise ValueError(
-                f"shutdown_grace_seconds must be >= 0, got {self.shutdown_grace_seconds}")
+                f"shutdown_grace_seconds must be >= 0, got {self.shutdown_grace_seconds}"
+            )
         self.breaker_policy()  # raises ValueError naming a bad breaker value
 
     def breaker_policy(self) -> BreakerPolicy:

@@ -95,14 +95,19 @@ class Connections:
 
     def _unavailable(self, role: str, exc: BaseException, delay: float) -> None:
         if self._outage:
-            self._log.warning("db.unavailable", role=role, error=type(exc).__name__,
-                              retry_in=delay)
+            self._log.warning("db.unavailable", role=role, error=type(exc).__name__, retry_in=delay)
             return
         self._outage = True
         # libpq's message says why (refused, unknown host, auth failed, no such
         # database); it names host and user but never the password.
-        self._log.warning("db.unavailable", role=role, error=type(exc).__name__,
-                          detail=str(exc).strip(), retry_in=delay, **describe_server(self.url))
+        self._log.warning(
+            "db.unavailable",
+            role=role,
+            error=type(exc).__name__,
+            detail=str(exc).strip(),
+            retry_in=delay,
+            **describe_server(self.url),
+        )
 
     async def drop(self, role: str, exc: BaseException) -> None:
         """Throw away the connection of ``role`` after ``exc``; the next get reopens it."""

@@ -76,23 +76,38 @@ def decide(
     kind = outcome.kind
 
     if kind is OutcomeKind.SENT:
-        return Decision("sent", "sent", provider=provider,
-                        provider_message_id=outcome.provider_message_id, detail=detail)
+        return Decision(
+            "sent",
+            "sent",
+            provider=provider,
+            provider_message_id=outcome.provider_message_id,
+            detail=detail,
+        )
 
     if past_expiry(expires_at, now) or (
-            expires_at is not None and outcome.detail.get("error") == "expired"):
+        expires_at is not None and outcome.detail.get("error") == "expired"
+    ):
         # Whatever went wrong, the message no longer matters: expired, not dead or
         # retried (a dead destination is still retired). Adapters that refuse to send
         # what cannot arrive in time (Twilio's validity period is at least 1 s) say
         # so with error="expired" (outbox.providers.transport.expired_outcome).
-        return Decision.expired(f"expired before it could be sent; last error: {reason}",
-                                provider=provider,
-                                dead_destination=kind is OutcomeKind.DEAD_DESTINATION,
-                                in_doubt=1 if kind is OutcomeKind.UNKNOWN else 0, detail=detail)
+        return Decision.expired(
+            f"expired before it could be sent; last error: {reason}",
+            provider=provider,
+            dead_destination=kind is OutcomeKind.DEAD_DESTINATION,
+            in_doubt=1 if kind is OutcomeKind.UNKNOWN else 0,
+            detail=detail,
+        )
 
     if kind in (OutcomeKind.PERMANENT, OutcomeKind.DEAD_DESTINATION):
-        return Decision("dead", "dead", error=reason, provider=provider,
-                        dead_destination=kind is OutcomeKind.DEAD_DESTINATION, detail=detail)
+        return Decision(
+            "dead",
+            "dead",
+            error=reason,
+            provider=provider,
+            dead_destination=kind is OutcomeKind.DEAD_DESTINATION,
+            detail=detail,
+        )
 
     if kind is OutcomeKind.CONFIG:
         delay = max(policy.config_pause_seconds, _retry_after(outcome))
@@ -102,10 +117,12 @@ def decide(
     in_doubt = 1 if kind is OutcomeKind.UNKNOWN else 0
     if attempt >= max_attempts:
         exhausted = f"attempts exhausted ({attempt}/{max_attempts}): {reason}"
-        return Decision("dead", "dead", error=exhausted,
-                        provider=provider, in_doubt=in_doubt, detail=detail)
-    delay = max(backoff_delay(attempt, policy.base_seconds, policy.cap_seconds, rand),
-                _retry_after(outcome))
+        return Decision(
+            "dead", "dead", error=exhausted, provider=provider, in_doubt=in_doubt, detail=detail
+        )
+    delay = max(
+        backoff_delay(attempt, policy.base_seconds, policy.cap_seconds, rand), _retry_after(outcome)
+    )
     return _pending_or_expired(delay, reason, provider, expires_at, now, detail, in_doubt=in_doubt)
 
 
@@ -117,16 +134,35 @@ def _retry_after(outcome: Outcome) -> float:
 
 
 def _pending_or_expired(
-    delay: float, reason: str, provider: str, expires_at: datetime | None, now: datetime,
-    detail: dict[str, Any], *, refund: int = 0, in_doubt: int = 0,
+    delay: float,
+    reason: str,
+    provider: str,
+    expires_at: datetime | None,
+    now: datetime,
+    detail: dict[str, Any],
+    *,
+    refund: int = 0,
+    in_doubt: int = 0,
 ) -> Decision:
     if past_expiry(expires_at, now + timedelta(seconds=delay)):
         # It would only be tried after it stopped mattering: never send late.
-        return Decision.expired(f"expires before the next attempt; last error: {reason}",
-                                provider=provider, in_doubt=in_doubt, detail=detail)
+        return Decision.expired(
+            f"expires before the next attempt; last error: {reason}",
+            provider=provider,
+            in_doubt=in_doubt,
+            detail=detail,
+        )
     detail = {**detail, "retry_in_seconds": round(delay, 3)}
-    return Decision("pending", "retry", delay=delay, error=reason, provider=provider,
-                    refund=refund, in_doubt=in_doubt, detail=detail)
+    return Decision(
+        "pending",
+        "retry",
+        delay=delay,
+        error=reason,
+        provider=provider,
+        refund=refund,
+        in_doubt=in_doubt,
+        detail=detail,
+    )
 
 
 def failed_before_sending(reason: str, **detail: Any) -> Decision:
@@ -136,12 +172,21 @@ def failed_before_sending(reason: str, **detail: Any) -> Decision:
 
 def deferred(delay: float, why: str, **detail: Any) -> Decision:
     """Not now (rate limit, quiet hours): pending later, the attempt not counted."""
-    return Decision("pending", "deferred", delay=max(delay, 0.0), refund=1,
-                    detail={"reason": why, "retry_in_seconds": round(delay, 3), **detail})
+    return Decision(
+        "pending",
+        "deferred",
+        delay=max(delay, 0.0),
+        refund=1,
+        detail={"reason": why, "retry_in_seconds": round(delay, 3), **detail},
+    )
 
 
 def deferred_unless_expired(
-    expires_at: datetime | None, now: datetime, delay: float, why: str, expires_why: str,
+    expires_at: datetime | None,
+    now: datetime,
+    delay: float,
+    why: str,
+    expires_why: str,
     **detail: Any,
 ) -> Decision:
     """Deferred by ``delay`` seconds from ``now``, or expired (``expires_why``) if it could

@@ -79,7 +79,9 @@ class Gate:
         self._next_prune = monotonic()
 
     async def admit(
-        self, conn: store.Conn, rows: Sequence[ClaimedDelivery],
+        self,
+        conn: store.Conn,
+        rows: Sequence[ClaimedDelivery],
     ) -> dict[int, Decision]:
         """Decisions for the rows that may not be sent now, by delivery id; the rest may go.
 
@@ -109,14 +111,20 @@ class Gate:
         if reason is None:
             return None
         # Nothing was attempted: the attempt the claim counted is given back.
-        return Decision("suppressed", "suppressed", error=reason, refund=1,
-                        detail={"reason": reason, "checked": "at send"})
+        return Decision(
+            "suppressed",
+            "suppressed",
+            error=reason,
+            refund=1,
+            detail={"reason": reason, "checked": "at send"},
+        )
 
     @staticmethod
     def _limit_applies(row: ClaimedDelivery, provider: str | None) -> bool:
         """A limit is configured for the row's channel (per recipient) or its provider."""
-        return (row.channel in (row.limited_channels or ())
-                or provider in (row.limited_providers or ()))
+        return row.channel in (row.limited_channels or ()) or provider in (
+            row.limited_providers or ()
+        )
 
     def _quiet_hours(self, row: ClaimedDelivery, now: datetime) -> Decision | None:
         # A direct address has no recipient, hence no known time zone: never held.
@@ -132,8 +140,13 @@ class Gate:
         if until is None:
             return None
         return deferred_unless_expired(
-            row.expires_at, now, (until - now).total_seconds(), "quiet hours",
-            "expires before the recipient's quiet hours end", until=until.isoformat())
+            row.expires_at,
+            now,
+            (until - now).total_seconds(),
+            "quiet hours",
+            "expires before the recipient's quiet hours end",
+            until=until.isoformat(),
+        )
 
     async def _take_tokens(
         self,
@@ -149,13 +162,18 @@ class Gate:
             prune_rows = self.prune_rows
             self._next_prune = self._monotonic() + self.prune_every_seconds
         by_id = {row.id: row for row in limited}
-        verdicts = await store.admit(conn, deliveries=limited, providers=providers,
-                                     prune_limit=prune_rows)
+        verdicts = await store.admit(
+            conn, deliveries=limited, providers=providers, prune_limit=prune_rows
+        )
         return {
             v.id: deferred_unless_expired(
-                by_id[v.id].expires_at, now, v.wait_seconds, "rate limit",
+                by_id[v.id].expires_at,
+                now,
+                v.wait_seconds,
+                "rate limit",
                 f"expires before a rate-limit token of {v.limited_by} is free",
-                limit=v.limited_by)
+                limit=v.limited_by,
+            )
             for v in verdicts
         }
 

@@ -40,8 +40,9 @@ def _positive(owner: object, *names: str) -> None:
     for name in names:
         value = getattr(owner, name)
         if not (0 < value < math.inf):
-            raise ValueError(f"{type(owner).__name__}.{name} must be positive and finite, "
-                             f"got {value!r}")
+            raise ValueError(
+                f"{type(owner).__name__}.{name} must be positive and finite, got {value!r}"
+            )
 
 
 class Task(Protocol):
@@ -72,8 +73,10 @@ class Heartbeat:
     def __post_init__(self) -> None:
         _positive(self, "lease_seconds", "interval_seconds")
         if self.interval_seconds > self.lease_seconds:
-            raise ValueError(f"Heartbeat.interval_seconds ({self.interval_seconds}) must not "
-                             f"exceed lease_seconds ({self.lease_seconds})")
+            raise ValueError(
+                f"Heartbeat.interval_seconds ({self.interval_seconds}) must not "
+                f"exceed lease_seconds ({self.lease_seconds})"
+            )
 
     def delay(self, *, first: bool) -> float:
         return 0.0 if first else self.interval_seconds
@@ -82,8 +85,9 @@ class Heartbeat:
         """Extend every lease held; how many were asked for."""
         ids = self.leases.ids()
         if ids:
-            await store.heartbeat(conn, worker=self.worker_id, ids=ids,
-                                  lease_seconds=self.lease_seconds)
+            await store.heartbeat(
+                conn, worker=self.worker_id, ids=ids, lease_seconds=self.lease_seconds
+            )
         return len(ids)
 
 
@@ -116,8 +120,9 @@ class LeaseRecovery:
         return 0.0 if first else self.interval_seconds
 
     async def run_once(self, conn: store.Conn) -> Recovered:
-        result = Recovered(*await store.recover_leases(conn, worker=self.worker_id,
-                                                       limit=self.limit))
+        result = Recovered(
+            *await store.recover_leases(conn, worker=self.worker_id, limit=self.limit)
+        )
         if result.recovered or result.dead:
             self.log.info("leases.recovered", recovered=result.recovered, dead=result.dead)
             self.on_recovered(result)
@@ -194,8 +199,15 @@ class Scheduler:
     after each run rather than held idle (for rare tasks).
     """
 
-    def __init__(self, role: str, tasks: Sequence[Task], connections: Connections, *,
-                 close_between: bool = False, logger: Any = None) -> None:
+    def __init__(
+        self,
+        role: str,
+        tasks: Sequence[Task],
+        connections: Connections,
+        *,
+        close_between: bool = False,
+        logger: Any = None,
+    ) -> None:
         if not tasks:
             raise ValueError("a scheduler needs at least one task")
         self.role = role
@@ -218,8 +230,9 @@ class Scheduler:
                 await self.connections.drop(self.role, exc)
                 continue
             except Exception as exc:  # noqa: BLE001 - housekeeping must keep running
-                self._log.exception("worker.housekeeping_failed", task=task.name,
-                                    error=type(exc).__name__)
+                self._log.exception(
+                    "worker.housekeeping_failed", task=task.name, error=type(exc).__name__
+                )
                 await self.connections.drop(self.role, exc)
                 continue
             if self.close_between:

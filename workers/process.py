@@ -23,8 +23,14 @@ from outbox.workers.config import WorkerConfig
 from outbox.workers.worker import Worker
 
 
-async def serve(url: str, providers: Mapping[str, Provider], routes: Mapping[str, Sequence[str]],
-                config: WorkerConfig, worker_id: str | None = None, **extras: Any) -> Worker:
+async def serve(
+    url: str,
+    providers: Mapping[str, Provider],
+    routes: Mapping[str, Sequence[str]],
+    config: WorkerConfig,
+    worker_id: str | None = None,
+    **extras: Any,
+) -> Worker:
     """Run one worker until SIGTERM or SIGINT; return it (with its stats) after a clean stop.
 
     ``extras`` go to the Worker (``gauges``, ``pruner``).
@@ -33,8 +39,9 @@ async def serve(url: str, providers: Mapping[str, Provider], routes: Mapping[str
     loop = asyncio.get_running_loop()
     # Adapters over synchronous SDKs (SendGrid, FCM token refresh) run in threads:
     # size the pool to the sends in flight, or it (6 threads on 2 cores) caps them.
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=config.concurrency,
-                                                 thread_name_prefix="outbox-send"))
+    loop.set_default_executor(
+        ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="outbox-send")
+    )
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     worker = Worker(url, providers, routes, config, worker_id=worker_id, **extras)
@@ -54,18 +61,25 @@ def main(settings: Settings, **overrides: object) -> None:
     # another release, the worker would only log the same failure forever.
     if check(url) is None:
         structlog.get_logger("outbox.worker").warning(
-            "schema.unchecked", reason="this role may not read outbox_alembic_version",
-            fix="GRANT SELECT ON outbox_alembic_version TO outbox_worker")
+            "schema.unchecked",
+            reason="this role may not read outbox_alembic_version",
+            fix="GRANT SELECT ON outbox_alembic_version TO outbox_worker",
+        )
     providers = build_providers(settings)
-    routes = {channel: list(getattr(settings, f"providers_{channel}")) for channel in config.channels}
+    routes = {
+        channel: list(getattr(settings, f"providers_{channel}")) for channel in config.channels
+    }
     extras: dict[str, Any] = {}
     if settings.metrics_port is not None:
         # Before the loop starts, so a scrape never finds the port closed while the worker runs.
         metrics.serve(settings.metrics_port)
         extras["gauges"] = metrics.QueueGauges(settings.metrics_refresh_seconds)
     if settings.prune_older_than:
-        extras["pruner"] = Pruner(parse_age(settings.prune_older_than), batch_size=settings.prune_batch_size,
-                                  interval_seconds=settings.prune_interval_seconds)
+        extras["pruner"] = Pruner(
+            parse_age(settings.prune_older_than),
+            batch_size=settings.prune_batch_size,
+            interval_seconds=settings.prune_interval_seconds,
+        )
     # Everything built so far (modules, SDK clients, settings) lives as long as the
     # process: keep it out of the collector's full passes, which would otherwise walk
     # it every so often and stall a wake-up for milliseconds.

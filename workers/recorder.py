@@ -101,8 +101,9 @@ class Recorder:
                 await self.connections.drop(ROLE, exc)
                 await asyncio.sleep(0.1)
             except Exception as exc:  # noqa: BLE001 - see the docstring
-                self._log.exception("delivery.record_failed", count=len(batch),
-                                    error=type(exc).__name__)
+                self._log.exception(
+                    "delivery.record_failed", count=len(batch), error=type(exc).__name__
+                )
                 if len(batch) == 1:
                     self.leases.forget(batch[0][0].id)
                     return
@@ -121,20 +122,36 @@ class Recorder:
         # Fenced: our lease expired and the row was recovered (maybe re-claimed).
         self.stats["fenced"] += 1
         metrics.record_fenced(row.channel, decision.provider)
-        self._log.warning("delivery.result_dropped", delivery_id=row.id,
-                          message_id=row.message_id, channel=row.channel,
-                          provider=decision.provider, attempt=row.attempts,
-                          status=decision.status, reason="lease no longer held")
+        self._log.warning(
+            "delivery.result_dropped",
+            delivery_id=row.id,
+            message_id=row.message_id,
+            channel=row.channel,
+            provider=decision.provider,
+            attempt=row.attempts,
+            status=decision.status,
+            reason="lease no longer held",
+        )
 
     def _recorded(self, row: ClaimedDelivery, decision: Decision) -> None:
         self.stats[decision.kind] += 1
-        metrics.record_result(row.channel, decision.provider, decision.kind,
-                              (self.clock() - row.due_since).total_seconds())
+        metrics.record_result(
+            row.channel,
+            decision.provider,
+            decision.kind,
+            (self.clock() - row.due_since).total_seconds(),
+        )
         # Sends are counted in the metrics; a line each would be most of the log.
         log = self._log.debug if decision.kind == "sent" else self._log.info
-        log(f"delivery.{decision.kind}", delivery_id=row.id, message_id=row.message_id,
-            channel=row.channel, provider=decision.provider, attempt=row.attempts,
-            error=decision.error)
+        log(
+            f"delivery.{decision.kind}",
+            delivery_id=row.id,
+            message_id=row.message_id,
+            channel=row.channel,
+            provider=decision.provider,
+            attempt=row.attempts,
+            error=decision.error,
+        )
 
     async def _update_breakers(self, batch: Sequence[Result]) -> None:
         """Feed the batch's provider results to the circuit breakers: one statement at most.
@@ -152,18 +169,24 @@ class Recorder:
         except CONNECTION_ERRORS as exc:
             await self.connections.drop(ROLE, exc)
         except Exception as exc:  # noqa: BLE001 - see the docstring
-            self._log.exception("breaker.update_failed", count=len(results),
-                                error=type(exc).__name__)
+            self._log.exception(
+                "breaker.update_failed", count=len(results), error=type(exc).__name__
+            )
 
     async def _retire_destinations(self, conn: store.Conn, batch: Sequence[Result]) -> None:
         dead = [(row, d) for row, d in batch if d.dead_destination]
         if not dead:
             return
-        tokens = [(row.destination, d.error or "dead token")
-                  for row, d in dead if row.channel == "push"]
-        addresses = [(row.channel, row.destination, d.error or "dead destination")
-                     for row, d in dead if row.channel != "push"]
-        await store.retire_destinations(conn, worker=self.worker_id, tokens=tokens,
-                                        addresses=addresses)
+        tokens = [
+            (row.destination, d.error or "dead token") for row, d in dead if row.channel == "push"
+        ]
+        addresses = [
+            (row.channel, row.destination, d.error or "dead destination")
+            for row, d in dead
+            if row.channel != "push"
+        ]
+        await store.retire_destinations(
+            conn, worker=self.worker_id, tokens=tokens, addresses=addresses
+        )
         for token, reason in tokens:
             self._log.info("device.deactivated", token_suffix=token[-6:], reason=reason)

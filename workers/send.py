@@ -62,9 +62,14 @@ class Sender:
         try:
             return await self._attempt(row)
         except Exception as exc:  # noqa: BLE001 - a bug must not lose the delivery
-            self._log.exception("delivery.worker_error", delivery_id=row.id,
-                                message_id=row.message_id, channel=row.channel, provider=None,
-                                attempt=row.attempts)
+            self._log.exception(
+                "delivery.worker_error",
+                delivery_id=row.id,
+                message_id=row.message_id,
+                channel=row.channel,
+                provider=None,
+                attempt=row.attempts,
+            )
             outcome = Outcome.unknown(f"worker error: {type(exc).__name__}")
             return self.decide(row, "worker", outcome)
 
@@ -72,22 +77,39 @@ class Sender:
         if row.template_id is None:
             return failed_before_sending(
                 f"no active version of template {row.template_key!r} for {row.channel} "
-                f"(locale {row.locale})", template=row.template_key)
+                f"(locale {row.locale})",
+                template=row.template_key,
+            )
         template = self._template(row.template_id, row)
         try:
             rendered = render(template, row.data)
-            check_limits(row.channel, rendered, row.data, template=template,
-                         max_sms_segments=self.max_sms_segments)
+            check_limits(
+                row.channel,
+                rendered,
+                row.data,
+                template=template,
+                max_sms_segments=self.max_sms_segments,
+            )
         except TemplateError as exc:
             return failed_before_sending(str(exc), template=template.key, version=template.version)
 
         message = Message(
-            delivery_id=row.id, notification_id=row.notification_id, message_id=row.message_id,
-            channel=row.channel, destination=row.destination, attempt=row.attempts,
-            priority=row.priority, body=rendered.body, subject=rendered.subject,
-            html_body=rendered.html_body, title=rendered.title, data=row.data,
-            expires_at=row.expires_at, device_platform=row.device_platform,
-            device_environment=row.device_environment)
+            delivery_id=row.id,
+            notification_id=row.notification_id,
+            message_id=row.message_id,
+            channel=row.channel,
+            destination=row.destination,
+            attempt=row.attempts,
+            priority=row.priority,
+            body=rendered.body,
+            subject=rendered.subject,
+            html_body=rendered.html_body,
+            title=rendered.title,
+            data=row.data,
+            expires_at=row.expires_at,
+            device_platform=row.device_platform,
+            device_environment=row.device_environment,
+        )
         if row.expired(self.clock()):
             # Claimed in time, but rendering or the gate took it past its expiry.
             return Decision.expired("expired before it could be sent")
@@ -112,15 +134,26 @@ class Sender:
         # Versions are immutable, but a process can outlive a database (tests recreate them).
         if template is None or template.content_hash != row.content_hash:
             # The claim resolves every column of a version, or (no version) none.
-            assert (row.template_locale is not None and row.template_version is not None
-                    and row.body is not None and row.content_hash is not None)
+            assert (
+                row.template_locale is not None
+                and row.template_version is not None
+                and row.body is not None
+                and row.content_hash is not None
+            )
             if len(self._templates) >= TEMPLATE_CACHE_SIZE:
                 self._templates.clear()
             template = self._templates[template_id] = TemplateVersion(
-                id=template_id, key=row.template_key, channel=row.channel,
-                locale=row.template_locale, version=row.template_version, subject=row.subject,
-                body=row.body, html_body=row.html_body, title=row.title,
-                content_hash=row.content_hash)
+                id=template_id,
+                key=row.template_key,
+                channel=row.channel,
+                locale=row.template_locale,
+                version=row.template_version,
+                subject=row.subject,
+                body=row.body,
+                html_body=row.html_body,
+                title=row.title,
+                content_hash=row.content_hash,
+            )
         return template
 
     def _no_provider(self, row: ClaimedDelivery, message: Message) -> Decision:
@@ -130,17 +163,34 @@ class Sender:
         if not names:
             # Nothing is configured for it at all (e.g. a device platform not listed):
             # a configuration problem, paused like one.
-            return self.decide(row, "router", Outcome.config(
-                f"no provider configured for {row.channel}"
-                + (f" on {row.device_platform}" if row.device_platform else "")))
+            return self.decide(
+                row,
+                "router",
+                Outcome.config(
+                    f"no provider configured for {row.channel}"
+                    + (f" on {row.device_platform}" if row.device_platform else "")
+                ),
+            )
         # Until the first of them may take traffic again, spread by up to 10% so
         # that a backlog deferred together does not all come back in the same second.
         delay = self.breakers.wait_seconds(names) * (1.0 + 0.1 * self.rand())
         return deferred_unless_expired(
-            row.expires_at, self.clock(), delay, "provider unavailable (circuit breaker open)",
-            f"expires while every provider is unavailable: {', '.join(names)}", providers=names)
+            row.expires_at,
+            self.clock(),
+            delay,
+            "provider unavailable (circuit breaker open)",
+            f"expires while every provider is unavailable: {', '.join(names)}",
+            providers=names,
+        )
 
     def decide(self, row: ClaimedDelivery, provider: str, outcome: Outcome) -> Decision:
-        return decide(outcome, provider=provider, attempt=row.attempts,
-                      max_attempts=row.max_attempts, expires_at=row.expires_at,
-                      now=self.clock(), rand=self.rand(), policy=self.policy)
+        return decide(
+            outcome,
+            provider=provider,
+            attempt=row.attempts,
+            max_attempts=row.max_attempts,
+            expires_at=row.expires_at,
+            now=self.clock(),
+            rand=self.rand(),
+            policy=self.policy,
+        )

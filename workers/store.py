@@ -30,7 +30,8 @@ async def connect(url: str, application_name: str) -> Conn:
     (and which of its loops) holds a connection.
     """
     return await psycopg.AsyncConnection.connect(
-        url, autocommit=True, row_factory=dict_row, application_name=application_name[:63])
+        url, autocommit=True, row_factory=dict_row, application_name=application_name[:63]
+    )
 
 
 # -- claim and record -------------------------------------------------------------------
@@ -46,24 +47,38 @@ def _claimed_rows(cursor: psycopg.AsyncCursor[Any]) -> RowMaker[ClaimedDelivery]
     if names != COLUMNS:
         raise RuntimeError(
             f"the claim query's columns {list(names)} do not match ClaimedDelivery's "
-            f"fields {list(COLUMNS)} (sql/queries/worker.sql, workers/delivery.py)")
+            f"fields {list(COLUMNS)} (sql/queries/worker.sql, workers/delivery.py)"
+        )
     return lambda values: ClaimedDelivery(*values)
 
 
 async def claim(
-    conn: Conn, *, worker: str, channels: Sequence[str], limit: int, lease_seconds: float,
+    conn: Conn,
+    *,
+    worker: str,
+    channels: Sequence[str],
+    limit: int,
+    lease_seconds: float,
 ) -> list[ClaimedDelivery]:
     """Claim up to ``limit`` due deliveries (expired ones included, marked so)."""
     cur = conn.cursor(row_factory=_claimed_rows)
-    await cur.execute(query("claim"), {
-        "worker": worker, "channels": list(channels), "limit": limit,
-        "lease_seconds": lease_seconds,
-    })
+    await cur.execute(
+        query("claim"),
+        {
+            "worker": worker,
+            "channels": list(channels),
+            "limit": limit,
+            "lease_seconds": lease_seconds,
+        },
+    )
     return await cur.fetchall()
 
 
 async def record(
-    conn: Conn, *, worker: str, results: Sequence[tuple[int, int, Decision, int | None]],
+    conn: Conn,
+    *,
+    worker: str,
+    results: Sequence[tuple[int, int, Decision, int | None]],
 ) -> set[int]:
     """Record (delivery id, attempt, decision, template id) results; return the ids recorded.
 
@@ -77,8 +92,12 @@ async def record(
 def _results_json(results: Sequence[tuple[int, int, Decision, int | None]]) -> str:
     items = []
     for delivery_id, attempt, d, template_id in results:
-        item: dict[str, Any] = {"id": delivery_id, "attempt": attempt, "status": d.status,
-                                "kind": d.kind}
+        item: dict[str, Any] = {
+            "id": delivery_id,
+            "attempt": attempt,
+            "status": d.status,
+            "kind": d.kind,
+        }
         if d.delay is not None:
             item["delay"] = d.delay
         if d.provider is not None:
@@ -101,19 +120,32 @@ def _results_json(results: Sequence[tuple[int, int, Decision, int | None]]) -> s
 
 
 async def retire_destinations(
-    conn: Conn, *, worker: str,
-    tokens: Sequence[tuple[str, str]], addresses: Sequence[tuple[str, str, str]],
+    conn: Conn,
+    *,
+    worker: str,
+    tokens: Sequence[tuple[str, str]],
+    addresses: Sequence[tuple[str, str, str]],
 ) -> None:
     """Deactivate dead push tokens (token, reason); suppress dead (channel, address, reason)."""
     async with conn.transaction():
         if tokens:
-            await conn.execute(query("deactivate_devices"), {
-                "worker": worker, "tokens": [t for t, _ in tokens],
-                "reasons": [r for _, r in tokens]})
+            await conn.execute(
+                query("deactivate_devices"),
+                {
+                    "worker": worker,
+                    "tokens": [t for t, _ in tokens],
+                    "reasons": [r for _, r in tokens],
+                },
+            )
         if addresses:
-            await conn.execute(query("suppress_destinations"), {
-                "channels": [a[0] for a in addresses], "destinations": [a[1] for a in addresses],
-                "reasons": [a[2] for a in addresses]})
+            await conn.execute(
+                query("suppress_destinations"),
+                {
+                    "channels": [a[0] for a in addresses],
+                    "destinations": [a[1] for a in addresses],
+                    "reasons": [a[2] for a in addresses],
+                },
+            )
 
 
 # -- leases -----------------------------------------------------------------------------
@@ -127,15 +159,22 @@ async def recover_leases(conn: Conn, *, worker: str, limit: int = 1000) -> tuple
 
 
 async def heartbeat(conn: Conn, *, worker: str, ids: Sequence[int], lease_seconds: float) -> None:
-    await conn.execute(query("heartbeat"), {"worker": worker, "ids": list(ids),
-                                            "lease_seconds": lease_seconds})
+    await conn.execute(
+        query("heartbeat"), {"worker": worker, "ids": list(ids), "lease_seconds": lease_seconds}
+    )
 
 
 async def release(conn: Conn, *, worker: str, held: Sequence[tuple[int, int, bool]]) -> None:
     """Give back (delivery id, attempt, started) rows this worker will not finish."""
-    await conn.execute(query("release"), {
-        "worker": worker, "ids": [h[0] for h in held], "attempts": [h[1] for h in held],
-        "started": [h[2] for h in held]})
+    await conn.execute(
+        query("release"),
+        {
+            "worker": worker,
+            "ids": [h[0] for h in held],
+            "attempts": [h[1] for h in held],
+            "started": [h[2] for h in held],
+        },
+    )
 
 
 async def listen(conn: Conn) -> None:
@@ -155,7 +194,10 @@ class Verdict:
 
 
 async def admit(
-    conn: Conn, *, deliveries: Sequence[ClaimedDelivery], providers: Sequence[str | None],
+    conn: Conn,
+    *,
+    deliveries: Sequence[ClaimedDelivery],
+    providers: Sequence[str | None],
     prune_limit: int,
 ) -> list[Verdict]:
     """Take rate-limit tokens for ``deliveries`` (sent through ``providers``), in order.
@@ -164,14 +206,17 @@ async def admit(
     deletes that many full buckets.
     """
     cur = conn.cursor(row_factory=class_row(Verdict))
-    await cur.execute(query("admit"), {
-        "ids": [d.id for d in deliveries],
-        "recipient_ids": [d.recipient_id for d in deliveries],
-        "channels": [d.channel for d in deliveries],
-        "destinations": [d.destination for d in deliveries],
-        "providers": list(providers),
-        "prune_limit": prune_limit,
-    })
+    await cur.execute(
+        query("admit"),
+        {
+            "ids": [d.id for d in deliveries],
+            "recipient_ids": [d.recipient_id for d in deliveries],
+            "channels": [d.channel for d in deliveries],
+            "destinations": [d.destination for d in deliveries],
+            "providers": list(providers),
+            "prune_limit": prune_limit,
+        },
+    )
     return await cur.fetchall()
 
 
@@ -197,26 +242,48 @@ class BreakerRow:
 
 
 async def breaker_refresh(
-    conn: Conn, *, worker: str, providers: Sequence[str], probe_seconds: float,
+    conn: Conn,
+    *,
+    worker: str,
+    providers: Sequence[str],
+    probe_seconds: float,
 ) -> list[BreakerRow]:
     """Every breaker row of ``providers``, claiming for ``worker`` the probes that are due."""
     cur = conn.cursor(row_factory=class_row(BreakerRow))
-    await cur.execute(query("breaker_refresh"), {
-        "worker": worker, "providers": list(providers), "probe_seconds": probe_seconds})
+    await cur.execute(
+        query("breaker_refresh"),
+        {"worker": worker, "providers": list(providers), "probe_seconds": probe_seconds},
+    )
     return await cur.fetchall()
 
 
 async def breaker_record(
-    conn: Conn, *, worker: str, providers: Sequence[str], successes: Sequence[int],
-    failures: Sequence[int], configs: Sequence[int], reasons: Sequence[str | None],
-    threshold: int, cooldown_seconds: float, cooldown_cap_seconds: float,
+    conn: Conn,
+    *,
+    worker: str,
+    providers: Sequence[str],
+    successes: Sequence[int],
+    failures: Sequence[int],
+    configs: Sequence[int],
+    reasons: Sequence[str | None],
+    threshold: int,
+    cooldown_seconds: float,
+    cooldown_cap_seconds: float,
 ) -> list[BreakerRow]:
     """Apply one batch's per-provider tallies (parallel lists); the rows before and after."""
     cur = conn.cursor(row_factory=class_row(BreakerRow))
-    await cur.execute(query("breaker_record"), {
-        "worker": worker, "providers": list(providers), "successes": list(successes),
-        "failures": list(failures), "configs": list(configs), "reasons": list(reasons),
-        "threshold": threshold, "cooldown_seconds": cooldown_seconds,
-        "cooldown_cap_seconds": cooldown_cap_seconds,
-    })
+    await cur.execute(
+        query("breaker_record"),
+        {
+            "worker": worker,
+            "providers": list(providers),
+            "successes": list(successes),
+            "failures": list(failures),
+            "configs": list(configs),
+            "reasons": list(reasons),
+            "threshold": threshold,
+            "cooldown_seconds": cooldown_seconds,
+            "cooldown_cap_seconds": cooldown_cap_seconds,
+        },
+    )
     return await cur.fetchall()

@@ -95,21 +95,42 @@ class Worker:
         self.leases = Leases()
         # The providers' circuit breakers, shared through PostgreSQL: the router asks
         # them (from memory) which providers may take traffic.
-        self.breakers = Breakers(config.breaker_policy(), self.id, providers,
-                                 refresh_seconds=config.breaker_refresh_seconds, logger=self._log)
+        self.breakers = Breakers(
+            config.breaker_policy(),
+            self.id,
+            providers,
+            refresh_seconds=config.breaker_refresh_seconds,
+            logger=self._log,
+        )
         self.router = Router(providers, routes, available=self.breakers.available)
         self.gate = gate or Gate(clock, self.router, default_quiet=config.default_quiet_hours)
         self.sender = Sender(
-            self.router, self.breakers, self.leases,
-            RetryPolicy(config.backoff_base_seconds, config.backoff_cap_seconds,
-                        config.config_pause_seconds),
-            clock=clock, rand=rand, max_sms_segments=config.max_sms_segments, log=self._log)
+            self.router,
+            self.breakers,
+            self.leases,
+            RetryPolicy(
+                config.backoff_base_seconds, config.backoff_cap_seconds, config.config_pause_seconds
+            ),
+            clock=clock,
+            rand=rand,
+            max_sms_segments=config.max_sms_segments,
+            log=self._log,
+        )
         self._slot_free = asyncio.Event()
-        self.recorder = Recorder(self.id, self.connections, self.leases, self.breakers,
-                                 batch_size=config.batch_size, clock=clock, stats=self.stats,
-                                 log=self._log, on_recorded=self._slot_free.set)
-        self.lease_recovery = LeaseRecovery(self.id, config.recover_interval_seconds,
-                                            on_recovered=self._recovered, log=self._log)
+        self.recorder = Recorder(
+            self.id,
+            self.connections,
+            self.leases,
+            self.breakers,
+            batch_size=config.batch_size,
+            clock=clock,
+            stats=self.stats,
+            log=self._log,
+            on_recorded=self._slot_free.set,
+        )
+        self.lease_recovery = LeaseRecovery(
+            self.id, config.recover_interval_seconds, on_recovered=self._recovered, log=self._log
+        )
         self._sending: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -119,10 +140,16 @@ class Worker:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Work until ``stop`` is set, then shut down gracefully."""
         stop = stop or asyncio.Event()
-        self._log.info("worker.started", channels=list(self.config.channels),
-                       concurrency=self.config.concurrency, batch_size=self.config.batch_size)
-        helpers = [asyncio.create_task(self._listen(), name="listen"),
-                   asyncio.create_task(self.recorder.run(), name="record")]
+        self._log.info(
+            "worker.started",
+            channels=list(self.config.channels),
+            concurrency=self.config.concurrency,
+            batch_size=self.config.batch_size,
+        )
+        helpers = [
+            asyncio.create_task(self._listen(), name="listen"),
+            asyncio.create_task(self.recorder.run(), name="record"),
+        ]
         helpers += [asyncio.create_task(s.run(), name=s.role) for s in self.housekeeping()]
         stopper = asyncio.create_task(self._wait_stop(stop), name="stop")
         try:
@@ -145,8 +172,11 @@ class Worker:
             # slot at once would turn into one claim statement per delivery. And not
             # while a full round of results waits for the recorder: claiming faster
             # than results are recorded only piles up leases at risk.
-            if (free <= 0 or self.recorder.results.qsize() >= cfg.concurrency
-                    or (self._sending and free < min(cfg.batch_size, cfg.concurrency) // 2)):
+            if (
+                free <= 0
+                or self.recorder.results.qsize() >= cfg.concurrency
+                or (self._sending and free < min(cfg.batch_size, cfg.concurrency) // 2)
+            ):
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
@@ -180,8 +210,13 @@ class Worker:
         caller compares the count with ``limit`` to know whether more work is due.
         """
         conn = await self.connections.get("claim")
-        rows = await store.claim(conn, worker=self.id, channels=self.config.channels,
-                                 limit=limit, lease_seconds=self.config.lease_seconds)
+        rows = await store.claim(
+            conn,
+            worker=self.id,
+            channels=self.config.channels,
+            limit=limit,
+            lease_seconds=self.config.lease_seconds,
+        )
         claimed = []
         for row in rows:
             if row.status == "expired":  # the claim statement expired it: nothing to record
@@ -218,8 +253,14 @@ class Worker:
     def _expired_at_claim(self, row: ClaimedDelivery) -> None:
         self.stats["expired"] += 1
         metrics.record_result(row.channel, None, "expired")
-        self._log.info("delivery.expired", delivery_id=row.id, message_id=row.message_id,
-                       channel=row.channel, provider=None, attempt=row.attempts)
+        self._log.info(
+            "delivery.expired",
+            delivery_id=row.id,
+            message_id=row.message_id,
+            channel=row.channel,
+            provider=None,
+            attempt=row.attempts,
+        )
 
     async def run_once(self, limit: int | None = None) -> int:
         """Claim one batch, send it, record the results; return how many were claimed.
@@ -256,8 +297,12 @@ class Worker:
         cfg = self.config
         house: list[Task] = [
             # At least three heartbeats per lease, and never rarer than recovery runs.
-            Heartbeat(self.id, self.leases, cfg.lease_seconds,
-                      min(cfg.recover_interval_seconds, cfg.lease_seconds / 3)),
+            Heartbeat(
+                self.id,
+                self.leases,
+                cfg.lease_seconds,
+                min(cfg.recover_interval_seconds, cfg.lease_seconds / 3),
+            ),
             self.lease_recovery,
             BreakerRefresh(self.breakers),
         ]
@@ -265,8 +310,15 @@ class Worker:
             house.append(Gauges(self.gauges))
         schedulers = [Scheduler("house", house, self.connections, logger=self._log)]
         if self.pruner is not None:
-            schedulers.append(Scheduler("prune", [Pruning(self.pruner, self.rand, self._log)],
-                                        self.connections, close_between=True, logger=self._log))
+            schedulers.append(
+                Scheduler(
+                    "prune",
+                    [Pruning(self.pruner, self.rand, self._log)],
+                    self.connections,
+                    close_between=True,
+                    logger=self._log,
+                )
+            )
         return schedulers
 
     async def recover_leases(self, conn: store.Conn | None = None) -> Recovered:

@@ -42,11 +42,18 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option(
-        "--debug", help="Show the traceback of an error (also: OUTBOX_DEBUG=1).")] = False,
-    version: Annotated[bool, typer.Option(
-        "--version", callback=_version, is_eager=True,
-        help="Print Outbox's version and the schema revision it needs, and exit.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the traceback of an error (also: OUTBOX_DEBUG=1).")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print Outbox's version and the schema revision it needs, and exit.",
+        ),
+    ] = False,
 ) -> None:
     """Transactional notifications for applications on PostgreSQL."""
     # --debug is read by OutboxGroup when a command fails; nothing to do here.

@@ -14,27 +14,41 @@ from outbox.cli.common import actor, ago, connection, parse_duration
 from outbox.cli.output import Json
 from outbox.errors import ValidationError
 
-app = typer.Typer(help="The dead-letter queue: deliveries that ended dead, with their reason.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    help="The dead-letter queue: deliveries that ended dead, with their reason.",
+    no_args_is_help=True,
+)
 
 # metavar: one placeholder per kind of value (ID, DURATION...), instead of typer's <list[int]>.
 Ids = Annotated[list[int] | None, typer.Option("--id", metavar="ID", help="Delivery id (repeat).")]
-MessageIds = Annotated[list[str] | None, typer.Option("--message-id", metavar="MESSAGE_ID",
-                                                      help="Message id (repeat).")]
+MessageIds = Annotated[
+    list[str] | None,
+    typer.Option("--message-id", metavar="MESSAGE_ID", help="Message id (repeat)."),
+]
 Channel = Annotated[str | None, typer.Option(metavar="CHANNEL", help="email, sms or push.")]
-Reason = Annotated[str | None, typer.Option(metavar="TEXT",
-                                            help="Text the reason contains (case-insensitive).")]
-Since = Annotated[str | None, typer.Option(metavar="DURATION",
-                                           help="Died within this long, e.g. 24h.")]
-Before = Annotated[str | None, typer.Option("--older-than", metavar="DURATION",
-                                            help="Died longer ago than this, e.g. 7d.")]
+Reason = Annotated[
+    str | None, typer.Option(metavar="TEXT", help="Text the reason contains (case-insensitive).")
+]
+Since = Annotated[
+    str | None, typer.Option(metavar="DURATION", help="Died within this long, e.g. 24h.")
+]
+Before = Annotated[
+    str | None,
+    typer.Option("--older-than", metavar="DURATION", help="Died longer ago than this, e.g. 7d."),
+]
 
 
 @app.command("list")
-def list_(ids: Ids = None, message_ids: MessageIds = None, channel: Channel = None,
-          reason: Reason = None, since: Since = None, older_than: Before = None,
-          limit: Annotated[int, typer.Option(metavar="N", help="Most rows shown.")] = 50,
-          as_json: Json = False) -> None:
+def list_(
+    ids: Ids = None,
+    message_ids: MessageIds = None,
+    channel: Channel = None,
+    reason: Reason = None,
+    since: Since = None,
+    older_than: Before = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="Most rows shown.")] = 50,
+    as_json: Json = False,
+) -> None:
     """Dead deliveries, newest first, with why they died.
 
     \b
@@ -44,9 +58,16 @@ def list_(ids: Ids = None, message_ids: MessageIds = None, channel: Channel = No
     """
     try:
         with connection() as conn:
-            rows = dlq.list_dead(conn, delivery_ids=ids, message_ids=message_ids,
-                                 channel=channel, reason=reason, since=ago(since),
-                                 before=ago(older_than), limit=limit)
+            rows = dlq.list_dead(
+                conn,
+                delivery_ids=ids,
+                message_ids=message_ids,
+                channel=channel,
+                reason=reason,
+                since=ago(since),
+                before=ago(older_than),
+                limit=limit,
+            )
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
     if as_json:
@@ -54,13 +75,30 @@ def list_(ids: Ids = None, message_ids: MessageIds = None, channel: Channel = No
         return
     out = output.console()
     title = f"dead letters ({len(rows)} shown, times in UTC)"
-    cells = [(str(r["delivery_id"]), escape(r["message_id"]), r["channel"],
-              escape(r["destination"]), escape(r["provider"] or ""), str(r["attempts"]),
-              r["died_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r["died_at"] else "",
-              escape(r["reason"] or "")) for r in rows]
+    cells = [
+        (
+            str(r["delivery_id"]),
+            escape(r["message_id"]),
+            r["channel"],
+            escape(r["destination"]),
+            escape(r["provider"] or ""),
+            str(r["attempts"]),
+            r["died_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if r["died_at"] else "",
+            escape(r["reason"] or ""),
+        )
+        for r in rows
+    ]
     table = output.table(out, title)
-    headers = ("delivery", "message id", "channel", "destination", "provider", "attempts", "died",
-               "reason")
+    headers = (
+        "delivery",
+        "message id",
+        "channel",
+        "destination",
+        "provider",
+        "attempts",
+        "died",
+        "reason",
+    )
     for column in headers:
         # Everything but the reason is copied into the next command (--id, --message-id): whole.
         table.add_column(column, no_wrap=column != "reason", overflow="fold")
@@ -76,22 +114,40 @@ def list_(ids: Ids = None, message_ids: MessageIds = None, channel: Channel = No
 
 
 @app.command()
-def requeue(ids: Ids = None, message_ids: MessageIds = None, channel: Channel = None,
-            reason: Reason = None, since: Since = None, older_than: Before = None,
-            all_: Annotated[bool, typer.Option("--all", help="Requeue every dead delivery.")] = False) -> None:
+def requeue(
+    ids: Ids = None,
+    message_ids: MessageIds = None,
+    channel: Channel = None,
+    reason: Reason = None,
+    since: Since = None,
+    older_than: Before = None,
+    all_: Annotated[bool, typer.Option("--all", help="Requeue every dead delivery.")] = False,
+) -> None:
     """Send matching dead deliveries again (attempts reset; the event records who did it)."""
     try:
         with connection() as conn:
-            n = dlq.requeue(conn, actor=actor(), delivery_ids=ids, message_ids=message_ids,
-                            channel=channel, reason=reason, since=ago(since), before=ago(older_than),
-                            everything=all_)
+            n = dlq.requeue(
+                conn,
+                actor=actor(),
+                delivery_ids=ids,
+                message_ids=message_ids,
+                channel=channel,
+                reason=reason,
+                since=ago(since),
+                before=ago(older_than),
+                everything=all_,
+            )
     except ValidationError as exc:
         raise typer.BadParameter(str(exc).replace("everything=True", "--all")) from None
     typer.echo(f"requeued {n} dead deliver{'y' if n == 1 else 'ies'}")
 
 
 @app.command()
-def purge(older_than: Annotated[str, typer.Option("--older-than", help="Delete what died longer ago than this, e.g. 30d.")]) -> None:
+def purge(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Delete what died longer ago than this, e.g. 30d.")
+    ],
+) -> None:
     """Delete dead deliveries (and their events) that died before the cutoff."""
     from datetime import UTC, datetime
 

@@ -78,9 +78,11 @@ def explain(exc: BaseException) -> list[str] | None:
     if isinstance(exc, SchemaError):
         return [f"error: {exc}"]
     if isinstance(exc, ProviderConfigError):
-        return [f"error: {exc}",
-                "hint: set it in the environment or in .env; docs/providers.md lists the "
-                "settings of each provider"]
+        return [
+            f"error: {exc}",
+            "hint: set it in the environment or in .env; docs/providers.md lists the "
+            "settings of each provider",
+        ]
     if isinstance(exc, ConfigError | OutboxError):
         return [f"error: {exc}"]
     if isinstance(exc, psycopg.OperationalError):
@@ -88,9 +90,11 @@ def explain(exc: BaseException) -> list[str] | None:
     if isinstance(exc, _MISSING_SCHEMA):
         return _schema_missing(exc)
     if isinstance(exc, psycopg.errors.InsufficientPrivilege):
-        return [f"error: {_first_line(exc)}",
-                "hint: connect as a role with the rights this command needs (docs/operations.md, "
-                "Roles); `outbox migrate` runs as the schema owner"]
+        return [
+            f"error: {_first_line(exc)}",
+            "hint: connect as a role with the rights this command needs (docs/operations.md, "
+            "Roles); `outbox migrate` runs as the schema owner",
+        ]
     from pydantic import ValidationError as PydanticValidationError
     from pydantic_settings import SettingsError
 
@@ -99,16 +103,19 @@ def explain(exc: BaseException) -> list[str] | None:
     if isinstance(exc, SettingsError):
         field = re.search(r'field "(\w+)"', str(exc))
         name = f"OUTBOX_{field.group(1).upper()}" if field else "a setting"
-        return [f"error: {name} cannot be parsed ({exc.__cause__ or 'not valid JSON'})",
-                "hint: fix it in the environment or in .env"]
+        return [
+            f"error: {name} cannot be parsed ({exc.__cause__ or 'not valid JSON'})",
+            "hint: fix it in the environment or in .env",
+        ]
     from alembic.util import CommandError
 
     if isinstance(exc, CommandError):
         from outbox.migrate import head
 
-        return [f"error: {exc}",
-                f"hint: revisions run from base to {head()}; `outbox migrate` alone goes to "
-                "the newest"]
+        return [
+            f"error: {exc}",
+            f"hint: revisions run from base to {head()}; `outbox migrate` alone goes to the newest",
+        ]
     return None
 
 
@@ -170,19 +177,29 @@ def _target(exc: psycopg.Error) -> tuple[str, bool]:
 def _unreachable(exc: psycopg.OperationalError) -> list[str]:
     where, embedded = _target(exc)
     lines = str(exc).strip().splitlines()
-    reason = next((m.group(1).strip() for line in reversed(lines)
-                   if (m := _REASON.search(line))), lines[0] if lines else "no reason given")
+    reason = next(
+        (m.group(1).strip() for line in reversed(lines) if (m := _REASON.search(line))),
+        lines[0] if lines else "no reason given",
+    )
     if "does not exist" in reason and reason.startswith("database"):
-        hint = ("hint: create that database, or point OUTBOX_DATABASE_URL at an existing one; "
-                "then run `outbox migrate`")
-    elif ("authentication" in reason or reason.startswith("role")
-          or "pg_hba.conf" in reason or "password" in reason):
+        hint = (
+            "hint: create that database, or point OUTBOX_DATABASE_URL at an existing one; "
+            "then run `outbox migrate`"
+        )
+    elif (
+        "authentication" in reason
+        or reason.startswith("role")
+        or "pg_hba.conf" in reason
+        or "password" in reason
+    ):
         hint = "hint: check the user and password in OUTBOX_DATABASE_URL"
     elif embedded:
         hint = "hint: `outbox db status` shows the embedded server's state and log"
     else:
-        hint = ("hint: is PostgreSQL running there and accepting connections? Check "
-                "OUTBOX_DATABASE_URL (unset, Outbox runs its own embedded server)")
+        hint = (
+            "hint: is PostgreSQL running there and accepting connections? Check "
+            "OUTBOX_DATABASE_URL (unset, Outbox runs its own embedded server)"
+        )
     return [f"error: cannot connect to PostgreSQL at {where}: {reason}", hint]
 
 
@@ -199,8 +216,10 @@ def _schema_missing(exc: psycopg.Error) -> list[str]:
             return [f"error: {schema}"]
         except Exception:  # noqa: BLE001 - the original error is still worth showing
             pass
-    return [f"error: {_first_line(exc)}",
-            "hint: the outbox schema looks incomplete: run `outbox migrate`"]
+    return [
+        f"error: {_first_line(exc)}",
+        "hint: the outbox schema looks incomplete: run `outbox migrate`",
+    ]
 
 
 def _settings_invalid(exc: Any) -> list[str]:
@@ -222,6 +241,7 @@ def _settings_invalid(exc: Any) -> list[str]:
         else:
             shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "...'"
             out.append(f"error: {name}={shown}: {message}")
-    out.append("hint: fix it in the environment or in .env (outbox/settings.py describes "
-               "each setting)")
+    out.append(
+        "hint: fix it in the environment or in .env (outbox/settings.py describes each setting)"
+    )
     return out

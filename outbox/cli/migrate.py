@@ -11,10 +11,22 @@ from outbox.settings import Settings
 
 
 def migrate(
-    revision: Annotated[str, typer.Argument(help="Target revision: head (default), or one to downgrade to, e.g. base.")] = "head",
-    downgrade: Annotated[bool, typer.Option("--downgrade", help="Downgrade to REVISION (base removes the outbox schema and its rows).")] = False,
+    revision: Annotated[
+        str,
+        typer.Argument(help="Target revision: head (default), or one to downgrade to, e.g. base."),
+    ] = "head",
+    downgrade: Annotated[
+        bool,
+        typer.Option(
+            "--downgrade",
+            help="Downgrade to REVISION (base removes the outbox schema and its rows).",
+        ),
+    ] = False,
 ) -> None:
-    """Upgrade the outbox schema to head (idempotent). Uses OUTBOX_DATABASE_URL or the embedded server."""
+    """Upgrade the outbox schema to head (idempotent).
+
+    Uses OUTBOX_DATABASE_URL, or the embedded server when it is unset.
+    """
     from outbox import migrate as m
     from outbox.db import resolve_url
 

@@ -98,7 +98,6 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(jsonable(data), indent=2))
 
 
-
 def fits(out: Console, grid: Table, *, squeeze: int = 24) -> bool:
     """Whether ``grid`` fits ``out``'s width with no column cut below what it needs.
 

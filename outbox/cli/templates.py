@@ -168,9 +168,7 @@ def push(
 
 @app.command("list")
 def list_(
-    key: Annotated[
-        str | None, typer.Option(metavar="KEY", help="Only this template key.")
-    ] = None,
+    key: Annotated[str | None, typer.Option(metavar="KEY", help="Only this template key.")] = None,
     as_json: Json = False,
 ) -> None:
     """Every template: channel, locale, active and newest version.
@@ -244,10 +242,7 @@ def show(
         # Every version's metadata; the content only of the shown ones, as on screen.
         shown = {r["id"] for r in wanted}
         output.print_json(
-            [
-                {k: v for k, v in r.items() if r["id"] in shown or k not in FIELDS}
-                for r in rows
-            ]
+            [{k: v for k, v in r.items() if r["id"] in shown or k not in FIELDS} for r in rows]
         )
         return
     console = output.console()
@@ -438,9 +433,7 @@ def render_(
 @app.command()
 def rollback(
     key: Key,
-    to: Annotated[
-        int, typer.Option("--to", metavar="N", help="The version to make active again.")
-    ],
+    to: Annotated[int, typer.Option("--to", metavar="N", help="The version to make active again.")],
     channel: Channel = None,
     locale: Locale = None,
 ) -> None:

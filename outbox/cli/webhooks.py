@@ -44,14 +44,16 @@ def webhooks(
     check(url)
     missing = {m.PATH: config.missing(m.NAME) for m in PROVIDER_MODULES}
     if all(missing.values()):
-        typer.echo("outbox webhooks: no provider can verify its webhooks; set at least one of:",
-                   err=True)
+        typer.echo(
+            "outbox webhooks: no provider can verify its webhooks; set at least one of:", err=True
+        )
         for path, what in missing.items():
             typer.echo(f"  {path}: {what}", err=True)
         raise typer.Exit(2)
     try:
-        server = WebhookServer(host or settings.webhooks_host,
-                               settings.webhooks_port if port is None else port)
+        server = WebhookServer(
+            host or settings.webhooks_host, settings.webhooks_port if port is None else port
+        )
     except OSError as exc:
         typer.echo(f"outbox webhooks: {exc.strerror}", err=True)
         raise typer.Exit(1) from None

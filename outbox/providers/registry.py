@@ -80,8 +80,11 @@ def _is_http_url(value: str) -> bool:
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError:
         return False
-    return (parts.scheme in ("http", "https") and bool(parts.hostname)
-            and not any(c.isspace() for c in value))
+    return (
+        parts.scheme in ("http", "https")
+        and bool(parts.hostname)
+        and not any(c.isspace() for c in value)
+    )
 
 
 def _shown_url(value: str) -> str:

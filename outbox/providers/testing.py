@@ -38,8 +38,9 @@ class NoopProvider:
 
 
 class RecordingProvider:
-    def __init__(self, path: Path, name: str = "record", channel: str = "*",
-                 delay_seconds: float = 0.0) -> None:
+    def __init__(
+        self, path: Path, name: str = "record", channel: str = "*", delay_seconds: float = 0.0
+    ) -> None:
         self.name = name
         self.channel = channel
         self.delay_seconds = delay_seconds
@@ -49,11 +50,20 @@ class RecordingProvider:
     async def send(self, message: Message) -> Outcome:
         if self.delay_seconds:
             await asyncio.sleep(self.delay_seconds)
-        line = json.dumps({
-            "delivery_id": message.delivery_id, "message_id": message.message_id,
-            "channel": message.channel, "destination": message.destination,
-            "attempt": message.attempt, "pid": os.getpid(), "at": time.time(),
-        }) + "\n"
+        line = (
+            json.dumps(
+                {
+                    "delivery_id": message.delivery_id,
+                    "message_id": message.message_id,
+                    "channel": message.channel,
+                    "destination": message.destination,
+                    "attempt": message.attempt,
+                    "pid": os.getpid(),
+                    "at": time.time(),
+                }
+            )
+            + "\n"
+        )
         os.write(self._fd, line.encode())
         return Outcome.sent(f"{self.name}-{message.delivery_id}-{message.attempt}")
 

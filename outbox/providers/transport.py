@@ -182,8 +182,10 @@ class Adapter(abc.ABC):
     async def send(self, message: Message) -> Outcome:
         """Send one message; every answer and transport failure becomes an Outcome."""
         left = seconds_left(message.expires_at)
-        if message.expires_at is not None and left is not None and (
-            left <= 0 or left < self.min_seconds_left
+        if (
+            message.expires_at is not None
+            and left is not None
+            and (left <= 0 or left < self.min_seconds_left)
         ):
             # The provider's TTL would have it dropped, or it has none: do not send late.
             outcome = expired_outcome(message.expires_at)

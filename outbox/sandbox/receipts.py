@@ -118,12 +118,20 @@ class ReceiptSender:
             if attempt == RECEIPT_ATTEMPTS:
                 _log.warning(
                     "sandbox.receipt_failed provider=%s url=%s status=%s error=%s attempts=%d",
-                    provider, url, status, error, attempt,
+                    provider,
+                    url,
+                    status,
+                    error,
+                    attempt,
                 )
                 break
             _log.info(
                 "sandbox.receipt_retry provider=%s url=%s status=%s error=%s attempt=%d",
-                provider, url, status, error, attempt,
+                provider,
+                url,
+                status,
+                error,
+                attempt,
             )
             await asyncio.sleep(RECEIPT_BACKOFF_S * 2 ** (attempt - 1))
         self.recorder.add_receipt(

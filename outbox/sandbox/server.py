@@ -233,8 +233,9 @@ class Sandbox:
         """Bind, start serving in a thread, and wait until the sandbox answers."""
         self.server = server = SandboxServer(self._state_dir, **self._options)
         self._client = client = SandboxClient(server.http_url)
-        self._thread = ServerThread(server.serve, name="outbox-sandbox", ready=client.health,
-                                    error=SandboxError)
+        self._thread = ServerThread(
+            server.serve, name="outbox-sandbox", ready=client.health, error=SandboxError
+        )
         try:
             self._thread.start()
         except BaseException:

@@ -89,19 +89,28 @@ class Receiver:
             if missing:
                 raise Rejected("not_configured", f"{missing} is not set: cannot verify requests")
             body = await read_body(request, self.config.max_body_bytes)
-            inbound = Inbound(body=body, headers=request.headers,
-                              url=signed_url(self.config, request), now=time.time())
+            inbound = Inbound(
+                body=body,
+                headers=request.headers,
+                url=signed_url(self.config, request),
+                now=time.time(),
+            )
             receipts = module.receipts(inbound, self.config)
         except Rejected as exc:
             metrics.rejected(name, exc.reason)
             # The reason and our own message only: never the body, headers or secrets.
-            log.warning("webhooks.rejected", provider=name, reason=exc.reason,
-                        status=exc.status_code, detail=str(exc))
+            log.warning(
+                "webhooks.rejected",
+                provider=name,
+                reason=exc.reason,
+                status=exc.status_code,
+                detail=str(exc),
+            )
             # Which setting is missing is for our log, not for whoever is calling.
-            detail = ("not enabled on this server" if exc.reason == "not_configured"
-                      else str(exc))
-            return JSONResponse({"error": exc.reason, "detail": detail},
-                                status_code=exc.status_code)
+            detail = "not enabled on this server" if exc.reason == "not_configured" else str(exc)
+            return JSONResponse(
+                {"error": exc.reason, "detail": detail}, status_code=exc.status_code
+            )
         try:
             async with self.pool.connection(timeout=POOL_TIMEOUT_S) as conn:
                 recorded = await store.record(conn, receipts)
@@ -113,13 +122,18 @@ class Receiver:
             # A bug (ours, or data PostgreSQL refuses): nothing was written; the
             # provider retries, and the error type says where to look.
             metrics.failed(name)
-            log.error("webhooks.database_error", provider=name, error=type(exc).__name__,
-                      sqlstate=exc.sqlstate)
+            log.error(
+                "webhooks.database_error",
+                provider=name,
+                error=type(exc).__name__,
+                sqlstate=exc.sqlstate,
+            )
             return JSONResponse({"error": "internal error"}, status_code=500)
         waiting = self.late.hold(recorded.outcomes, asyncio.get_running_loop().time())
         self._account(name, recorded, waiting)
-        return JSONResponse({"received": len(receipts),
-                             "new": sum(o.fresh for o in recorded.outcomes)})
+        return JSONResponse(
+            {"received": len(receipts), "new": sum(o.fresh for o in recorded.outcomes)}
+        )
 
     def _account(self, provider: str, recorded: store.Recorded, waiting: int) -> None:
         counts = dict.fromkeys(metrics.RESULTS, 0)
@@ -135,10 +149,17 @@ class Receiver:
                 counts["recorded"] += 1
         for result, n in counts.items():
             metrics.receipt(provider, result, n)
-        log.info("webhooks.accepted", provider=provider, receipts=len(recorded.outcomes),
-                 applied=counts["applied"], duplicates=counts["duplicate"],
-                 unmatched=counts["unmatched"], waiting=waiting,
-                 suppressions=recorded.suppressions, opt_outs=recorded.opt_outs)
+        log.info(
+            "webhooks.accepted",
+            provider=provider,
+            receipts=len(recorded.outcomes),
+            applied=counts["applied"],
+            duplicates=counts["duplicate"],
+            unmatched=counts["unmatched"],
+            waiting=waiting,
+            suppressions=recorded.suppressions,
+            opt_outs=recorded.opt_outs,
+        )
 
     async def apply_late_once(self) -> int:
         """Apply the held late receipts whose delivery is 'sent' now; return how many moved."""
@@ -162,8 +183,9 @@ class Receiver:
                 await self.apply_late_once()
             except DATABASE_ERRORS as exc:
                 # They stay held; the next round tries again.
-                log.warning("webhooks.late_receipts_failed", held=len(self.late),
-                            error=type(exc).__name__)
+                log.warning(
+                    "webhooks.late_receipts_failed", held=len(self.late), error=type(exc).__name__
+                )
 
     async def health(self, request: Request) -> Response:
         """200 when the database answers; 503 otherwise. Lists which providers can verify."""
@@ -172,16 +194,25 @@ class Receiver:
             async with self.pool.connection(timeout=HEALTH_TIMEOUT_S) as conn:
                 await conn.execute("SELECT 1")  # a liveness probe, not a query of the model
         except DATABASE_ERRORS:
-            return JSONResponse({"status": "database unavailable", "providers": providers},
-                                status_code=503)
+            return JSONResponse(
+                {"status": "database unavailable", "providers": providers}, status_code=503
+            )
         return JSONResponse({"status": "ok", "providers": providers})
 
 
 def _log_applied(o: store.Outcome, *, late: bool = False) -> None:
-    log.info("receipt.applied", provider=o.receipt.provider, delivery_id=o.delivery_id,
-             message_id=o.message_id, channel=o.receipt.channel, attempt=o.attempt,
-             status=str(o.receipt.action), event_id=o.receipt.event_id, late=late,
-             **({"reason": o.receipt.reason} if o.receipt.action is Action.DEAD else {}))
+    log.info(
+        "receipt.applied",
+        provider=o.receipt.provider,
+        delivery_id=o.delivery_id,
+        message_id=o.message_id,
+        channel=o.receipt.channel,
+        attempt=o.attempt,
+        status=str(o.receipt.action),
+        event_id=o.receipt.event_id,
+        late=late,
+        **({"reason": o.receipt.reason} if o.receipt.action is Action.DEAD else {}),
+    )
 
 
 async def _metrics(request: Request) -> Response:
@@ -210,9 +241,14 @@ def create_app(config: WebhookConfig, database_url: str, *, pool_size: int = 4) 
         # retry), not a service that refuses to start.
         await pool.open(wait=False)
         late = asyncio.create_task(receiver.late_loop(), name="late-receipts")
-        log.info("webhooks.started", public_url=config.public_url, providers={
-            m.NAME: "off, needs " + missing if (missing := config.missing(m.NAME)) else "on"
-            for m in PROVIDER_MODULES})
+        log.info(
+            "webhooks.started",
+            public_url=config.public_url,
+            providers={
+                m.NAME: "off, needs " + missing if (missing := config.missing(m.NAME)) else "on"
+                for m in PROVIDER_MODULES
+            },
+        )
         try:
             yield
         finally:
@@ -220,8 +256,9 @@ def create_app(config: WebhookConfig, database_url: str, *, pool_size: int = 4) 
             with contextlib.suppress(asyncio.CancelledError):
                 await late
             await pool.close()
-            log.info("webhooks.stopped",
-                     late_receipts_dropped=receiver.late.dropped + len(receiver.late))
+            log.info(
+                "webhooks.stopped", late_receipts_dropped=receiver.late.dropped + len(receiver.late)
+            )
 
     def endpoint(module: ModuleType) -> Any:
         async def receive(request: Request) -> Response:
@@ -237,8 +274,10 @@ def create_app(config: WebhookConfig, database_url: str, *, pool_size: int = 4) 
         for m in PROVIDER_MODULES
         for path in (m.PATH, *getattr(m, "OLD_PATHS", ()))
     ]
-    routes += [Route("/healthz", receiver.health, methods=["GET"]),
-               Route("/metrics", _metrics, methods=["GET"])]
+    routes += [
+        Route("/healthz", receiver.health, methods=["GET"]),
+        Route("/metrics", _metrics, methods=["GET"]),
+    ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.receiver = receiver
     return app

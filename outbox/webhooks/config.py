@@ -93,12 +93,16 @@ class WebhookConfig:
     def missing(self, provider: str) -> str | None:
         """The setting(s) a provider's endpoint lacks, or None when it can verify requests."""
         needs = {
-            "twilio": [("webhooks_public_url", self.public_url),
-                       ("twilio_auth_token", self.twilio_auth_token)],
+            "twilio": [
+                ("webhooks_public_url", self.public_url),
+                ("twilio_auth_token", self.twilio_auth_token),
+            ],
             "sendgrid": [("sendgrid_webhook_public_key", self.sendgrid_public_key)],
             "vonage": [("vonage_signature_secret", self.vonage_signature_secret)],
-            "mailchimp": [("webhooks_public_url", self.public_url),
-                          ("mailchimp_webhook_key", self.mailchimp_webhook_key)],
+            "mailchimp": [
+                ("webhooks_public_url", self.public_url),
+                ("mailchimp_webhook_key", self.mailchimp_webhook_key),
+            ],
         }[provider]
         absent = [f"OUTBOX_{name.upper()}" for name, value in needs if not value]
         return " and ".join(absent) or None

@@ -102,18 +102,27 @@ def _receipt(kind: str, event: dict[str, Any], msg: dict[str, Any]) -> Receipt:
     if kind == "send":
         return replace(base, action=Action.DELIVERED)
     if kind == "hard_bounce":
-        return replace(base, action=Action.DEAD, suppress=True,
-                       reason=f"Mandrill hard bounce: {why or 'no reason given'}")
+        return replace(
+            base,
+            action=Action.DEAD,
+            suppress=True,
+            reason=f"Mandrill hard bounce: {why or 'no reason given'}",
+        )
     if kind == "soft_bounce":
         # Mandrill has given up on this message; the address may work another day.
-        return replace(base, action=Action.DEAD,
-                       reason=f"Mandrill soft bounce: {why or 'no reason given'}")
+        return replace(
+            base, action=Action.DEAD, reason=f"Mandrill soft bounce: {why or 'no reason given'}"
+        )
     if kind == "reject":
         # The address is on Mandrill's rejection list (earlier bounce, spam, unsub).
         listed = msg.get("reject")
         listed = listed.get("reason") if isinstance(listed, dict) else listed
-        return replace(base, action=Action.DEAD, suppress=True,
-                       reason=f"Mandrill reject: {text(listed, 60) or 'on the rejection list'}")
+        return replace(
+            base,
+            action=Action.DEAD,
+            suppress=True,
+            reason=f"Mandrill reject: {text(listed, 60) or 'on the rejection list'}",
+        )
     if kind in OPT_OUTS:
         return replace(base, opt_out=True, reason=f"Mandrill {kind}")
     return base  # deferral, open, click: recorded only

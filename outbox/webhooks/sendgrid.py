@@ -98,20 +98,34 @@ def _receipt(event: dict[str, Any]) -> Receipt:
         provider_message_id=message_id or None,
         address=event["email"] if isinstance(event.get("email"), str) else None,
         occurred_at=from_unix(event.get("timestamp")),
-        detail={k: v for k, v in (("type", text(event.get("type"), 20)),
-                                  ("smtp_status", text(event.get("status"), 20))) if v},
+        detail={
+            k: v
+            for k, v in (
+                ("type", text(event.get("type"), 20)),
+                ("smtp_status", text(event.get("status"), 20)),
+            )
+            if v
+        },
     )
     bounce_type = (event.get("type") or "bounce").lower()
     smtp = text(" ".join(str(event[k]) for k in ("status", "reason") if event.get(k)))
     if kind == "delivered":
         return replace(base, action=Action.DELIVERED)
     if kind == "bounce" and bounce_type == "bounce":
-        return replace(base, action=Action.DEAD, suppress=True,
-                       reason=f"SendGrid bounce: {smtp or 'no reason given'}")
+        return replace(
+            base,
+            action=Action.DEAD,
+            suppress=True,
+            reason=f"SendGrid bounce: {smtp or 'no reason given'}",
+        )
     if kind == "dropped":
         why = text(event.get("reason")) or "no reason given"
-        return replace(base, action=Action.DEAD, reason=f"SendGrid dropped: {why}",
-                       suppress=why.lower().startswith(ADDRESS_DROPS))
+        return replace(
+            base,
+            action=Action.DEAD,
+            reason=f"SendGrid dropped: {why}",
+            suppress=why.lower().startswith(ADDRESS_DROPS),
+        )
     if kind in OPT_OUTS:
         return replace(base, opt_out=True, reason=f"SendGrid {kind}")
     # processed, deferred, bounce of type "blocked" (temporary), open, click,

@@ -46,17 +46,18 @@ class WebhookServer:
 class WebhookThread:
     """An app served by a :class:`WebhookServer` in a background thread, as a context manager::
 
-        server = WebhookServer()
-        with WebhookThread(server, create_app(replace(config, public_url=server.url), db_url)):
-            httpx.post(server.url + "/webhooks/sendgrid", ...)
+    server = WebhookServer()
+    with WebhookThread(server, create_app(replace(config, public_url=server.url), db_url)):
+        httpx.post(server.url + "/webhooks/sendgrid", ...)
     """
 
     def __init__(self, server: WebhookServer, app: Any) -> None:
         self.server = server
         self.app = app
         self.url = server.url
-        self._thread = ServerThread(lambda stop: server.serve(app, stop), name="outbox-webhooks",
-                                    ready=self._answers)
+        self._thread = ServerThread(
+            lambda stop: server.serve(app, stop), name="outbox-webhooks", ready=self._answers
+        )
 
     def _answers(self) -> bool:
         """``/healthz`` answers (whatever its status: the database may be down)."""

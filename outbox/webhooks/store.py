@@ -112,13 +112,22 @@ async def record(conn: psycopg.AsyncConnection[Any], receipts: Sequence[Receipt]
         await cur.execute(query("receipts_record"), params)
         rows = await cur.fetchall()
         outcomes = [
-            Outcome(receipt=r, fresh=row["fresh"], moved=False, delivery_id=row["delivery_id"],
-                    message_id=row["message_id"], attempt=row["attempt"],
-                    previous_status=row["previous_status"])
+            Outcome(
+                receipt=r,
+                fresh=row["fresh"],
+                moved=False,
+                delivery_id=row["delivery_id"],
+                message_id=row["message_id"],
+                attempt=row["attempt"],
+                previous_status=row["previous_status"],
+            )
             for r, row in zip(unique, rows, strict=True)
         ]
-        terminal = [i for i, o in enumerate(outcomes) if o.fresh and o.delivery_id is not None
-                    and o.receipt.action is not Action.NONE]
+        terminal = [
+            i
+            for i, o in enumerate(outcomes)
+            if o.fresh and o.delivery_id is not None and o.receipt.action is not Action.NONE
+        ]
         if terminal:
             applied = await _apply(cur, [outcomes[i].receipt for i in terminal], late=False)
             for i, row in zip(terminal, applied, strict=True):
@@ -127,8 +136,9 @@ async def record(conn: psycopg.AsyncConnection[Any], receipts: Sequence[Receipt]
     return Recorded(outcomes, int(first["suppressions"]), int(first["opt_outs"]))
 
 
-async def _apply(cur: psycopg.AsyncCursor[Any], receipts: Sequence[Receipt], *,
-                 late: bool) -> list[dict[str, Any]]:
+async def _apply(
+    cur: psycopg.AsyncCursor[Any], receipts: Sequence[Receipt], *, late: bool
+) -> list[dict[str, Any]]:
     """``receipts_apply``: one row per receipt, in input order (moved, delivery_id, ...)."""
     await cur.execute(query("receipts_apply"), {**_common(receipts), "late": late})
     return await cur.fetchall()
@@ -147,8 +157,14 @@ async def apply_late(
     async with conn.cursor(row_factory=dict_row) as cur:
         rows = await _apply(cur, receipts, late=True)
     return [
-        Outcome(receipt=r, fresh=True, moved=row["moved"], delivery_id=row["delivery_id"],
-                message_id=row["message_id"], attempt=row["attempt"],
-                previous_status=row["previous_status"])
+        Outcome(
+            receipt=r,
+            fresh=True,
+            moved=row["moved"],
+            delivery_id=row["delivery_id"],
+            message_id=row["message_id"],
+            attempt=row["attempt"],
+            previous_status=row["previous_status"],
+        )
         for r, row in zip(receipts, rows, strict=True)
     ]

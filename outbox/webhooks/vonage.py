@@ -126,7 +126,14 @@ def _receipt(message_id: str, status: str, params: dict[str, Any]) -> Receipt:
         return replace(base, action=Action.DELIVERED)
     if status not in FAILED:
         return base  # accepted, buffered, unknown: recorded only
-    what = f"err-code {code} ({DESCRIPTIONS[code]})" if code in DESCRIPTIONS else (
-        f"err-code {text(code, 20)}" if code else "no error code")
-    return replace(base, action=Action.DEAD, reason=f"Vonage {status}: {what}",
-                   suppress=code in DEAD_NUMBER_CODES)
+    what = (
+        f"err-code {code} ({DESCRIPTIONS[code]})"
+        if code in DESCRIPTIONS
+        else (f"err-code {text(code, 20)}" if code else "no error code")
+    )
+    return replace(
+        base,
+        action=Action.DEAD,
+        reason=f"Vonage {status}: {what}",
+        suppress=code in DEAD_NUMBER_CODES,
+    )

@@ -1,4 +1,4 @@
-"""Chaos: nothing committed is lost, nothing rolled back is sent, duplicates are bounded and counted.
+"""Chaos: nothing committed is lost, nothing rolled back is sent, duplicates are counted.
 
 The run: 20,000 deliveries (email via SendGrid, SMS via Twilio, push via APNs
 and FCM) through the provider sandbox, which fails 20% of requests transiently,
@@ -47,15 +47,19 @@ DEAD_TOKENS = [f"{i:064x}" for i in range(20)]
 
 def _faults(seed: int) -> dict:
     transient = {"error_rate": 0.2, "timeout_rate": 0.002}
-    return {"seed": seed, "hang_s": 2.5, "providers": {
-        # SendGrid accepts a dead address and reports the bounce later by webhook
-        # (tests/integration/test_webhooks.py); permanent failures are injected on
-        # the channels whose APIs refuse at send time.
-        "sendgrid": transient,
-        "twilio": {**transient, "dead": DEAD_NUMBERS},
-        "apns": {**transient, "dead": DEAD_TOKENS},
-        "fcm": transient,
-    }}
+    return {
+        "seed": seed,
+        "hang_s": 2.5,
+        "providers": {
+            # SendGrid accepts a dead address and reports the bounce later by webhook
+            # (tests/integration/test_webhooks.py); permanent failures are injected on
+            # the channels whose APIs refuse at send time.
+            "sendgrid": transient,
+            "twilio": {**transient, "dead": DEAD_NUMBERS},
+            "apns": {**transient, "dead": DEAD_TOKENS},
+            "fcm": transient,
+        },
+    }
 
 
 class SandboxProcess:
@@ -64,9 +68,24 @@ class SandboxProcess:
     def __init__(self, state_dir: Path, faults: dict) -> None:
         self.state_dir = state_dir
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "outbox", "sandbox", "--port", "0", "--tls-port", "0",
-             "--state-dir", str(state_dir), "--faults", json.dumps(faults)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "outbox",
+                "sandbox",
+                "--port",
+                "0",
+                "--tls-port",
+                "0",
+                "--state-dir",
+                str(state_dir),
+                "--faults",
+                json.dumps(faults),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         info_file = state_dir / "sandbox.json"
         deadline = time.monotonic() + 30
         while True:
@@ -100,25 +119,45 @@ def _populate(url: str) -> int:
         outbox.create_template(c, "note", "sms", "Note {{ n }}")
         outbox.create_template(c, "note", "push", "Note {{ n }}", title="Note")
         c.execute("SET LOCAL outbox.notify = 'off'")
-        c.execute("INSERT INTO outbox.recipients (external_id) "
-                  "SELECT 'push-' || g FROM generate_series(1, %s) g", (PUSH_APNS + PUSH_FCM,))
-        c.execute("""
+        c.execute(
+            "INSERT INTO outbox.recipients (external_id) "
+            "SELECT 'push-' || g FROM generate_series(1, %s) g",
+            (PUSH_APNS + PUSH_FCM,),
+        )
+        c.execute(
+            """
             INSERT INTO outbox.devices (recipient_id, platform, token)
             SELECT r.id, CASE WHEN r.id <= %s THEN 'apns' ELSE 'fcm' END,
-                   CASE WHEN r.id <= %s THEN lpad(to_hex(r.id - 1), 64, '0') ELSE 'fcm-token-' || lpad(r.id::text, 12, '0') END
-            FROM outbox.recipients r""", (PUSH_APNS, PUSH_APNS))
+                   CASE WHEN r.id <= %s THEN lpad(to_hex(r.id - 1), 64, '0')
+                        ELSE 'fcm-token-' || lpad(r.id::text, 12, '0') END
+            FROM outbox.recipients r""",
+            (PUSH_APNS, PUSH_APNS),
+        )
         c.commit()
         emails = [f"user{i}@example.com" for i in range(EMAILS)]
         numbers = DEAD_NUMBERS + [f"+1415{i:07d}" for i in range(SMS - len(DEAD_NUMBERS))]
-        items = ([{"message_id": f"e-{i}", "address": a, "template": "note", "data": {"n": i}}
-                  for i, a in enumerate(emails)]
-                 + [{"message_id": f"s-{i}", "address": a, "template": "note", "data": {"n": i}}
-                    for i, a in enumerate(numbers)]
-                 + [{"message_id": f"p-{i}", "recipient": f"push-{i}", "template": "note",
-                     "channels": ["push"], "data": {"n": i}}
-                    for i in range(1, PUSH_APNS + PUSH_FCM + 1)])
+        items = (
+            [
+                {"message_id": f"e-{i}", "address": a, "template": "note", "data": {"n": i}}
+                for i, a in enumerate(emails)
+            ]
+            + [
+                {"message_id": f"s-{i}", "address": a, "template": "note", "data": {"n": i}}
+                for i, a in enumerate(numbers)
+            ]
+            + [
+                {
+                    "message_id": f"p-{i}",
+                    "recipient": f"push-{i}",
+                    "template": "note",
+                    "channels": ["push"],
+                    "data": {"n": i},
+                }
+                for i in range(1, PUSH_APNS + PUSH_FCM + 1)
+            ]
+        )
         for start in range(0, len(items), 2000):
-            outbox.enqueue_many(c, items[start:start + 2000])
+            outbox.enqueue_many(c, items[start : start + 2000])
             c.commit()
         return c.execute("SELECT count(*) FROM outbox.deliveries").fetchone()[0]
 
@@ -126,25 +165,39 @@ def _populate(url: str) -> int:
 def _spawn_worker(url: str, sandbox_env: dict, log: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
     env.update(sandbox_env)
-    env.update({
-        "OUTBOX_DATABASE_URL": url,
-        "OUTBOX_PROVIDERS_EMAIL": '["sendgrid"]', "OUTBOX_PROVIDERS_SMS": '["twilio"]',
-        "OUTBOX_PROVIDERS_PUSH": '["apns", "fcm"]',
-        "OUTBOX_PROVIDER_TIMEOUT_SECONDS": "1", "OUTBOX_LEASE_SECONDS": "3",
-        "OUTBOX_RECOVER_INTERVAL_SECONDS": "0.5", "OUTBOX_BACKOFF_BASE_SECONDS": "0.05",
-        "OUTBOX_BACKOFF_CAP_SECONDS": "1", "OUTBOX_POLL_INTERVAL_SECONDS": "0.25",
-        # Timeouts cluster when the machine is busy and may open a circuit breaker: keep
-        # its cool-downs as short as the backoff, so the run still ends in time.
-        "OUTBOX_BREAKER_COOLDOWN_SECONDS": "1", "OUTBOX_BREAKER_COOLDOWN_CAP_SECONDS": "2",
-        "OUTBOX_LOG_LEVEL": "WARNING", "OUTBOX_LOG_FORMAT": "json",
-    })
-    return subprocess.Popen([sys.executable, "-m", "outbox", "worker"], env=env,
-                            stdout=log.open("a"), stderr=subprocess.STDOUT)
+    env.update(
+        {
+            "OUTBOX_DATABASE_URL": url,
+            "OUTBOX_PROVIDERS_EMAIL": '["sendgrid"]',
+            "OUTBOX_PROVIDERS_SMS": '["twilio"]',
+            "OUTBOX_PROVIDERS_PUSH": '["apns", "fcm"]',
+            "OUTBOX_PROVIDER_TIMEOUT_SECONDS": "1",
+            "OUTBOX_LEASE_SECONDS": "3",
+            "OUTBOX_RECOVER_INTERVAL_SECONDS": "0.5",
+            "OUTBOX_BACKOFF_BASE_SECONDS": "0.05",
+            "OUTBOX_BACKOFF_CAP_SECONDS": "1",
+            "OUTBOX_POLL_INTERVAL_SECONDS": "0.25",
+            # Timeouts cluster when the machine is busy and may open a circuit breaker: keep
+            # its cool-downs as short as the backoff, so the run still ends in time.
+            "OUTBOX_BREAKER_COOLDOWN_SECONDS": "1",
+            "OUTBOX_BREAKER_COOLDOWN_CAP_SECONDS": "2",
+            "OUTBOX_LOG_LEVEL": "WARNING",
+            "OUTBOX_LOG_FORMAT": "json",
+        }
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "outbox", "worker"],
+        env=env,
+        stdout=log.open("a"),
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _counts(url: str) -> dict[str, int]:
     with psycopg.connect(url, connect_timeout=5) as c:
-        return dict(c.execute("SELECT status::text, count(*) FROM outbox.deliveries GROUP BY 1").fetchall())
+        return dict(
+            c.execute("SELECT status::text, count(*) FROM outbox.deliveries GROUP BY 1").fetchall()
+        )
 
 
 def test_chaos_nothing_lost_duplicates_counted(tmp_path):
@@ -195,16 +248,22 @@ def test_chaos_nothing_lost_duplicates_counted(tmp_path):
                 kills += 1
                 next_kill = now + rng.uniform(3, 5)
         elapsed = time.monotonic() - started
-        assert restarted_pg and kills >= 2, f"too little chaos: {kills} kills, pg restarted: {restarted_pg}"
+        assert restarted_pg and kills >= 2, (
+            f"too little chaos: {kills} kills, pg restarted: {restarted_pg}"
+        )
 
         # A worker respawned a moment ago may not have installed its signal handlers
         # yet: wait until each has its claim connection open before asking it to stop.
         deadline = time.monotonic() + 30
         with psycopg.connect(url, autocommit=True) as c:
             for w in workers:
-                while time.monotonic() < deadline and not c.execute(
+                while (
+                    time.monotonic() < deadline
+                    and not c.execute(
                         "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE %s",
-                        (f"outbox-worker claim %:{w.pid}:%",)).fetchone():
+                        (f"outbox-worker claim %:{w.pid}:%",),
+                    ).fetchone()
+                ):
                     time.sleep(0.1)
         for w in workers:
             w.send_signal(signal.SIGTERM)
@@ -212,18 +271,35 @@ def test_chaos_nothing_lost_duplicates_counted(tmp_path):
             assert w.wait(timeout=30) == 0
 
         with psycopg.connect(url) as c:
-            statuses = dict(c.execute("SELECT status::text, count(*) FROM outbox.deliveries GROUP BY 1"))
-            dead = {r[0]: r[1] for r in c.execute(
-                "SELECT destination, last_error FROM outbox.deliveries WHERE status = 'dead'")}
-            in_doubt = c.execute("SELECT coalesce(sum(in_doubt), 0) FROM outbox.deliveries").fetchone()[0]
-            no_reason = c.execute("SELECT count(*) FROM outbox.deliveries "
-                                  "WHERE status = 'dead' AND last_error IS NULL").fetchone()[0]
-        accepted = collections.Counter(  # sends only: not the FCM OAuth token grants it also records
-            r["destination"] for r in sandbox.client.requests()
-            if r["answer"] == "ok" and r["provider"] != "fcm_oauth")
+            statuses = dict(
+                c.execute("SELECT status::text, count(*) FROM outbox.deliveries GROUP BY 1")
+            )
+            dead = {
+                r[0]: r[1]
+                for r in c.execute(
+                    "SELECT destination, last_error FROM outbox.deliveries WHERE status = 'dead'"
+                )
+            }
+            in_doubt = c.execute(
+                "SELECT coalesce(sum(in_doubt), 0) FROM outbox.deliveries"
+            ).fetchone()[0]
+            no_reason = c.execute(
+                "SELECT count(*) FROM outbox.deliveries "
+                "WHERE status = 'dead' AND last_error IS NULL"
+            ).fetchone()[0]
+        accepted = (
+            collections.Counter(  # sends only: not the FCM OAuth token grants it also records
+                r["destination"]
+                for r in sandbox.client.requests()
+                if r["answer"] == "ok" and r["provider"] != "fcm_oauth"
+            )
+        )
         duplicates = sum(n - 1 for n in accepted.values() if n > 1)
-        print(f"\nchaos: {total} deliveries in {elapsed:.1f}s, {kills} kill -9s, PostgreSQL restarted; "
-              f"duplicates at the sandbox: {duplicates}; in-doubt attempts recorded: {in_doubt}")
+        print(
+            f"\nchaos: {total} deliveries in {elapsed:.1f}s, {kills} kill -9s, "
+            "PostgreSQL restarted; "
+            f"duplicates at the sandbox: {duplicates}; in-doubt attempts recorded: {in_doubt}"
+        )
 
         assert statuses == {"sent": total - len(dead), "dead": len(dead)}
         assert no_reason == 0
@@ -248,11 +324,18 @@ def test_rolled_back_producers_are_never_delivered(db_url, tmp_path):
         c.commit()
     record = tmp_path / "sent.jsonl"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}
-    env.update({"OUTBOX_DATABASE_URL": db_url, "OUTBOX_PROVIDERS_SMS": '["record"]',
-                "OUTBOX_RECORD_FILE": str(record), "OUTBOX_LOG_LEVEL": "WARNING",
-                })
-    workers = [subprocess.Popen([sys.executable, "-m", "outbox", "worker", "--channel", "sms"], env=env)
-               for _ in range(2)]
+    env.update(
+        {
+            "OUTBOX_DATABASE_URL": db_url,
+            "OUTBOX_PROVIDERS_SMS": '["record"]',
+            "OUTBOX_RECORD_FILE": str(record),
+            "OUTBOX_LOG_LEVEL": "WARNING",
+        }
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-m", "outbox", "worker", "--channel", "sms"], env=env)
+        for _ in range(2)
+    ]
     committed: list[str] = []
     lock = threading.Lock()
 
@@ -261,8 +344,9 @@ def test_rolled_back_producers_are_never_delivered(db_url, tmp_path):
         with psycopg.connect(db_url) as c:
             for i in range(250):
                 message_id = f"p{seed}-{i}"
-                outbox.enqueue(c, message_id, address=f"+1415{seed:03d}{i:04d}", template="note",
-                               data={"n": i})
+                outbox.enqueue(
+                    c, message_id, address=f"+1415{seed:03d}{i:04d}", template="note", data={"n": i}
+                )
                 if rng.random() < 0.5:
                     c.rollback()
                 else:

@@ -26,7 +26,8 @@ def _rows(db_url: str) -> list[tuple[str, str]]:
     with psycopg.connect(db_url) as c:
         return c.execute(
             "SELECT n.message_id, d.channel::text FROM outbox.notifications n "
-            "JOIN outbox.deliveries d ON d.notification_id = n.id ORDER BY d.id").fetchall()
+            "JOIN outbox.deliveries d ON d.notification_id = n.id ORDER BY d.id"
+        ).fetchall()
 
 
 @pytest.fixture
@@ -66,8 +67,11 @@ async def _sa_session(db_url: str) -> AsyncIterator[Any]:
         await engine.dispose()
 
 
-CONNECTIONS = {"psycopg": _psycopg, "sqlalchemy_connection": _sa_connection,
-               "sqlalchemy_session": _sa_session}
+CONNECTIONS = {
+    "psycopg": _psycopg,
+    "sqlalchemy_connection": _sa_connection,
+    "sqlalchemy_session": _sa_session,
+}
 
 
 def _run(coro: Callable[[], Awaitable[Any]]) -> Any:
@@ -80,19 +84,37 @@ def test_rollback_sends_nothing_and_commit_creates_the_rows(seven, kind):
 
     async def scenario() -> tuple[int, list[int]]:
         async with connect(seven) as aconn:
-            await outbox.aio.enqueue(aconn, "rolled-back", recipient="user-7",
-                                     template="order_confirmed", data={"order": 1})
+            await outbox.aio.enqueue(
+                aconn,
+                "rolled-back",
+                recipient="user-7",
+                template="order_confirmed",
+                data={"order": 1},
+            )
             await aconn.rollback()
         assert _rows(seven) == []
         async with connect(seven) as aconn:
-            nid = await outbox.aio.enqueue(aconn, "m-1", recipient="user-7",
-                                           template="order_confirmed", channels=["email"],
-                                           data={"order": 1})
-            ids = await outbox.aio.enqueue_many(aconn, [
-                {"message_id": "m-2", "recipient": "user-7", "template": "order_confirmed",
-                 "channels": "sms", "data": {"order": 2}},
-                {"message_id": "m-1", "recipient": "user-7", "template": "order_confirmed"},
-            ])
+            nid = await outbox.aio.enqueue(
+                aconn,
+                "m-1",
+                recipient="user-7",
+                template="order_confirmed",
+                channels=["email"],
+                data={"order": 1},
+            )
+            ids = await outbox.aio.enqueue_many(
+                aconn,
+                [
+                    {
+                        "message_id": "m-2",
+                        "recipient": "user-7",
+                        "template": "order_confirmed",
+                        "channels": "sms",
+                        "data": {"order": 2},
+                    },
+                    {"message_id": "m-1", "recipient": "user-7", "template": "order_confirmed"},
+                ],
+            )
             # Nothing is visible to others before the caller commits.
             assert _rows(seven) == []
             await aconn.commit()
@@ -108,13 +130,23 @@ def test_sqlalchemy_session_rollback_takes_the_business_write_and_the_notificati
         async with _sa_session(seven) as session:
             await session.execute(text("CREATE TABLE public.orders (id int)"))
             await session.execute(text("INSERT INTO public.orders VALUES (1)"))
-            await outbox.aio.enqueue(session, "order-1", recipient="user-7",
-                                     template="order_confirmed", data={"order": 1})
+            await outbox.aio.enqueue(
+                session,
+                "order-1",
+                recipient="user-7",
+                template="order_confirmed",
+                data={"order": 1},
+            )
             await session.rollback()
         async with _sa_session(seven) as session:
             await session.execute(text("CREATE TABLE public.orders (id int)"))
-            await outbox.aio.enqueue(session, "order-1", recipient="user-7",
-                                     template="order_confirmed", data={"order": 1})
+            await outbox.aio.enqueue(
+                session,
+                "order-1",
+                recipient="user-7",
+                template="order_confirmed",
+                data={"order": 1},
+            )
             await session.execute(text("INSERT INTO public.orders VALUES (1)"))
             await session.commit()
 
@@ -132,17 +164,28 @@ def test_errors_are_the_sync_apis(seven, kind):
         async with connect(seven) as aconn:
             # Refused in Python: the transaction goes on.
             with pytest.raises(errors.ValidationError, match=r"data\['x'\] is nan") as info:
-                await outbox.aio.enqueue(aconn, "bad", recipient="user-7",
-                                         template="order_confirmed", data={"x": math.nan})
+                await outbox.aio.enqueue(
+                    aconn,
+                    "bad",
+                    recipient="user-7",
+                    template="order_confirmed",
+                    data={"x": math.nan},
+                )
             assert info.value.field == "data"
-            await outbox.aio.enqueue(aconn, "good", recipient="user-7",
-                                     template="order_confirmed", channels=["push"],
-                                     data={"order": 1})
+            await outbox.aio.enqueue(
+                aconn,
+                "good",
+                recipient="user-7",
+                template="order_confirmed",
+                channels=["push"],
+                data={"order": 1},
+            )
             await aconn.commit()
             # Refused by the SQL function: the same exception class and field as sync.
             with pytest.raises(errors.UnknownRecipient, match="unknown recipient 'ghost'") as info:
-                await outbox.aio.enqueue(aconn, "ghost-1", recipient="ghost",
-                                         template="order_confirmed")
+                await outbox.aio.enqueue(
+                    aconn, "ghost-1", recipient="ghost", template="order_confirmed"
+                )
             assert info.value.field == "recipient"
             await aconn.rollback()
             with pytest.raises(errors.NotFound, match="no notification with message_id 'nope'"):
@@ -162,10 +205,8 @@ def test_registration_and_templates_through_aio(db_url):
             assert isinstance(rid, int) and isinstance(dev, int) and version == 1
             assert await outbox.aio.create_template(aconn, "hello", "push", "Hi v2") == 2
             assert await outbox.aio.activate_template(aconn, "hello", "push", 1) is None
-            assert await outbox.aio.set_preference(aconn, "user-9", "email",
-                                                   opted_in=False) is None
-            assert await outbox.aio.enqueue(aconn, "m", recipient="user-9",
-                                            template="hello") > 0
+            assert await outbox.aio.set_preference(aconn, "user-9", "email", opted_in=False) is None
+            assert await outbox.aio.enqueue(aconn, "m", recipient="user-9", template="hello") > 0
             assert await outbox.aio.cancel(aconn, "m") == 1
             assert await outbox.aio.deactivate_device(aconn, "apns-token-0009") is True
             assert await outbox.aio.deactivate_device(aconn, "apns-token-0009") is False
@@ -183,17 +224,21 @@ def test_sync_api_refuses_an_async_connection(seven, kind):
 
     async def scenario() -> None:
         async with connect(seven) as aconn:
-            with pytest.raises(errors.UnsupportedConnection,
-                               match=r"outbox.enqueue was given an async connection "
-                                     r"\(\w+\); use outbox.aio: await outbox.aio.enqueue"):
+            with pytest.raises(
+                errors.UnsupportedConnection,
+                match=r"outbox.enqueue was given an async connection "
+                r"\(\w+\); use outbox.aio: await outbox.aio.enqueue",
+            ):
                 # Even with bad arguments, the connection is what is reported.
                 outbox.enqueue(aconn, 42, template="order_confirmed")
-            with pytest.raises(TypeError,
-                               match="use outbox.aio: await outbox.aio.upsert_recipient"):
+            with pytest.raises(
+                TypeError, match="use outbox.aio: await outbox.aio.upsert_recipient"
+            ):
                 outbox.upsert_recipient(aconn, "user-8")
             # Nothing was sent on it: it is still usable.
-            await outbox.aio.enqueue(aconn, "after", recipient="user-7",
-                                     template="order_confirmed", channels="email")
+            await outbox.aio.enqueue(
+                aconn, "after", recipient="user-7", template="order_confirmed", channels="email"
+            )
             await aconn.commit()
 
     _run(scenario)
@@ -201,9 +246,11 @@ def test_sync_api_refuses_an_async_connection(seven, kind):
 
 
 def test_aio_refuses_a_sync_connection(conn):
-    with pytest.raises(errors.UnsupportedConnection,
-                       match=r"outbox.aio.cancel needs an async connection .* got Connection; "
-                             r"for a sync connection use outbox.cancel\(conn, ...\)"):
+    with pytest.raises(
+        errors.UnsupportedConnection,
+        match=r"outbox.aio.cancel needs an async connection .* got Connection; "
+        r"for a sync connection use outbox.cancel\(conn, ...\)",
+    ):
         asyncio.run(outbox.aio.cancel(conn, "m"))
     with pytest.raises(TypeError, match="got NoneType"):
         asyncio.run(outbox.aio.enqueue(None, "m", template="t"))

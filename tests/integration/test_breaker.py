@@ -14,10 +14,10 @@ from prometheus_client import REGISTRY
 import outbox
 from outbox.providers.base import Outcome
 from outbox.workers.breaker.rules import Breaker, BreakerPolicy, Tally, claim_probe, record
-from tests import factories
-from tests.integration.worker_helpers import ScriptedProvider
 from outbox.workers.config import WorkerConfig
 from outbox.workers.worker import Worker
+from tests import factories
+from tests.integration.worker_helpers import ScriptedProvider
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 PROVIDERS = ("apns", "sendgrid", "twilio")
@@ -136,8 +136,14 @@ def _worker(db_url, providers, worker_id, **config) -> Worker:
         "breaker_probe_seconds": 5.0,
         **config,
     }
-    return Worker(db_url, {p.name: p for p in providers}, {"email": [p.name for p in providers]},
-                  WorkerConfig(**config), worker_id=worker_id, rand=lambda: 0.0)
+    return Worker(
+        db_url,
+        {p.name: p for p in providers},
+        {"email": [p.name for p in providers]},
+        WorkerConfig(**config),
+        worker_id=worker_id,
+        rand=lambda: 0.0,
+    )
 
 
 def _failing(name: str, outcome: Outcome) -> ScriptedProvider:

@@ -122,14 +122,21 @@ def test_json_of_every_read_command_parses_with_numbers_and_iso_times(db_url, de
         (dead_push, "sale-4", REASON)
     ]
     assert set(dead[0]) == {
-        "delivery_id", "message_id", "channel", "destination", "provider", "attempts",
-        "reason", "died_at",
+        "delivery_id",
+        "message_id",
+        "channel",
+        "destination",
+        "provider",
+        "attempts",
+        "reason",
+        "died_at",
     }
     _utc(dead[0]["died_at"])
 
     templates = json.loads(_cli(db_url, "templates", "list", "--json"))
     assert [(t["key"], t["channel"], t["active"], t["versions"]) for t in templates] == [
-        ("order_confirmed", c, 1, 1) for c in ("email", "sms", "push")  # the enum's order
+        ("order_confirmed", c, 1, 1)
+        for c in ("email", "sms", "push")  # the enum's order
     ]
     _utc(templates[0]["updated_at"])
 

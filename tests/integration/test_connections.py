@@ -47,8 +47,9 @@ def test_an_outage_ends_with_the_first_connection_that_works(db_url):
     port = _closed_port()
 
     async def go() -> None:
-        connections = Connections(f"postgresql://127.0.0.1:{port}/x", "w", Counter(),
-                                  structlog.get_logger())
+        connections = Connections(
+            f"postgresql://127.0.0.1:{port}/x", "w", Counter(), structlog.get_logger()
+        )
         attempt = asyncio.create_task(connections.get("claim"))
         await asyncio.sleep(0.1)
         attempt.cancel()
@@ -71,8 +72,14 @@ def test_an_outage_ends_with_the_first_connection_that_works(db_url):
 
 def test_describe_server_reads_urls_and_conninfo_strings():
     assert describe_server("postgresql://u:pw@db.internal:6432/app") == {
-        "host": "db.internal", "port": "6432", "database": "app"}
+        "host": "db.internal",
+        "port": "6432",
+        "database": "app",
+    }
     assert describe_server("host=/run/postgresql dbname=app user=u password=pw") == {
-        "host": "/run/postgresql", "port": "(default)", "database": "app"}
+        "host": "/run/postgresql",
+        "port": "(default)",
+        "database": "app",
+    }
     assert describe_server("postgresql://")["host"] == "(default socket)"
     assert "pw" not in repr(describe_server("postgresql://u:pw@h/d"))

@@ -36,8 +36,7 @@ def database(server_url: str) -> Iterator[str]:
 
 def _demo_command(database: str, **sizes: int) -> list[str]:
     options = {"recipients": 20, "marketing": 40, "otps": 5, "reminders": 5, **sizes}
-    command = [sys.executable, "-m", "outbox", "demo", "--duration", "120",
-               "--database", database]
+    command = [sys.executable, "-m", "outbox", "demo", "--duration", "120", "--database", database]
     for name, value in options.items():
         command += [f"--{name}", str(value)]
     return command
@@ -56,8 +55,9 @@ def _unapplied_receipts(server_url: str, database: str) -> list[tuple[str, str, 
 def test_demo_runs_twice(server_url: str, database: str, tmp_path: Path) -> None:
     env = _clean_env(OUTBOX_DATABASE_URL=server_url, OUTBOX_DATA_DIR=str(tmp_path))
     for _ in range(2):
-        run = subprocess.run(_demo_command(database), env=env, capture_output=True, text=True,
-                             timeout=240)
+        run = subprocess.run(
+            _demo_command(database), env=env, capture_output=True, text=True, timeout=240
+        )
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
         out = run.stdout
         assert "everything finished" in out
@@ -71,11 +71,12 @@ def test_demo_runs_twice(server_url: str, database: str, tmp_path: Path) -> None
 
         # The closing hints run as printed, with nothing else set, against the demo's
         # database; the workers are gone by then, so their metrics URLs are not offered.
-        hints = out[out.index("Where to look next"):]
+        hints = out[out.index("Where to look next") :]
         assert "/metrics" not in hints
         [inspect] = [line for line in hints.splitlines() if "inspect otp-0" in line]
-        shown = subprocess.run(["bash", "-c", inspect], env=_clean_env(), capture_output=True,
-                               text=True, timeout=60)
+        shown = subprocess.run(
+            ["bash", "-c", inspect], env=_clean_env(), capture_output=True, text=True, timeout=60
+        )
         assert shown.returncode == 0, shown.stdout[-2000:] + shown.stderr[-2000:]
         assert "notification otp-0" in shown.stdout
 
@@ -85,8 +86,13 @@ def test_demo_interrupted_stops_the_sandbox_before_the_receiver(
 ) -> None:
     env = _clean_env(OUTBOX_DATABASE_URL=server_url, OUTBOX_DATA_DIR=str(tmp_path))
     # Enough email that receipts are in flight when Ctrl-C comes.
-    demo = subprocess.Popen(_demo_command(database, marketing=400), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    demo = subprocess.Popen(
+        _demo_command(database, marketing=400),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert demo.stdout is not None
         for line in demo.stdout:

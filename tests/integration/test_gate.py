@@ -12,9 +12,9 @@ from datetime import UTC, datetime, time, timedelta
 import pytest
 
 import outbox
+from outbox.workers.config import WorkerConfig
 from tests import factories
 from tests.integration.worker_helpers import ScriptedProvider, make_worker
-from outbox.workers.config import WorkerConfig
 
 QUIET = (time(22, 0), time(7, 0))
 
@@ -285,12 +285,24 @@ def test_default_quiet_hours_apply_to_recipients_without_their_own(sms, db_url):
     provider = ScriptedProvider()
     _person(sms, "no-window", "Europe/Paris", quiet=None)
     _send(sms, "m-default", "no-window")
-    outbox.enqueue(sms, "m-direct", address="+33612345678", template="order_confirmed",
-                   channels=["sms"], data={"order": 1})
+    outbox.enqueue(
+        sms,
+        "m-direct",
+        address="+33612345678",
+        template="order_confirmed",
+        channels=["sms"],
+        data={"order": 1},
+    )
     sms.commit()
     night = datetime(2026, 6, 1, 21, 30, tzinfo=UTC)  # 23:30 in Paris (CEST)
-    _drain(make_worker(db_url, provider, clock=_at(night),
-                       default_quiet_hours=WorkerConfig.parse_quiet_hours("22:00-07:00")))
+    _drain(
+        make_worker(
+            db_url,
+            provider,
+            clock=_at(night),
+            default_quiet_hours=WorkerConfig.parse_quiet_hours("22:00-07:00"),
+        )
+    )
     assert [m.message_id for m in provider.calls] == ["m-direct"]
     status, attempts, delay, _ = _delivery(sms, "m-default")
     assert (status, attempts) == ("pending", 0)

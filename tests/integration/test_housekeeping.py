@@ -47,8 +47,11 @@ def _run(coro_fn, db_url):
 
 
 def _lease_lapsed(conn, owner: str = "gone") -> None:
-    conn.execute("""UPDATE outbox.deliveries SET status = 'processing', attempts = 1,
-                    lease_owner = %s, lease_expires_at = now() - interval '1 second'""", [owner])
+    conn.execute(
+        """UPDATE outbox.deliveries SET status = 'processing', attempts = 1,
+                    lease_owner = %s, lease_expires_at = now() - interval '1 second'""",
+        [owner],
+    )
     conn.commit()
 
 
@@ -60,11 +63,13 @@ def test_lease_recovery_returns_an_expired_lease_to_pending_and_writes_the_event
 
     assert _run(task.run_once, db_url) == (1, 0)
     assert seen == [Recovered(recovered=1, dead=0)]
-    row = world.execute("SELECT status::text, lease_owner, in_doubt FROM outbox.deliveries"
-                        ).fetchone()
+    row = world.execute(
+        "SELECT status::text, lease_owner, in_doubt FROM outbox.deliveries"
+    ).fetchone()
     assert row == ("pending", None, 1)
-    event = world.execute("SELECT kind, worker, detail FROM outbox.events "
-                          "WHERE kind = 'recovered'").fetchone()
+    event = world.execute(
+        "SELECT kind, worker, detail FROM outbox.events WHERE kind = 'recovered'"
+    ).fetchone()
     assert event == ("recovered", "w-house", {"previous_owner": "gone", "in_doubt": True})
     # A second pass finds nothing and does not call back.
     assert _run(task.run_once, db_url) == (0, 0)
@@ -86,8 +91,9 @@ def test_heartbeat_extends_only_the_leases_this_worker_holds(world, db_url):
     leases = Leases()
 
     async def go(aconn):
-        rows = await store.claim(aconn, worker="w-hb", channels=["email", "sms"], limit=10,
-                                 lease_seconds=2)
+        rows = await store.claim(
+            aconn, worker="w-hb", channels=["email", "sms"], limit=10, lease_seconds=2
+        )
         for row in rows:
             if row.message_id == "mine":
                 leases.hold(row)
@@ -98,9 +104,11 @@ def test_heartbeat_extends_only_the_leases_this_worker_holds(world, db_url):
         return await heartbeat.run_once(aconn)
 
     assert _run(go, db_url) == 1
-    left = dict(world.execute("""
+    left = dict(
+        world.execute("""
         SELECT channel::text, extract(epoch FROM lease_expires_at - now())::float8
-        FROM outbox.deliveries""").fetchall())
+        FROM outbox.deliveries""").fetchall()
+    )
     assert left["email"] > 500
     assert left["sms"] < 3
 
@@ -113,13 +121,16 @@ def test_heartbeat_with_nothing_held_sends_no_statement(db_url):
 def test_gauges_set_the_queue_metrics(world, db_url):
     for i in range(3):
         factories.enqueue_committed(world, f"m-{i}", channels=["email"])
-    factories.enqueue_committed(world, "later", channels=["email"],
-                                send_at=datetime(2099, 1, 1, tzinfo=UTC))
+    factories.enqueue_committed(
+        world, "later", channels=["email"], send_at=datetime(2099, 1, 1, tzinfo=UTC)
+    )
     values = _run(Gauges(metrics.QueueGauges(interval_seconds=1)).run_once, db_url)
     assert values["due"]["email"] == 3
     assert REGISTRY.get_sample_value("outbox_queue_due", {"channel": "email"}) == 3
-    assert REGISTRY.get_sample_value(
-        "outbox_queue_depth", {"channel": "email", "status": "pending"}) == 4
+    assert (
+        REGISTRY.get_sample_value("outbox_queue_depth", {"channel": "email", "status": "pending"})
+        == 4
+    )
     assert REGISTRY.get_sample_value("outbox_queue_due", {"channel": "sms"}) == 0
 
 
@@ -135,10 +146,14 @@ def test_breaker_refresh_reads_the_shared_state_and_claims_a_due_probe(world, db
 
     _run(BreakerRefresh(breakers).run_once, db_url)
     assert (breakers.state("sendgrid"), breakers.state("twilio"), breakers.state("vonage")) == (
-        "half_open", "open", "closed")
+        "half_open",
+        "open",
+        "closed",
+    )
     assert (breakers.available("sendgrid"), breakers.available("twilio")) == (True, False)
-    assert world.execute("SELECT probe_owner FROM outbox.provider_breakers "
-                         "WHERE provider = 'sendgrid'").fetchone() == ("w-probe",)
+    assert world.execute(
+        "SELECT probe_owner FROM outbox.provider_breakers WHERE provider = 'sendgrid'"
+    ).fetchone() == ("w-probe",)
 
 
 def test_pruning_deletes_old_finished_history(world, db_url):
@@ -152,8 +167,10 @@ def test_pruning_deletes_old_finished_history(world, db_url):
     task = Pruning(Pruner(older_than=timedelta(days=30), interval_seconds=60), rand=lambda: 0.5)
     result = _run(task.run_once, db_url)
     assert result is not None and result.deliveries == 1
-    left = world.execute("SELECT n.message_id FROM outbox.deliveries d "
-                         "JOIN outbox.notifications n ON n.id = d.notification_id").fetchall()
+    left = world.execute(
+        "SELECT n.message_id FROM outbox.deliveries d "
+        "JOIN outbox.notifications n ON n.id = d.notification_id"
+    ).fetchall()
     assert left == [("new",)]
     # Spread over half to one and a half intervals, by the draw it is given.
     assert task.delay(first=True) == 60
@@ -162,10 +179,14 @@ def test_pruning_deletes_old_finished_history(world, db_url):
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: Heartbeat("w", Leases(), lease_seconds=10, interval_seconds=20),
-         "must not exceed lease_seconds"),
-        (lambda: Heartbeat("w", Leases(), lease_seconds=0, interval_seconds=0),
-         "Heartbeat.lease_seconds must be positive"),
+        (
+            lambda: Heartbeat("w", Leases(), lease_seconds=10, interval_seconds=20),
+            "must not exceed lease_seconds",
+        ),
+        (
+            lambda: Heartbeat("w", Leases(), lease_seconds=0, interval_seconds=0),
+            "Heartbeat.lease_seconds must be positive",
+        ),
         (lambda: LeaseRecovery("w", interval_seconds=0), "LeaseRecovery.interval_seconds"),
         (lambda: LeaseRecovery("w", interval_seconds=float("inf")), "positive and finite"),
         (lambda: LeaseRecovery("w", interval_seconds=1, limit=0), "limit must be at least 1"),

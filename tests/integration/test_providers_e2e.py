@@ -41,9 +41,9 @@ import outbox
 from outbox.providers.registry import build_providers
 from outbox.sandbox import SandboxClient
 from outbox.settings import Settings
-from tests import factories
 from outbox.workers.config import WorkerConfig
 from outbox.workers.worker import Worker
+from tests import factories
 
 ROOT = Path(__file__).resolve().parents[2]
 ROUTES = {"email": ["sendgrid", "mailchimp"], "sms": ["twilio", "vonage"], "push": ["apns", "fcm"]}
@@ -505,7 +505,8 @@ def test_two_thousand_mixed_deliveries_with_faults(conn, db_url, sandbox, faults
     rows = conn.execute("""
         SELECT n.message_id, d.channel::text, d.destination, d.status::text, d.last_error,
                d.attempts
-        FROM outbox.deliveries d JOIN outbox.notifications n ON n.id = d.notification_id""").fetchall()
+        FROM outbox.deliveries d JOIN outbox.notifications n ON n.id = d.notification_id
+    """).fetchall()
     main = [r for r in rows if r[0] != "n-x"]
     assert len(main) == 4 * RECIPIENTS
     dead = {r[2]: r[4] for r in main if r[3] == "dead"}

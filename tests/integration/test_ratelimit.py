@@ -19,8 +19,8 @@ from outbox import migrate
 from outbox.providers.base import Message, Outcome
 from outbox.templates import content_hash
 from tests import factories
-from tests.ratelimit_model import Bucket, take
 from tests.integration.worker_helpers import ScriptedProvider, make_worker
+from tests.ratelimit_model import Bucket, take
 
 TAKE = (
     "SELECT request, wait_seconds, limited_by "

@@ -28,13 +28,17 @@ def test_enqueue_from_plain_sql(db_url):
         """).fetchone()[0]
         c.commit()
         assert nid == again
-        rows = c.execute("SELECT channel::text, destination, status::text FROM outbox.deliveries").fetchall()
+        rows = c.execute(
+            "SELECT channel::text, destination, status::text FROM outbox.deliveries"
+        ).fetchall()
         assert rows == [("email", "a@example.com", "pending")]
 
 
 def test_sql_error_carries_sqlstate_and_field(db_url):
     with psycopg.connect(db_url) as c, pytest.raises(psycopg.Error) as info:
-        c.execute("SELECT outbox.enqueue(message_id => 'x', recipient => 'nobody', template => 't')")
+        c.execute(
+            "SELECT outbox.enqueue(message_id => 'x', recipient => 'nobody', template => 't')"
+        )
     # The template is checked before the recipient.
     assert info.value.sqlstate == "OB003"
     assert info.value.diag.column_name == "template"
@@ -60,8 +64,9 @@ def test_sqlalchemy_session_and_connection(db_url):
             outbox.enqueue(sa_conn, "order-2", recipient="user-9", template="hello")
             sa_conn.commit()
         with engine.connect() as sa_conn:
-            rows = sa_conn.execute(text(
-                "SELECT message_id FROM outbox.notifications ORDER BY id")).fetchall()
+            rows = sa_conn.execute(
+                text("SELECT message_id FROM outbox.notifications ORDER BY id")
+            ).fetchall()
         assert [r[0] for r in rows] == ["order-1", "order-2"]
     finally:
         engine.dispose()

@@ -19,15 +19,20 @@ def test_a_claim_returns_typed_frozen_rows(conn, db_url):
     async def go() -> list[ClaimedDelivery]:
         aconn = await store.connect(db_url, "test store")
         try:
-            return await store.claim(aconn, worker="w", channels=["email"], limit=5,
-                                     lease_seconds=30)
+            return await store.claim(
+                aconn, worker="w", channels=["email"], limit=5, lease_seconds=30
+            )
         finally:
             await aconn.close()
 
     [row] = asyncio.run(go())
     assert isinstance(row, ClaimedDelivery)
     assert (row.message_id, row.channel, row.status, row.attempts) == (
-        "m-1", "email", "processing", 1)
+        "m-1",
+        "email",
+        "processing",
+        1,
+    )
     assert row.destination == "seven@example.com" and row.data == {"order": 42}
     assert row.template_key == "order_confirmed" and row.template_id is not None
     assert row.timezone == "UTC" and row.critical is False and row.blocked is None

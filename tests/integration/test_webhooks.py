@@ -39,10 +39,10 @@ from outbox.settings import Settings
 from outbox.webhooks import WebhookConfig, WebhookServer, WebhookThread, create_app
 from outbox.webhooks.metrics import REGISTRY
 from outbox.webhooks.vonage import signature as vonage_signature
-from tests import factories
-from tests.integration.worker_helpers import ScriptedProvider, make_worker
 from outbox.workers.config import WorkerConfig
 from outbox.workers.worker import Worker
+from tests import factories
+from tests.integration.worker_helpers import ScriptedProvider, make_worker
 
 TWILIO_TOKEN = "tw" + secrets.token_hex(15)
 MAILCHIMP_KEY = "md" + secrets.token_urlsafe(20)
@@ -68,29 +68,52 @@ class Hooks:
     def endpoint(self, provider: str) -> str:
         return f"{self.url}/webhooks/{provider}"
 
-    def twilio(self, params: dict[str, str], *, token: str = TWILIO_TOKEN, url: str | None = None,
-               sign: bool = True) -> httpx.Response:
+    def twilio(
+        self,
+        params: dict[str, str],
+        *,
+        token: str = TWILIO_TOKEN,
+        url: str | None = None,
+        sign: bool = True,
+    ) -> httpx.Response:
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if sign:
             headers["X-Twilio-Signature"] = twilio_signature(
-                token, url or self.endpoint("twilio"), params)
+                token, url or self.endpoint("twilio"), params
+            )
         return self.http.post(self.endpoint("twilio"), content=urlencode(params), headers=headers)
 
-    def sendgrid(self, events: Any, *, key: str = SENDGRID_KEY, timestamp: int | None = None,
-                 sign: bool = True, body: str | None = None, signed_body: str | None = None,
-                 signature: str | None = None) -> httpx.Response:
+    def sendgrid(
+        self,
+        events: Any,
+        *,
+        key: str = SENDGRID_KEY,
+        timestamp: int | None = None,
+        sign: bool = True,
+        body: str | None = None,
+        signed_body: str | None = None,
+        signature: str | None = None,
+    ) -> httpx.Response:
         body = json.dumps(events) if body is None else body
         ts = str(int(time.time()) if timestamp is None else timestamp)
         headers = {"Content-Type": "application/json"}
         if sign:
             headers["X-Twilio-Email-Event-Webhook-Timestamp"] = ts
             headers["X-Twilio-Email-Event-Webhook-Signature"] = signature or sendgrid_signature(
-                key, ts, body if signed_body is None else signed_body)
+                key, ts, body if signed_body is None else signed_body
+            )
         return self.http.post(self.endpoint("sendgrid"), content=body.encode(), headers=headers)
 
-    def vonage(self, params: dict[str, str], *, secret: str = VONAGE_SECRET,
-               method: str = "sha256", as_json: bool = False, sign: bool = True,
-               timestamp: int | None = None) -> httpx.Response:
+    def vonage(
+        self,
+        params: dict[str, str],
+        *,
+        secret: str = VONAGE_SECRET,
+        method: str = "sha256",
+        as_json: bool = False,
+        sign: bool = True,
+        timestamp: int | None = None,
+    ) -> httpx.Response:
         params = {**params, "timestamp": str(int(time.time()) if timestamp is None else timestamp)}
         if sign:
             params["sig"] = vonage_signature(params, secret, method)
@@ -98,8 +121,15 @@ class Hooks:
             return self.http.post(self.endpoint("vonage"), json=params)
         return self.http.post(self.endpoint("vonage"), data=params)
 
-    def mailchimp(self, events: Any, *, key: str = MAILCHIMP_KEY, sign: bool = True,
-                  form: dict[str, str] | None = None, path: str = "mailchimp") -> httpx.Response:
+    def mailchimp(
+        self,
+        events: Any,
+        *,
+        key: str = MAILCHIMP_KEY,
+        sign: bool = True,
+        form: dict[str, str] | None = None,
+        path: str = "mailchimp",
+    ) -> httpx.Response:
         form = {"mandrill_events": json.dumps(events)} if form is None else form
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if sign:
@@ -115,10 +145,15 @@ def mandrill_signature(key: str, url: str, form: dict[str, str]) -> str:
 
 def base_config(**overrides: Any) -> WebhookConfig:
     values: dict[str, Any] = dict(
-        twilio_auth_token=TWILIO_TOKEN, sendgrid_public_key=SENDGRID_PUBLIC,
-        vonage_signature_secret=VONAGE_SECRET, vonage_signature_method="sha256",
-        mailchimp_webhook_key=MAILCHIMP_KEY, max_body_bytes=MAX_BODY,
-        late_retry_interval_s=0.05, late_receipt_s=10.0)
+        twilio_auth_token=TWILIO_TOKEN,
+        sendgrid_public_key=SENDGRID_PUBLIC,
+        vonage_signature_secret=VONAGE_SECRET,
+        vonage_signature_method="sha256",
+        mailchimp_webhook_key=MAILCHIMP_KEY,
+        max_body_bytes=MAX_BODY,
+        late_retry_interval_s=0.05,
+        late_receipt_s=10.0,
+    )
     values.update(overrides)
     return WebhookConfig(**values)
 
@@ -159,16 +194,29 @@ def world(conn: psycopg.Connection) -> psycopg.Connection:
     return conn
 
 
-def sent(conn: psycopg.Connection, db_url: str, provider: str, channel: str,
-         message_id: str = "order-1", *, answers: dict[str, list[Outcome]] | None = None,
-         **enqueue: Any) -> dict[str, Any]:
+def sent(
+    conn: psycopg.Connection,
+    db_url: str,
+    provider: str,
+    channel: str,
+    message_id: str = "order-1",
+    *,
+    answers: dict[str, list[Outcome]] | None = None,
+    **enqueue: Any,
+) -> dict[str, Any]:
     """Enqueue one notification on ``channel``, send it with a worker; its delivery row.
 
     ``answers``: the provider's outcomes by destination (default: sent).
     """
     enqueue.setdefault("recipient", "ann")
-    outbox.enqueue(conn, message_id, template="order_confirmed", data={"order": 1},
-                   channels=[channel], **enqueue)
+    outbox.enqueue(
+        conn,
+        message_id,
+        template="order_confirmed",
+        data={"order": 1},
+        channels=[channel],
+        **enqueue,
+    )
     conn.commit()
 
     async def work() -> None:
@@ -187,25 +235,39 @@ def delivery(conn: psycopg.Connection, message_id: str) -> dict[str, Any]:
         """SELECT d.id, d.notification_id, d.status::text, d.provider, d.provider_message_id,
                   d.last_error, d.delivered_at, d.sent_at, d.destination
            FROM outbox.deliveries d JOIN outbox.notifications n ON n.id = d.notification_id
-           WHERE n.message_id = %s""", (message_id,)).fetchone()
+           WHERE n.message_id = %s""",
+        (message_id,),
+    ).fetchone()
     conn.commit()
     assert row is not None
-    keys = ("id", "notification_id", "status", "provider", "provider_message_id", "last_error",
-            "delivered_at", "sent_at", "destination")
+    keys = (
+        "id",
+        "notification_id",
+        "status",
+        "provider",
+        "provider_message_id",
+        "last_error",
+        "delivered_at",
+        "sent_at",
+        "destination",
+    )
     return dict(zip(keys, row, strict=True))
 
 
 def events(conn: psycopg.Connection, kind: str | None = None) -> list[tuple[str, dict]]:
     rows = conn.execute(
         "SELECT kind, detail FROM outbox.events WHERE worker LIKE 'webhook:%%' "
-        "AND (%s::text IS NULL OR kind = %s) ORDER BY id", (kind, kind)).fetchall()
+        "AND (%s::text IS NULL OR kind = %s) ORDER BY id",
+        (kind, kind),
+    ).fetchall()
     conn.commit()
     return [(k, d) for k, d in rows]
 
 
 def suppressions(conn: psycopg.Connection) -> dict[tuple[str, str], str]:
     rows = conn.execute(
-        "SELECT channel::text, destination, reason FROM outbox.suppressions").fetchall()
+        "SELECT channel::text, destination, reason FROM outbox.suppressions"
+    ).fetchall()
     conn.commit()
     return {(c, d): r for c, d, r in rows}
 
@@ -224,16 +286,28 @@ def wait_for(check: Any, timeout_s: float = 5.0) -> Any:
 
 
 def twilio_params(d: dict[str, Any], status: str, **extra: str) -> dict[str, str]:
-    return {"AccountSid": "AC" + "0" * 32, "ApiVersion": "2010-04-01", "From": "+15005550006",
-            "MessageSid": d["provider_message_id"], "SmsSid": d["provider_message_id"],
-            "MessageStatus": status, "SmsStatus": status, "To": d["destination"], **extra}
+    return {
+        "AccountSid": "AC" + "0" * 32,
+        "ApiVersion": "2010-04-01",
+        "From": "+15005550006",
+        "MessageSid": d["provider_message_id"],
+        "SmsSid": d["provider_message_id"],
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "To": d["destination"],
+        **extra,
+    }
 
 
-def sendgrid_event(d: dict[str, Any] | None, event: str, *, ids: bool = True,
-                   email: str = ANN_EMAIL, **extra: Any) -> dict[str, Any]:
+def sendgrid_event(
+    d: dict[str, Any] | None, event: str, *, ids: bool = True, email: str = ANN_EMAIL, **extra: Any
+) -> dict[str, Any]:
     doc: dict[str, Any] = {
-        "email": email, "timestamp": int(time.time()), "event": event,
-        "sg_event_id": secrets.token_urlsafe(16), "smtp-id": "<x@sandbox>",
+        "email": email,
+        "timestamp": int(time.time()),
+        "event": event,
+        "sg_event_id": secrets.token_urlsafe(16),
+        "smtp-id": "<x@sandbox>",
     }
     if d is not None:
         doc["sg_message_id"] = f"{d['provider_message_id']}.filterdrecv-p3mdw1-1-2"
@@ -269,32 +343,44 @@ def test_twilio_delivered_moves_sent_to_delivered(world, db_url, hooks):
 def test_twilio_forged_unsigned_or_malformed_callbacks_change_nothing(world, db_url, hooks):
     d = sent(world, db_url, "twilio", "sms")
     params = twilio_params(d, "delivered")
-    before = {r: counter("requests_rejected", provider="twilio", reason=r)
-              for r in ("bad_signature", "unsigned", "malformed")}
+    before = {
+        r: counter("requests_rejected", provider="twilio", reason=r)
+        for r in ("bad_signature", "unsigned", "malformed")
+    }
 
     forged = hooks.twilio(params, token="f" * 32)
     other_url = hooks.twilio(params, url="https://evil.example.com/webhooks/twilio")
     tampered = hooks.http.post(
-        hooks.endpoint("twilio"), data={**params, "MessageStatus": "undelivered"},
-        headers={"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, hooks.endpoint("twilio"),
-                                                        params)})
+        hooks.endpoint("twilio"),
+        data={**params, "MessageStatus": "undelivered"},
+        headers={
+            "X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, hooks.endpoint("twilio"), params)
+        },
+    )
     unsigned = hooks.twilio(params, sign=False)
-    malformed = hooks.twilio({k: v for k, v in params.items()
-                              if k not in ("MessageStatus", "SmsStatus")})
-    not_a_form = hooks.http.post(hooks.endpoint("twilio"), content=b"\xff\xfe=&&",
-                                 headers={"X-Twilio-Signature": "abc"})
+    malformed = hooks.twilio(
+        {k: v for k, v in params.items() if k not in ("MessageStatus", "SmsStatus")}
+    )
+    not_a_form = hooks.http.post(
+        hooks.endpoint("twilio"), content=b"\xff\xfe=&&", headers={"X-Twilio-Signature": "abc"}
+    )
 
     assert [r.status_code for r in (forged, other_url, tampered)] == [403, 403, 403]
     assert unsigned.status_code == 401 and unsigned.json()["error"] == "unsigned"
     assert malformed.status_code == 400 and not_a_form.status_code == 400
     assert delivery(world, "order-1")["status"] == "sent"
     assert events(world) == []
-    assert counter("requests_rejected", provider="twilio", reason="bad_signature") == \
-        before["bad_signature"] + 3
-    assert counter("requests_rejected", provider="twilio", reason="unsigned") == \
-        before["unsigned"] + 1
-    assert counter("requests_rejected", provider="twilio", reason="malformed") == \
-        before["malformed"] + 2
+    assert (
+        counter("requests_rejected", provider="twilio", reason="bad_signature")
+        == before["bad_signature"] + 3
+    )
+    assert (
+        counter("requests_rejected", provider="twilio", reason="unsigned") == before["unsigned"] + 1
+    )
+    assert (
+        counter("requests_rejected", provider="twilio", reason="malformed")
+        == before["malformed"] + 2
+    )
 
 
 def test_twilio_replayed_callback_is_recorded_once(world, db_url, hooks):
@@ -313,8 +399,11 @@ def test_twilio_out_of_order_sent_after_delivered_stays_delivered(world, db_url,
     assert hooks.twilio(twilio_params(d, "undelivered", ErrorCode="30003")).status_code == 200
     assert delivery(world, "order-1")["status"] == "delivered"
     assert [(k, e.get("status")) for k, e in events(world)] == [
-        ("receipt", "delivered"), ("delivered", None), ("receipt", "sent"),
-        ("receipt", "undelivered")]
+        ("receipt", "delivered"),
+        ("delivered", None),
+        ("receipt", "sent"),
+        ("receipt", "undelivered"),
+    ]
 
 
 def test_twilio_undelivered_is_dead_with_the_error_code(world, db_url, hooks):
@@ -323,7 +412,8 @@ def test_twilio_undelivered_is_dead_with_the_error_code(world, db_url, hooks):
     after = delivery(world, "order-1")
     assert after["status"] == "dead"
     assert after["last_error"] == (
-        "Twilio undelivered: error 30003 (unreachable destination handset)")
+        "Twilio undelivered: error 30003 (unreachable destination handset)"
+    )
     assert suppressions(world) == {}  # the handset may be back tomorrow
 
 
@@ -332,19 +422,28 @@ def test_twilio_stop_records_an_sms_opt_out(world, db_url, hooks):
     assert hooks.twilio(twilio_params(d, "failed", ErrorCode="21610")).status_code == 200
     assert delivery(world, "order-1")["status"] == "dead"
     assert suppressions(world) == {
-        ("sms", ANN_PHONE): "Twilio failed: error 21610 (recipient replied STOP)"}
+        ("sms", ANN_PHONE): "Twilio failed: error 21610 (recipient replied STOP)"
+    }
     assert world.execute(
-        "SELECT channel::text, category, opted_in FROM outbox.preferences").fetchall() == [
-        ("sms", "*", False)]
+        "SELECT channel::text, category, opted_in FROM outbox.preferences"
+    ).fetchall() == [("sms", "*", False)]
     world.commit()
     # The next SMS to that number is suppressed at enqueue; email still goes.
-    outbox.enqueue(world, "order-2", recipient="ann", template="order_confirmed",
-                   data={"order": 2}, channels=["sms", "email"])
+    outbox.enqueue(
+        world,
+        "order-2",
+        recipient="ann",
+        template="order_confirmed",
+        data={"order": 2},
+        channels=["sms", "email"],
+    )
     world.commit()
-    statuses = dict(world.execute(
-        "SELECT d.channel::text, d.status::text FROM outbox.deliveries d "
-        "JOIN outbox.notifications n ON n.id = d.notification_id WHERE n.message_id = 'order-2'"
-    ).fetchall())
+    statuses = dict(
+        world.execute(
+            "SELECT d.channel::text, d.status::text FROM outbox.deliveries d "
+            "JOIN outbox.notifications n ON n.id = d.notification_id WHERE n.message_id = 'order-2'"
+        ).fetchall()
+    )
     assert statuses == {"sms": "suppressed", "email": "pending"}
 
 
@@ -358,7 +457,10 @@ def test_sendgrid_delivered_matches_our_ids_in_custom_args(world, db_url, hooks)
     assert response.status_code == 200 and response.json() == {"received": 2, "new": 2}
     assert delivery(world, "order-1")["status"] == "delivered"
     assert [(k, e.get("status")) for k, e in events(world)] == [
-        ("receipt", "processed"), ("receipt", "delivered"), ("delivered", None)]
+        ("receipt", "processed"),
+        ("receipt", "delivered"),
+        ("delivered", None),
+    ]
 
 
 def test_sendgrid_without_custom_args_matches_the_x_message_id(world, db_url, hooks):
@@ -369,20 +471,32 @@ def test_sendgrid_without_custom_args_matches_the_x_message_id(world, db_url, ho
 
 def test_sendgrid_bounce_kills_the_delivery_and_suppresses_the_address(world, db_url, hooks):
     d = sent(world, db_url, "sendgrid", "email")
-    bounce = sendgrid_event(d, "bounce", type="bounce", status="5.1.1",
-                            reason="550 5.1.1 The email account does not exist")
+    bounce = sendgrid_event(
+        d,
+        "bounce",
+        type="bounce",
+        status="5.1.1",
+        reason="550 5.1.1 The email account does not exist",
+    )
     assert hooks.sendgrid([bounce]).status_code == 200
     after = delivery(world, "order-1")
     assert after["status"] == "dead"
     assert after["last_error"] == (
-        "SendGrid bounce: 5.1.1 550 5.1.1 The email account does not exist")
+        "SendGrid bounce: 5.1.1 550 5.1.1 The email account does not exist"
+    )
     assert list(suppressions(world)) == [("email", ANN_EMAIL)]
     # A later "delivered" for the same message changes nothing.
     assert hooks.sendgrid([sendgrid_event(d, "delivered")]).status_code == 200
     assert delivery(world, "order-1")["status"] == "dead"
     # The next email to that address is suppressed when it is enqueued.
-    outbox.enqueue(world, "order-2", recipient="ann", template="order_confirmed",
-                   data={"order": 2}, channels=["email"])
+    outbox.enqueue(
+        world,
+        "order-2",
+        recipient="ann",
+        template="order_confirmed",
+        data={"order": 2},
+        channels=["email"],
+    )
     world.commit()
     assert delivery(world, "order-2")["status"] == "suppressed"
 
@@ -390,8 +504,10 @@ def test_sendgrid_bounce_kills_the_delivery_and_suppresses_the_address(world, db
 def test_sendgrid_drops_kill_and_suppress_only_for_address_reasons(world, db_url, hooks):
     a = sent(world, db_url, "sendgrid", "email", "drop-a", recipient=None, address="a@example.com")
     b = sent(world, db_url, "sendgrid", "email", "drop-b", recipient=None, address="b@example.com")
-    batch = [sendgrid_event(a, "dropped", email="a@example.com", reason="Bounced Address"),
-             sendgrid_event(b, "dropped", email="b@example.com", reason="Spam Content")]
+    batch = [
+        sendgrid_event(a, "dropped", email="a@example.com", reason="Bounced Address"),
+        sendgrid_event(b, "dropped", email="b@example.com", reason="Spam Content"),
+    ]
     assert hooks.sendgrid(batch).status_code == 200
     assert delivery(world, "drop-a")["status"] == delivery(world, "drop-b")["status"] == "dead"
     assert list(suppressions(world)) == [("email", "a@example.com")]
@@ -399,27 +515,41 @@ def test_sendgrid_drops_kill_and_suppress_only_for_address_reasons(world, db_url
 
 def test_sendgrid_deferred_and_blocked_are_recorded_only(world, db_url, hooks):
     d = sent(world, db_url, "sendgrid", "email")
-    batch = [sendgrid_event(d, "deferred", response="421 try later"),
-             # A NUL (which PostgreSQL text cannot hold) must not fail the batch.
-             sendgrid_event(d, "bounce", type="blocked", reason="temporarily\u0000 blocked",
-                            sg_event_id="evt\u0000nul")]
+    batch = [
+        sendgrid_event(d, "deferred", response="421 try later"),
+        # A NUL (which PostgreSQL text cannot hold) must not fail the batch.
+        sendgrid_event(
+            d,
+            "bounce",
+            type="blocked",
+            reason="temporarily\u0000 blocked",
+            sg_event_id="evt\u0000nul",
+        ),
+    ]
     assert hooks.sendgrid(batch).status_code == 200
     assert delivery(world, "order-1")["status"] == "sent"
     assert [(k, e["status"]) for k, e in events(world)] == [
-        ("receipt", "deferred"), ("receipt", "bounce")]
+        ("receipt", "deferred"),
+        ("receipt", "bounce"),
+    ]
     assert suppressions(world) == {}
 
 
 def test_sendgrid_spam_report_and_unsubscribe_are_email_opt_outs(world, db_url, hooks):
     d = sent(world, db_url, "sendgrid", "email")
-    direct = sent(world, db_url, "sendgrid", "email", "direct", recipient=None,
-                  address="nobody@example.com")
-    batch = [sendgrid_event(d, "delivered"), sendgrid_event(d, "spamreport"),
-             sendgrid_event(direct, "unsubscribe", email="nobody@example.com")]
+    direct = sent(
+        world, db_url, "sendgrid", "email", "direct", recipient=None, address="nobody@example.com"
+    )
+    batch = [
+        sendgrid_event(d, "delivered"),
+        sendgrid_event(d, "spamreport"),
+        sendgrid_event(direct, "unsubscribe", email="nobody@example.com"),
+    ]
     assert hooks.sendgrid(batch).status_code == 200
     assert delivery(world, "order-1")["status"] == "delivered"
-    assert world.execute("SELECT channel::text, category, opted_in FROM outbox.preferences"
-                         ).fetchall() == [("email", "*", False)]
+    assert world.execute(
+        "SELECT channel::text, category, opted_in FROM outbox.preferences"
+    ).fetchall() == [("email", "*", False)]
     world.commit()
     # An address no recipient owns cannot hold a preference: it is suppressed instead.
     assert suppressions(world) == {("email", "nobody@example.com"): "SendGrid unsubscribe"}
@@ -452,25 +582,42 @@ def test_sendgrid_forged_unsigned_stale_malformed_or_oversize_change_nothing(wor
         "oversize": hooks.sendgrid([sendgrid_event(d, "delivered", pad="x" * MAX_BODY)]),
     }
     assert {k: r.status_code for k, r in answers.items()} == {
-        "other key": 403, "tampered": 403, "not base64": 403, "unsigned": 401, "stale": 403,
-        "future": 403, "not json": 400, "not a list": 400, "no event": 400, "oversize": 413}
+        "other key": 403,
+        "tampered": 403,
+        "not base64": 403,
+        "unsigned": 401,
+        "stale": 403,
+        "future": 403,
+        "not json": 400,
+        "not a list": 400,
+        "no event": 400,
+        "oversize": 413,
+    }
     assert delivery(world, "order-1")["status"] == "sent"
     assert events(world) == []
-    deltas = {r: counter("requests_rejected", provider="sendgrid", reason=r) - before[r]
-              for r in reasons}
-    assert deltas == {"bad_signature": 3, "unsigned": 1, "stale": 2, "malformed": 3,
-                      "too_large": 1}
+    deltas = {
+        r: counter("requests_rejected", provider="sendgrid", reason=r) - before[r] for r in reasons
+    }
+    assert deltas == {"bad_signature": 3, "unsigned": 1, "stale": 2, "malformed": 3, "too_large": 1}
 
 
 # --- Vonage -------------------------------------------------------------------------------
 
 
 def vonage_dlr(d: dict[str, Any], status: str, err_code: str = "0") -> dict[str, str]:
-    return {"msisdn": d["destination"].lstrip("+"), "to": "Outbox",
-            "network-code": "23410", "messageId": d["provider_message_id"], "price": "0.0333",
-            "status": status, "scts": "2001011400", "err-code": err_code,
-            "api-key": "abcd1234", "client-ref": str(d["id"]),
-            "message-timestamp": "2020-01-01 12:00:00"}
+    return {
+        "msisdn": d["destination"].lstrip("+"),
+        "to": "Outbox",
+        "network-code": "23410",
+        "messageId": d["provider_message_id"],
+        "price": "0.0333",
+        "status": status,
+        "scts": "2001011400",
+        "err-code": err_code,
+        "api-key": "abcd1234",
+        "client-ref": str(d["id"]),
+        "message-timestamp": "2020-01-01 12:00:00",
+    }
 
 
 def test_vonage_signature_matches_vonages_published_vector():
@@ -483,8 +630,9 @@ def test_vonage_signature_matches_vonages_published_vector():
         expected = hmac.new(b"secret", signed, getattr(hashlib, method)).hexdigest()
         assert vonage_signature(params, "secret", method) == expected
     # '&' and '=' in values are replaced by '_' before signing.
-    assert vonage_signature({"t": "a&b=c"}, "s", "sha1") == vonage_signature({"t": "a_b_c"}, "s",
-                                                                              "sha1")
+    assert vonage_signature({"t": "a&b=c"}, "s", "sha1") == vonage_signature(
+        {"t": "a_b_c"}, "s", "sha1"
+    )
 
 
 def test_vonage_signed_receipts_move_the_delivery(world, db_url, serve):
@@ -492,24 +640,32 @@ def test_vonage_signed_receipts_move_the_delivery(world, db_url, serve):
     a = sent(world, db_url, "vonage", "sms", "sms-a")
     b = sent(world, db_url, "vonage", "sms", "sms-b", recipient=None, address="+14155550199")
     assert hooks.vonage(vonage_dlr(a, "delivered"), method="md5hash").status_code == 200
-    assert hooks.vonage(vonage_dlr(b, "failed", "9"), method="md5hash", as_json=True
-                        ).status_code == 200
+    assert (
+        hooks.vonage(vonage_dlr(b, "failed", "9"), method="md5hash", as_json=True).status_code
+        == 200
+    )
     assert delivery(world, "sms-a")["status"] == "delivered"
     dead = delivery(world, "sms-b")
     assert (dead["status"], dead["last_error"]) == (
-        "dead", "Vonage failed: err-code 9 (illegal number)")
+        "dead",
+        "Vonage failed: err-code 9 (illegal number)",
+    )
     assert list(suppressions(world)) == [("sms", "+14155550199")]
 
 
 def test_vonage_unsigned_forged_or_stale_receipts_change_nothing(world, db_url, hooks):
     d = sent(world, db_url, "vonage", "sms")
     dlr = vonage_dlr(d, "delivered")
-    answers = [hooks.vonage(dlr, sign=False), hooks.vonage(dlr, secret="wrong-secret"),
-               hooks.vonage(dlr, method="sha1"),
-               hooks.vonage(dlr, timestamp=int(time.time()) - 3600),
-               hooks.vonage({"status": "delivered"}),
-               hooks.http.post(hooks.endpoint("vonage"), content=b"[1,2]",
-                               headers={"Content-Type": "application/json"})]
+    answers = [
+        hooks.vonage(dlr, sign=False),
+        hooks.vonage(dlr, secret="wrong-secret"),
+        hooks.vonage(dlr, method="sha1"),
+        hooks.vonage(dlr, timestamp=int(time.time()) - 3600),
+        hooks.vonage({"status": "delivered"}),
+        hooks.http.post(
+            hooks.endpoint("vonage"), content=b"[1,2]", headers={"Content-Type": "application/json"}
+        ),
+    ]
     assert [r.status_code for r in answers] == [401, 403, 403, 403, 400, 400]
     assert delivery(world, "order-1")["status"] == "sent" and events(world) == []
     # The same DLR, signed and fresh, goes through.
@@ -522,21 +678,38 @@ def test_vonage_unsigned_forged_or_stale_receipts_change_nothing(world, db_url, 
 
 def mailchimp_event(d: dict[str, Any], event: str, ts: int | None = None, **msg: Any) -> dict:
     ts = ts or int(time.time())
-    return {"event": event, "_id": d["provider_message_id"], "ts": ts,
-            "msg": {"_id": d["provider_message_id"], "ts": ts, "email": d["destination"],
-                    "state": "sent", "subject": "Order 1",
-                    "metadata": {"outbox_delivery_id": str(d["id"]),
-                                 "outbox_notification_id": str(d["notification_id"])}, **msg}}
+    return {
+        "event": event,
+        "_id": d["provider_message_id"],
+        "ts": ts,
+        "msg": {
+            "_id": d["provider_message_id"],
+            "ts": ts,
+            "email": d["destination"],
+            "state": "sent",
+            "subject": "Order 1",
+            "metadata": {
+                "outbox_delivery_id": str(d["id"]),
+                "outbox_notification_id": str(d["notification_id"]),
+            },
+            **msg,
+        },
+    }
 
 
 def test_mailchimp_events_move_deliveries_and_suppress_hard_bounces(world, db_url, hooks):
     ok = sent(world, db_url, "mailchimp", "email", "mail-ok")
-    bad = sent(world, db_url, "mailchimp", "email", "mail-bad", recipient=None,
-               address="gone@example.com")
-    batch = [mailchimp_event(ok, "send"), mailchimp_event(ok, "open"),
-             mailchimp_event(bad, "hard_bounce", bounce_description="bad_mailbox",
-                            diag="smtp;550 5.1.1 unknown user"),
-             {"type": "blacklist", "action": "add", "reject": {"email": "x@example.com"}}]
+    bad = sent(
+        world, db_url, "mailchimp", "email", "mail-bad", recipient=None, address="gone@example.com"
+    )
+    batch = [
+        mailchimp_event(ok, "send"),
+        mailchimp_event(ok, "open"),
+        mailchimp_event(
+            bad, "hard_bounce", bounce_description="bad_mailbox", diag="smtp;550 5.1.1 unknown user"
+        ),
+        {"type": "blacklist", "action": "add", "reject": {"email": "x@example.com"}},
+    ]
     response = hooks.mailchimp(batch)
     assert response.status_code == 200 and response.json() == {"received": 3, "new": 3}
     assert delivery(world, "mail-ok")["status"] == "delivered"
@@ -550,9 +723,12 @@ def test_mailchimp_events_move_deliveries_and_suppress_hard_bounces(world, db_ur
 def test_mailchimp_forged_unsigned_or_malformed_change_nothing(world, db_url, hooks):
     d = sent(world, db_url, "mailchimp", "email")
     batch = [mailchimp_event(d, "send")]
-    answers = [hooks.mailchimp(batch, key="wrong"), hooks.mailchimp(batch, sign=False),
-               hooks.mailchimp(None, form={"mandrill_events": "not json"}),
-               hooks.mailchimp(None, form={"other": "[]"})]
+    answers = [
+        hooks.mailchimp(batch, key="wrong"),
+        hooks.mailchimp(batch, sign=False),
+        hooks.mailchimp(None, form={"mandrill_events": "not json"}),
+        hooks.mailchimp(None, form={"other": "[]"}),
+    ]
     assert [r.status_code for r in answers] == [403, 401, 400, 400]
     assert delivery(world, "order-1")["status"] == "sent" and events(world) == []
     # Mandrill checks a new webhook URL with HEAD.
@@ -567,9 +743,14 @@ def test_mailchimp_receipts_still_arrive_at_the_old_mandrill_url(world, db_url, 
     assert hooks.http.head(hooks.endpoint("mandrill")).status_code == 200
     form = {"mandrill_events": json.dumps(batch)}
     signed_for_other_url = mandrill_signature(MAILCHIMP_KEY, hooks.endpoint("mailchimp"), form)
-    forged = hooks.http.post(hooks.endpoint("mandrill"), content=urlencode(form), headers={
-        "Content-Type": "application/x-www-form-urlencoded",
-        "X-Mandrill-Signature": signed_for_other_url})
+    forged = hooks.http.post(
+        hooks.endpoint("mandrill"),
+        content=urlencode(form),
+        headers={
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Mandrill-Signature": signed_for_other_url,
+        },
+    )
     assert forged.status_code == 403 and events(world) == []
     response = hooks.mailchimp(batch, path="mandrill")
     assert response.status_code == 200 and response.json() == {"received": 1, "new": 1}
@@ -580,24 +761,40 @@ def test_mailchimp_receipts_still_arrive_at_the_old_mandrill_url(world, db_url, 
 
 
 def test_a_receipt_that_beats_the_workers_record_is_applied_late(world, db_url, hooks):
-    outbox.enqueue(world, "race", recipient="ann", template="order_confirmed", data={"order": 1},
-                   channels=["email"])
+    outbox.enqueue(
+        world,
+        "race",
+        recipient="ann",
+        template="order_confirmed",
+        data={"order": 1},
+        channels=["email"],
+    )
     world.commit()
     d = delivery(world, "race")
     # The worker has claimed it and is sending: the provider is faster than its record.
-    world.execute("UPDATE outbox.deliveries SET status = 'processing', attempts = 1, "
-                  "lease_owner = 'w1', lease_expires_at = now() + interval '30 seconds' "
-                  "WHERE id = %s", (d["id"],))
+    world.execute(
+        "UPDATE outbox.deliveries SET status = 'processing', attempts = 1, "
+        "lease_owner = 'w1', lease_expires_at = now() + interval '30 seconds' "
+        "WHERE id = %s",
+        (d["id"],),
+    )
     world.commit()
     late = counter("receipts", provider="sendgrid", result="applied_late")
-    assert hooks.sendgrid([sendgrid_event({**d, "provider_message_id": "sg-race"}, "delivered")]
-                          ).status_code == 200
+    assert (
+        hooks.sendgrid(
+            [sendgrid_event({**d, "provider_message_id": "sg-race"}, "delivered")]
+        ).status_code
+        == 200
+    )
     assert delivery(world, "race")["status"] == "processing"  # the worker's row: untouched
     assert [k for k, _ in events(world)] == ["receipt"]
     # The worker records the send; the held receipt then applies.
-    world.execute("UPDATE outbox.deliveries SET status = 'sent', sent_at = now(), "
-                  "lease_owner = NULL, lease_expires_at = NULL, provider = 'sendgrid', "
-                  "provider_message_id = 'sg-race' WHERE id = %s", (d["id"],))
+    world.execute(
+        "UPDATE outbox.deliveries SET status = 'sent', sent_at = now(), "
+        "lease_owner = NULL, lease_expires_at = NULL, provider = 'sendgrid', "
+        "provider_message_id = 'sg-race' WHERE id = %s",
+        (d["id"],),
+    )
     world.commit()
     assert wait_for(lambda: delivery(world, "race")["status"] == "delivered")
     assert [k for k, _ in events(world)] == ["receipt", "delivered"]
@@ -607,31 +804,64 @@ def test_a_receipt_that_beats_the_workers_record_is_applied_late(world, db_url, 
 
 def test_delivered_receipt_for_an_in_doubt_retry_cancels_the_retry(world, db_url, hooks):
     # The send timed out after the request went out: pending for a retry, in doubt.
-    d = sent(world, db_url, "sendgrid", "email", "doubt",
-             answers={ANN_EMAIL: [Outcome.unknown("read timeout")]})
+    d = sent(
+        world,
+        db_url,
+        "sendgrid",
+        "email",
+        "doubt",
+        answers={ANN_EMAIL: [Outcome.unknown("read timeout")]},
+    )
     assert d["status"] == "pending" and d["provider_message_id"] is None
     # SendGrid had it after all: its receipt names our delivery id.
-    assert hooks.sendgrid([sendgrid_event({**d, "provider_message_id": "sg-x"}, "delivered")]
-                          ).status_code == 200
+    assert (
+        hooks.sendgrid(
+            [sendgrid_event({**d, "provider_message_id": "sg-x"}, "delivered")]
+        ).status_code
+        == 200
+    )
     after = delivery(world, "doubt")
     assert after["status"] == "delivered"  # the retry would have been a duplicate
     assert after["sent_at"] is not None and after["delivered_at"] >= after["sent_at"]
     assert after["provider"] == "sendgrid"
-    (kind, detail), = events(world, "delivered")
+    ((kind, detail),) = events(world, "delivered")
     assert detail["retry_cancelled"] is True and "late" not in detail
 
 
 def test_receipts_for_a_retry_with_a_known_outcome_or_a_bounce_wait_for_the_send(
-        world, db_url, hooks):
+    world, db_url, hooks
+):
     # A 503 is a known failure: the provider did not take that attempt.
-    d = sent(world, db_url, "sendgrid", "email", "known",
-             answers={ANN_EMAIL: [Outcome.retry("503 Service Unavailable")]})
-    e = sent(world, db_url, "sendgrid", "email", "bounced",
-             answers={ANN_EMAIL: [Outcome.unknown("read timeout")]})
-    assert hooks.sendgrid([sendgrid_event({**d, "provider_message_id": "sg-1"}, "delivered"),
-                           sendgrid_event({**e, "provider_message_id": "sg-2"}, "bounce",
-                                          type="blocked", reason="550 mailbox full")]
-                          ).status_code == 200
+    d = sent(
+        world,
+        db_url,
+        "sendgrid",
+        "email",
+        "known",
+        answers={ANN_EMAIL: [Outcome.retry("503 Service Unavailable")]},
+    )
+    e = sent(
+        world,
+        db_url,
+        "sendgrid",
+        "email",
+        "bounced",
+        answers={ANN_EMAIL: [Outcome.unknown("read timeout")]},
+    )
+    assert (
+        hooks.sendgrid(
+            [
+                sendgrid_event({**d, "provider_message_id": "sg-1"}, "delivered"),
+                sendgrid_event(
+                    {**e, "provider_message_id": "sg-2"},
+                    "bounce",
+                    type="blocked",
+                    reason="550 mailbox full",
+                ),
+            ]
+        ).status_code
+        == 200
+    )
     assert delivery(world, "known")["status"] == "pending"
     assert delivery(world, "bounced")["status"] == "pending"
     assert events(world, "delivered") == [] and events(world, "dead") == []
@@ -645,8 +875,12 @@ def test_a_provider_without_its_secret_is_refused(world, db_url, serve):
     assert counter("requests_rejected", provider="vonage", reason="not_configured") == before + 1
     health = hooks.http.get(f"{hooks.url}/healthz")
     assert health.status_code == 200
-    assert health.json()["providers"] == {"twilio": True, "sendgrid": True, "vonage": False,
-                                          "mailchimp": False}
+    assert health.json()["providers"] == {
+        "twilio": True,
+        "sendgrid": True,
+        "vonage": False,
+        "mailchimp": False,
+    }
 
 
 def test_metrics_are_served_and_logs_carry_ids_but_no_secrets_or_bodies(world, db_url, hooks):
@@ -657,15 +891,22 @@ def test_metrics_are_served_and_logs_carry_ids_but_no_secrets_or_bodies(world, d
     by_event = {entry["event"]: entry for entry in logs}
     assert by_event["webhooks.rejected"]["reason"] == "bad_signature"
     applied = by_event["receipt.applied"]
-    assert (applied["delivery_id"], applied["message_id"], applied["channel"], applied["provider"],
-            applied["attempt"], applied["status"]) == (d["id"], "order-1", "sms", "twilio", 1,
-                                                       "delivered")
+    assert (
+        applied["delivery_id"],
+        applied["message_id"],
+        applied["channel"],
+        applied["provider"],
+        applied["attempt"],
+        applied["status"],
+    ) == (d["id"], "order-1", "sms", "twilio", 1, "delivered")
     text = json.dumps(logs, default=str)
     assert not any(s in text for s in SECRETS)
     assert ANN_PHONE not in text  # no request bodies
     scrape = hooks.http.get(f"{hooks.url}/metrics").text
-    for series in ('requests_rejected_total{provider="twilio",reason="bad_signature"}',
-                   'receipts_total{provider="twilio",result="applied"}'):
+    for series in (
+        'requests_rejected_total{provider="twilio",reason="bad_signature"}',
+        'receipts_total{provider="twilio",result="applied"}',
+    ):
         assert f"outbox_webhook_{series}" in scrape
 
 
@@ -677,23 +918,41 @@ def test_end_to_end_sandbox_receipts_mark_deliveries_delivered(world, db_url, tm
         assert sandbox.client is not None
         creds = sandbox.credentials
         server = WebhookServer("127.0.0.1", 0)
-        config = base_config(public_url=server.url, twilio_auth_token=creds.twilio_auth_token,
-                             sendgrid_public_key=creds.sendgrid_webhook_public_key)
+        config = base_config(
+            public_url=server.url,
+            twilio_auth_token=creds.twilio_auth_token,
+            sendgrid_public_key=creds.sendgrid_webhook_public_key,
+        )
         with WebhookThread(server, create_app(config, db_url, pool_size=2)):
             sandbox.client.set_webhooks(sendgrid=f"{server.url}/webhooks/sendgrid")
-            settings = Settings(_env_file=None, **{
-                **sandbox.settings_values(),
-                "twilio_status_callback_url": f"{server.url}/webhooks/twilio",
-                "providers_email": ["sendgrid"], "providers_sms": ["twilio"],
-                "providers_push": ["console"], "provider_timeout_seconds": 5.0})
-            outbox.enqueue(world, "e2e", recipient="ann", template="order_confirmed",
-                           data={"order": 7}, channels=["email", "sms"])
+            settings = Settings(
+                _env_file=None,
+                **{
+                    **sandbox.settings_values(),
+                    "twilio_status_callback_url": f"{server.url}/webhooks/twilio",
+                    "providers_email": ["sendgrid"],
+                    "providers_sms": ["twilio"],
+                    "providers_push": ["console"],
+                    "provider_timeout_seconds": 5.0,
+                },
+            )
+            outbox.enqueue(
+                world,
+                "e2e",
+                recipient="ann",
+                template="order_confirmed",
+                data={"order": 7},
+                channels=["email", "sms"],
+            )
             world.commit()
 
             async def work() -> None:
-                worker = Worker(db_url, build_providers(settings),
-                                {"email": ["sendgrid"], "sms": ["twilio"]},
-                                WorkerConfig(channels=("email", "sms")))
+                worker = Worker(
+                    db_url,
+                    build_providers(settings),
+                    {"email": ["sendgrid"], "sms": ["twilio"]},
+                    WorkerConfig(channels=("email", "sms")),
+                )
                 try:
                     assert await worker.run_once() == 2
                 finally:
@@ -704,15 +963,22 @@ def test_end_to_end_sandbox_receipts_mark_deliveries_delivered(world, db_url, tm
 
             def statuses() -> dict[str, str]:
                 rows = world.execute(
-                    "SELECT provider, status::text FROM outbox.deliveries").fetchall()
+                    "SELECT provider, status::text FROM outbox.deliveries"
+                ).fetchall()
                 world.commit()
                 return dict(rows)
 
-            assert wait_for(lambda: statuses() == {"sendgrid": "delivered",
-                                                   "twilio": "delivered"}), statuses()
-            receipts = sandbox.client.wait_for_receipts("twilio", 2) + \
-                sandbox.client.wait_for_receipts("sendgrid", 1)
+            assert wait_for(
+                lambda: statuses() == {"sendgrid": "delivered", "twilio": "delivered"}
+            ), statuses()
+            receipts = sandbox.client.wait_for_receipts(
+                "twilio", 2
+            ) + sandbox.client.wait_for_receipts("sendgrid", 1)
             assert {r["status"] for r in receipts} == {200}
             kinds = [(e["provider"], e["status"]) for _, e in events(world, "receipt")]
-            assert sorted(kinds) == [("sendgrid", "delivered"), ("sendgrid", "processed"),
-                                     ("twilio", "delivered"), ("twilio", "sent")]
+            assert sorted(kinds) == [
+                ("sendgrid", "delivered"),
+                ("sendgrid", "processed"),
+                ("twilio", "delivered"),
+                ("twilio", "sent"),
+            ]

@@ -25,7 +25,9 @@ _enqueue = factories.enqueue_committed
 
 
 def _statuses(conn) -> dict[str, int]:
-    return dict(conn.execute("SELECT status::text, count(*) FROM outbox.deliveries GROUP BY 1").fetchall())
+    return dict(
+        conn.execute("SELECT status::text, count(*) FROM outbox.deliveries GROUP BY 1").fetchall()
+    )
 
 
 def _drain(worker, rounds: int = 50) -> None:
@@ -36,6 +38,7 @@ def _drain(worker, rounds: int = 50) -> None:
                     return
         finally:
             await worker.close()
+
     asyncio.run(go())
 
 
@@ -48,18 +51,31 @@ def test_sends_each_delivery_once_and_writes_the_trail(world, db_url):
     assert len(provider.calls) == 40
     assert len({m.delivery_id for m in provider.calls}) == 40
     first = next(m for m in provider.calls if m.channel == "email")
-    assert (first.subject, first.body) == (f"Order {first.data['order']}", f"Order {first.data['order']} is confirmed.")
+    assert (first.subject, first.body) == (
+        f"Order {first.data['order']}",
+        f"Order {first.data['order']} is confirmed.",
+    )
     trail = world.execute("""
         SELECT array_agg(kind ORDER BY id) FROM outbox.events WHERE delivery_id IS NOT NULL
         GROUP BY delivery_id""").fetchall()
     assert {tuple(t[0]) for t in trail} == {("created", "processing", "sent")}
-    row = world.execute("SELECT provider, provider_message_id, template_id IS NOT NULL, attempts, "
-                        "lease_owner FROM outbox.deliveries LIMIT 1").fetchone()
-    assert row[0] == "scripted" and row[1].startswith("scripted-") and row[2] and row[3] == 1 and row[4] is None
+    row = world.execute(
+        "SELECT provider, provider_message_id, template_id IS NOT NULL, attempts, "
+        "lease_owner FROM outbox.deliveries LIMIT 1"
+    ).fetchone()
+    assert (
+        row[0] == "scripted"
+        and row[1].startswith("scripted-")
+        and row[2]
+        and row[3] == 1
+        and row[4] is None
+    )
 
 
 def test_rolled_back_enqueues_are_never_seen(world, db_url):
-    outbox.enqueue(world, "ghost", recipient="user-7", template="order_confirmed", data={"order": 1})
+    outbox.enqueue(
+        world, "ghost", recipient="user-7", template="order_confirmed", data={"order": 1}
+    )
     world.rollback()
     provider = ScriptedProvider()
     _drain(make_worker(db_url, provider))
@@ -70,20 +86,25 @@ def test_transient_failures_follow_the_backoff_schedule(world, db_url):
     _enqueue(world, "m-1", channels=["email"])
     fail = Outcome.retry("503 Service Unavailable")
     provider = ScriptedProvider(script={"seven@example.com": [fail, fail, fail]})
-    worker = make_worker(db_url, provider, backoff_base_seconds=10.0, backoff_cap_seconds=25.0,
-                         rand=lambda: 0.5)
+    worker = make_worker(
+        db_url, provider, backoff_base_seconds=10.0, backoff_cap_seconds=25.0, rand=lambda: 0.5
+    )
 
     async def attempt_and_read():
         await worker.run_once()
         return world.execute(
-            "SELECT status::text, attempts, extract(epoch FROM next_attempt_at - updated_at)::float8, "
-            "last_error FROM outbox.deliveries").fetchone()
+            "SELECT status::text, attempts, "
+            "extract(epoch FROM next_attempt_at - updated_at)::float8, last_error "
+            "FROM outbox.deliveries"
+        ).fetchone()
 
     async def go():
         seen = []
         for _ in range(3):
             seen.append(await attempt_and_read())
-            world.execute("UPDATE outbox.deliveries SET next_attempt_at = now() WHERE status = 'pending'")
+            world.execute(
+                "UPDATE outbox.deliveries SET next_attempt_at = now() WHERE status = 'pending'"
+            )
             world.commit()
         await worker.close()
         return seen
@@ -104,8 +125,9 @@ def test_retry_after_is_honoured(world, db_url):
     _enqueue(world, "m-1", channels=["sms"])
     provider = ScriptedProvider(script={"+14155550107": [Outcome.retry("429", retry_after=90)]})
     _drain(make_worker(db_url, provider, rand=lambda: 0.0))
-    delay = world.execute("SELECT extract(epoch FROM next_attempt_at - updated_at)::float8 "
-                          "FROM outbox.deliveries").fetchone()[0]
+    delay = world.execute(
+        "SELECT extract(epoch FROM next_attempt_at - updated_at)::float8 FROM outbox.deliveries"
+    ).fetchone()[0]
     assert delay == 90.0
 
 
@@ -113,7 +135,9 @@ def test_exhaustion_goes_dead_with_the_last_error_and_requeue_revives(world, db_
     world.execute("UPDATE outbox.channel_config SET max_attempts = 2 WHERE channel = 'sms'")
     world.commit()
     _enqueue(world, "m-1", channels=["sms"])
-    provider = ScriptedProvider(script={"+14155550107": [Outcome.retry("timeout"), Outcome.retry("500")]})
+    provider = ScriptedProvider(
+        script={"+14155550107": [Outcome.retry("timeout"), Outcome.retry("500")]}
+    )
     worker = make_worker(db_url, provider)
 
     async def go():
@@ -124,45 +148,66 @@ def test_exhaustion_goes_dead_with_the_last_error_and_requeue_revives(world, db_
         await worker.close()
 
     asyncio.run(go())
-    row = world.execute("SELECT status::text, attempts, last_error FROM outbox.deliveries").fetchone()
+    row = world.execute(
+        "SELECT status::text, attempts, last_error FROM outbox.deliveries"
+    ).fetchone()
     assert row == ("dead", 2, "attempts exhausted (2/2): scripted: 500")
 
     from outbox import dlq
+
     assert dlq.requeue(world, delivery_ids=[1], actor="test") == 1
     world.commit()
-    assert world.execute("SELECT status::text, attempts FROM outbox.deliveries").fetchone() == ("pending", 0)
+    assert world.execute("SELECT status::text, attempts FROM outbox.deliveries").fetchone() == (
+        "pending",
+        0,
+    )
     _drain(make_worker(db_url, provider))
     assert _statuses(world) == {"sent": 1}
 
 
 def test_permanent_failure_is_dead_at_once(world, db_url):
     _enqueue(world, "m-1", channels=["email"])
-    provider = ScriptedProvider(script={"seven@example.com": [Outcome.permanent("400 bad request")]})
+    provider = ScriptedProvider(
+        script={"seven@example.com": [Outcome.permanent("400 bad request")]}
+    )
     _drain(make_worker(db_url, provider))
-    row = world.execute("SELECT status::text, attempts, last_error FROM outbox.deliveries").fetchone()
+    row = world.execute(
+        "SELECT status::text, attempts, last_error FROM outbox.deliveries"
+    ).fetchone()
     assert row == ("dead", 1, "scripted: 400 bad request")
     assert len(provider.calls) == 1
 
 
 def test_dead_token_deactivates_the_device(world, db_url):
     _enqueue(world, "m-1", channels=["push"])
-    provider = ScriptedProvider(script={"apns-token-0001": [Outcome.dead_destination("Unregistered")]})
+    provider = ScriptedProvider(
+        script={"apns-token-0001": [Outcome.dead_destination("Unregistered")]}
+    )
     _drain(make_worker(db_url, provider))
-    assert world.execute("SELECT token, active, deactivated_reason FROM outbox.devices ORDER BY id").fetchall() == [
-        ("apns-token-0001", False, "scripted: Unregistered"), ("fcm-token-0002", True, None)]
+    assert world.execute(
+        "SELECT token, active, deactivated_reason FROM outbox.devices ORDER BY id"
+    ).fetchall() == [
+        ("apns-token-0001", False, "scripted: Unregistered"),
+        ("fcm-token-0002", True, None),
+    ]
     _enqueue(world, "m-2", channels=["push"])
-    rows = world.execute("SELECT destination FROM outbox.deliveries d JOIN outbox.notifications n "
-                         "ON n.id = d.notification_id WHERE n.message_id = 'm-2'").fetchall()
+    rows = world.execute(
+        "SELECT destination FROM outbox.deliveries d JOIN outbox.notifications n "
+        "ON n.id = d.notification_id WHERE n.message_id = 'm-2'"
+    ).fetchall()
     assert rows == [("fcm-token-0002",)]
 
 
 def test_dead_address_is_suppressed(world, db_url):
     _enqueue(world, "m-1", channels=["email"])
-    provider = ScriptedProvider(script={"seven@example.com": [Outcome.dead_destination("hard bounce")]})
+    provider = ScriptedProvider(
+        script={"seven@example.com": [Outcome.dead_destination("hard bounce")]}
+    )
     _drain(make_worker(db_url, provider))
     _enqueue(world, "m-2", channels=["email"])
-    assert world.execute("SELECT status::text, last_error FROM outbox.deliveries ORDER BY id DESC LIMIT 1"
-                         ).fetchone() == ("suppressed", "suppressed address: scripted: hard bounce")
+    assert world.execute(
+        "SELECT status::text, last_error FROM outbox.deliveries ORDER BY id DESC LIMIT 1"
+    ).fetchone() == ("suppressed", "suppressed address: scripted: hard bounce")
 
 
 def test_template_error_goes_dead_and_the_worker_goes_on(world, db_url):
@@ -172,9 +217,12 @@ def test_template_error_goes_dead_and_the_worker_goes_on(world, db_url):
     _enqueue(world, "good", channels=["sms"])
     provider = ScriptedProvider()
     _drain(make_worker(db_url, provider))
-    rows = dict(world.execute("SELECT n.message_id, d.status::text || ': ' || coalesce(d.last_error, '') "
-                              "FROM outbox.deliveries d JOIN outbox.notifications n ON n.id = d.notification_id"
-                              ).fetchall())
+    rows = dict(
+        world.execute(
+            "SELECT n.message_id, d.status::text || ': ' || coalesce(d.last_error, '') "
+            "FROM outbox.deliveries d JOIN outbox.notifications n ON n.id = d.notification_id"
+        ).fetchall()
+    )
     assert rows["good"] == "sent: "
     assert rows["bad"].startswith("dead: ") and "'broken'" in rows["bad"] and "user" in rows["bad"]
     assert [m.message_id for m in provider.calls] == ["good"]
@@ -197,7 +245,9 @@ def test_a_stalled_worker_cannot_overwrite_the_new_owners_result(world, db_url):
     """Fencing: A claims and stalls past its lease; B recovers, claims and sends; A's late
     result is dropped."""
     _enqueue(world, "m-1", channels=["email"])
-    slow = ScriptedProvider("slow", script={"seven@example.com": [Outcome.permanent("A's stale view")]})
+    slow = ScriptedProvider(
+        "slow", script={"seven@example.com": [Outcome.permanent("A's stale view")]}
+    )
     fast = ScriptedProvider("fast")
     a = make_worker(db_url, slow, worker_id="worker-a", lease_seconds=0.5)
     b = make_worker(db_url, fast, worker_id="worker-b", lease_seconds=30)
@@ -216,12 +266,21 @@ def test_a_stalled_worker_cannot_overwrite_the_new_owners_result(world, db_url):
         await b.close()
 
     asyncio.run(go())
-    row = world.execute("SELECT status::text, attempts, provider, in_doubt FROM outbox.deliveries").fetchone()
+    row = world.execute(
+        "SELECT status::text, attempts, provider, in_doubt FROM outbox.deliveries"
+    ).fetchone()
     assert row == ("sent", 2, "fast", 1)
     assert a.stats["fenced"] == 1
-    events = world.execute("SELECT kind, worker FROM outbox.events WHERE delivery_id IS NOT NULL ORDER BY id").fetchall()
-    assert events == [("created", None), ("processing", "worker-a"), ("recovered", "worker-b"),
-                      ("processing", "worker-b"), ("sent", "worker-b")]
+    events = world.execute(
+        "SELECT kind, worker FROM outbox.events WHERE delivery_id IS NOT NULL ORDER BY id"
+    ).fetchall()
+    assert events == [
+        ("created", None),
+        ("processing", "worker-a"),
+        ("recovered", "worker-b"),
+        ("processing", "worker-b"),
+        ("sent", "worker-b"),
+    ]
 
 
 def test_lease_recovery_on_last_attempt_goes_dead(world, db_url):
@@ -239,7 +298,9 @@ def test_lease_recovery_on_last_attempt_goes_dead(world, db_url):
         return result
 
     assert asyncio.run(go()) == (0, 1)
-    row = world.execute("SELECT status::text, last_error, in_doubt FROM outbox.deliveries").fetchone()
+    row = world.execute(
+        "SELECT status::text, last_error, in_doubt FROM outbox.deliveries"
+    ).fetchone()
     assert row == ("dead", "lease of gone expired at attempt 1 (attempts exhausted)", 1)
 
 
@@ -248,7 +309,8 @@ def test_high_priority_is_claimed_before_a_low_priority_backlog(world, db_url):
         INSERT INTO outbox.notifications (message_id, address, template_key, channels, priority)
         SELECT 'blast-' || g, 'b' || g || '@example.com', 'order_confirmed', '{email}', -10
         FROM generate_series(1, 5000) g;
-        INSERT INTO outbox.deliveries (notification_id, channel, destination, priority, max_attempts)
+        INSERT INTO outbox.deliveries
+            (notification_id, channel, destination, priority, max_attempts)
         SELECT id, 'email', address, priority, 5 FROM outbox.notifications;
     """)
     world.commit()
@@ -322,10 +384,13 @@ def test_shutdown_past_the_grace_releases_interrupted_sends_as_in_doubt(world, d
         await run
 
     asyncio.run(go())
-    row = world.execute("SELECT status::text, attempts, in_doubt, lease_owner FROM outbox.deliveries").fetchone()
+    row = world.execute(
+        "SELECT status::text, attempts, in_doubt, lease_owner FROM outbox.deliveries"
+    ).fetchone()
     assert row == ("pending", 1, 1, None)
-    assert world.execute("SELECT detail FROM outbox.events WHERE kind = 'released'").fetchone()[0] == {
-        "interrupted": True}
+    assert world.execute("SELECT detail FROM outbox.events WHERE kind = 'released'").fetchone()[
+        0
+    ] == {"interrupted": True}
 
 
 def test_worker_survives_a_lost_connection(world, db_url):
@@ -338,8 +403,10 @@ def test_worker_survives_a_lost_connection(world, db_url):
         run = asyncio.create_task(worker.run(stop))
         await asyncio.sleep(0.3)
         with psycopg.connect(db_url, autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = current_database() AND application_name LIKE 'outbox-worker%'")
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND application_name LIKE 'outbox-worker%'"
+            )
         await asyncio.sleep(0.5)
         await asyncio.to_thread(_enqueue, world, "after", channels=["sms"])
         started = time.monotonic()

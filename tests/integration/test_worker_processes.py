@@ -23,11 +23,18 @@ def _enqueue_emails(db_url: str, n: int, prefix: str = "m") -> None:
     with psycopg.connect(db_url) as c:
         outbox.create_template(c, "note", "email", "Note {{ n }}", subject="Note {{ n }}")
         for start in range(0, n, 1000):
-            outbox.enqueue_many(c, [
-                {"message_id": f"{prefix}-{i}", "address": f"user{i}@example.com", "template": "note",
-                 "data": {"n": i}}
-                for i in range(start, min(n, start + 1000))
-            ])
+            outbox.enqueue_many(
+                c,
+                [
+                    {
+                        "message_id": f"{prefix}-{i}",
+                        "address": f"user{i}@example.com",
+                        "template": "note",
+                        "data": {"n": i},
+                    }
+                    for i in range(start, min(n, start + 1000))
+                ],
+            )
         c.commit()
 
 
@@ -43,15 +50,22 @@ def _spawn(db_url: str, record_file: Path, **env: str) -> subprocess.Popen:
         "OUTBOX_WORKER_CONCURRENCY": "50",
         **env,
     }
-    return subprocess.Popen([sys.executable, "-m", "outbox", "worker"], env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "outbox", "worker"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _wait_drained(db_url: str, timeout: float) -> dict[str, int]:
     deadline = time.monotonic() + timeout
     with psycopg.connect(db_url, autocommit=True) as c:
         while True:
-            counts = dict(c.execute("SELECT status::text, count(*) FROM outbox.deliveries GROUP BY 1"))
+            counts = dict(
+                c.execute("SELECT status::text, count(*) FROM outbox.deliveries GROUP BY 1")
+            )
             if not counts.get("pending") and not counts.get("processing"):
                 return counts
             if time.monotonic() > deadline:
@@ -93,8 +107,11 @@ def test_processes_send_every_delivery_exactly_once(db_url, tmp_path, processes)
 def test_kill_9_mid_batch_loses_nothing(db_url, tmp_path):
     _enqueue_emails(db_url, 400)
     record = tmp_path / "sent.jsonl"
-    slow = {"OUTBOX_LOCAL_PROVIDER_DELAY_SECONDS": "0.25", "OUTBOX_LEASE_SECONDS": "2",
-            "OUTBOX_RECOVER_INTERVAL_SECONDS": "0.5"}
+    slow = {
+        "OUTBOX_LOCAL_PROVIDER_DELAY_SECONDS": "0.25",
+        "OUTBOX_LEASE_SECONDS": "2",
+        "OUTBOX_RECOVER_INTERVAL_SECONDS": "0.5",
+    }
     victim = _spawn(db_url, record, **slow)
     survivor = _spawn(db_url, record, **slow)
     try:
@@ -102,8 +119,11 @@ def test_kill_9_mid_batch_loses_nothing(db_url, tmp_path):
         deadline = time.monotonic() + 30
         with psycopg.connect(db_url, autocommit=True) as c:
             while True:
-                held = c.execute("SELECT count(*) FROM outbox.deliveries WHERE status = 'processing' "
-                                 "AND lease_owner LIKE %s", (f"%:{victim.pid}:%",)).fetchone()[0]
+                held = c.execute(
+                    "SELECT count(*) FROM outbox.deliveries WHERE status = 'processing' "
+                    "AND lease_owner LIKE %s",
+                    (f"%:{victim.pid}:%",),
+                ).fetchone()[0]
                 if held or time.monotonic() > deadline:
                     break
                 time.sleep(0.02)
@@ -117,7 +137,9 @@ def test_kill_9_mid_batch_loses_nothing(db_url, tmp_path):
         _stop([survivor])
     assert counts == {"sent": 400}
     with psycopg.connect(db_url) as c:
-        recovered = c.execute("SELECT count(*) FROM outbox.events WHERE kind = 'recovered'").fetchone()[0]
+        recovered = c.execute(
+            "SELECT count(*) FROM outbox.events WHERE kind = 'recovered'"
+        ).fetchone()[0]
         in_doubt = c.execute("SELECT sum(in_doubt) FROM outbox.deliveries").fetchone()[0]
     assert recovered >= held
     sends = collections.Counter(r["delivery_id"] for r in read_records(record))
@@ -137,8 +159,9 @@ def test_postgres_restart_under_a_running_worker(tmp_path):
         migrate.upgrade(url)
         _enqueue_emails(url, 3000)
         record = tmp_path / "sent.jsonl"
-        worker = _spawn(url, record, OUTBOX_LOCAL_PROVIDER_DELAY_SECONDS="0.01",
-                        OUTBOX_WORKER_CONCURRENCY="20")
+        worker = _spawn(
+            url, record, OUTBOX_LOCAL_PROVIDER_DELAY_SECONDS="0.01", OUTBOX_WORKER_CONCURRENCY="20"
+        )
         try:
             deadline = time.monotonic() + 30
             while len(read_records(record)) < 300 and time.monotonic() < deadline:

@@ -19,8 +19,9 @@ class ScriptedProvider:
     Records every call. `gate`, if set, is awaited before answering (to stall a send).
     """
 
-    def __init__(self, name: str = "scripted",
-                 script: dict[str, list[Outcome]] | None = None) -> None:
+    def __init__(
+        self, name: str = "scripted", script: dict[str, list[Outcome]] | None = None
+    ) -> None:
         self.name = name
         self.channel = "*"
         self.script = defaultdict(list, {k: list(v) for k, v in (script or {}).items()})
@@ -40,12 +41,25 @@ class ScriptedProvider:
         return None
 
 
-def make_worker(db_url: str, provider: Any, *, rand: Callable[[], float] = lambda: 0.5,
-                worker_id: str | None = None, clock: Callable[[], datetime] | None = None,
-                **config: Any) -> Worker:
+def make_worker(
+    db_url: str,
+    provider: Any,
+    *,
+    rand: Callable[[], float] = lambda: 0.5,
+    worker_id: str | None = None,
+    clock: Callable[[], datetime] | None = None,
+    **config: Any,
+) -> Worker:
     config.setdefault("poll_interval_seconds", 0.2)
     config.setdefault("backoff_base_seconds", 10.0)
     routes = {"email": [provider.name], "sms": [provider.name], "push": [provider.name]}
     extra = {"clock": clock} if clock is not None else {}
-    return Worker(db_url, {provider.name: provider}, routes, WorkerConfig(**config),
-                  rand=rand, worker_id=worker_id, **extra)
+    return Worker(
+        db_url,
+        {provider.name: provider},
+        routes,
+        WorkerConfig(**config),
+        rand=rand,
+        worker_id=worker_id,
+        **extra,
+    )

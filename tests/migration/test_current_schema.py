@@ -18,8 +18,10 @@ from alembic.script import ScriptDirectory
 
 from outbox import migrate, sql
 
-CATALOG = sql.named((Path(__file__).parent / "catalog.sql").read_text(encoding="utf-8"),
-                    "tests/migration/catalog.sql")
+CATALOG = sql.named(
+    (Path(__file__).parent / "catalog.sql").read_text(encoding="utf-8"),
+    "tests/migration/catalog.sql",
+)
 
 
 def _revisions() -> list[str]:
@@ -45,17 +47,29 @@ def _catalog(url: str) -> dict[str, list[str]]:
     return found
 
 
-def _assert_same(expected: dict[str, list[str]], actual: dict[str, list[str]],
-                 expected_label: str, actual_label: str) -> None:
+def _assert_same(
+    expected: dict[str, list[str]],
+    actual: dict[str, list[str]],
+    expected_label: str,
+    actual_label: str,
+) -> None:
     diffs = []
     for name in CATALOG:
         if expected[name] != actual[name]:
-            diffs.extend(difflib.unified_diff(
-                expected[name], actual[name], f"{expected_label} [{name}]",
-                f"{actual_label} [{name}]", n=2, lineterm=""))
+            diffs.extend(
+                difflib.unified_diff(
+                    expected[name],
+                    actual[name],
+                    f"{expected_label} [{name}]",
+                    f"{actual_label} [{name}]",
+                    n=2,
+                    lineterm="",
+                )
+            )
     if diffs:
-        pytest.fail(f"{expected_label} and {actual_label} differ:\n" + "\n".join(diffs),
-                    pytrace=False)
+        pytest.fail(
+            f"{expected_label} and {actual_label} differ:\n" + "\n".join(diffs), pytrace=False
+        )
 
 
 def test_history_is_one_line_of_revisions():
@@ -86,7 +100,11 @@ def test_each_downgrade_restores_the_previous_revision_exactly(empty_db_url):
     for previous, revision in reversed(list(pairwise(["base", *revisions]))):
         migrate.downgrade(empty_db_url, previous)
         assert migrate.current(empty_db_url) == (None if previous == "base" else previous)
-        _assert_same(seen[previous], _catalog(empty_db_url),
-                     f"upgraded to {previous}", f"downgraded from {revision}")
+        _assert_same(
+            seen[previous],
+            _catalog(empty_db_url),
+            f"upgraded to {previous}",
+            f"downgraded from {revision}",
+        )
     migrate.upgrade(empty_db_url)
     _assert_same(seen[revisions[-1]], _catalog(empty_db_url), "head", "head again")

@@ -9,16 +9,27 @@ from outbox import migrate
 
 def _tables(url: str) -> list[str]:
     with psycopg.connect(url) as c:
-        return [r[0] for r in c.execute(
-            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'outbox' "
-            "AND table_type = 'BASE TABLE' ORDER BY 1")]
+        return [
+            r[0]
+            for r in c.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'outbox' "
+                "AND table_type = 'BASE TABLE' ORDER BY 1"
+            )
+        ]
 
 
 def test_up_down_up(empty_db_url):
     migrate.upgrade(empty_db_url)
     assert migrate.current(empty_db_url) == migrate.head()
-    assert {"recipients", "devices", "preferences", "templates", "notifications", "deliveries",
-            "events"} <= set(_tables(empty_db_url))
+    assert {
+        "recipients",
+        "devices",
+        "preferences",
+        "templates",
+        "notifications",
+        "deliveries",
+        "events",
+    } <= set(_tables(empty_db_url))
     migrate.downgrade(empty_db_url, "base")
     assert migrate.current(empty_db_url) is None
     assert _tables(empty_db_url) == []
@@ -35,9 +46,11 @@ def test_upgrade_is_idempotent_and_uses_its_own_version_table(empty_db_url):
     migrate.upgrade(empty_db_url)
     with psycopg.connect(empty_db_url) as c:
         assert c.execute("SELECT version_num FROM public.alembic_version").fetchall() == [
-            ("app_rev_1",)]
+            ("app_rev_1",)
+        ]
         assert c.execute("SELECT version_num FROM public.outbox_alembic_version").fetchall() == [
-            (migrate.head(),)]
+            (migrate.head(),)
+        ]
 
 
 def test_every_table_and_column_is_commented(db_url):

@@ -32,15 +32,21 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 # Repository folder -> where the wheel puts it (pyproject.toml's package-dir).
-MAPPED = {"outbox": "outbox", "workers": "outbox/workers", "sql": "outbox/sql",
-          "migrations": "outbox/migrations"}
+MAPPED = {
+    "outbox": "outbox",
+    "workers": "outbox/workers",
+    "sql": "outbox/sql",
+    "migrations": "outbox/migrations",
+}
 
 
 def _source_files() -> list[str]:
     """The checkout's files as a fresh clone plus the uncommitted work would have them."""
     listed = subprocess.run(
         ["git", "-C", str(ROOT), "ls-files", "--cached", "--others", "--exclude-standard"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split("\n")
     return [name for name in listed if name and (ROOT / name).is_file()]
 
@@ -57,9 +63,22 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # No build isolation: the build backend (setuptools, a dev dependency) is already
     # here, so building needs no download.
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(out), str(source)],
-        check=True, capture_output=True, text=True, cwd=out,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=out,
     )
     (built,) = out.glob("outbox-*.whl")
     return built
@@ -72,45 +91,76 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(home)], check=True)
     bin_dir = home / "bin"
     site = subprocess.run(
-        [str(bin_dir / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True, capture_output=True, text=True,
+        [
+            str(bin_dir / "python"),
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     Path(site, "_borrowed_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     subprocess.run(
-        [str(bin_dir / "python"), "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-         str(wheel)],
-        check=True, capture_output=True, text=True,
+        [
+            str(bin_dir / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return bin_dir
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OUTBOX_", "PYTHON")) and k != "VIRTUAL_ENV"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("OUTBOX_", "PYTHON")) and k != "VIRTUAL_ENV"
+    }
     return env | extra
 
 
 def test_the_wheel_holds_the_whole_package_and_nothing_else_at_the_top(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {n.split("/")[0] for n in names if ".dist-info/" not in n} == {"outbox"}
-    expected = {MAPPED[name.split("/")[0]] + name[name.index("/"):]
-                for name in _source_files() if name.split("/")[0] in MAPPED}
+    expected = {
+        MAPPED[name.split("/")[0]] + name[name.index("/") :]
+        for name in _source_files()
+        if name.split("/")[0] in MAPPED
+    }
     missing = sorted(expected - names)
     assert not missing, f"files of the checkout missing from the wheel: {missing}"
 
 
-def test_the_installed_wheel_migrates_enqueues_and_sends(venv: Path, empty_db_url: str,
-                                                         tmp_path: Path) -> None:
+def test_the_installed_wheel_migrates_enqueues_and_sends(
+    venv: Path, empty_db_url: str, tmp_path: Path
+) -> None:
     env = _env(OUTBOX_DATABASE_URL=empty_db_url, OUTBOX_DATA_DIR=str(tmp_path / "data"))
     py = str(venv / "python")
 
     # It is the wheel that runs, from the venv's site-packages, not this checkout.
     where = subprocess.run(
-        [py, "-c", "import json, outbox, outbox.sql, outbox.migrate, importlib.metadata as m;"
-                   "reqs = [r for r in m.requires('outbox') if 'extra ==' not in r];"
-                   "print(json.dumps({'pkg': outbox.__file__, 'sql': str(outbox.sql.SQL_DIR),"
-                   " 'migrations': str(outbox.migrate.MIGRATIONS_DIR), 'reqs': reqs}))"],
-        check=True, capture_output=True, text=True, env=env, cwd=tmp_path,
+        [
+            py,
+            "-c",
+            "import json, outbox, outbox.sql, outbox.migrate, importlib.metadata as m;"
+            "reqs = [r for r in m.requires('outbox') if 'extra ==' not in r];"
+            "print(json.dumps({'pkg': outbox.__file__, 'sql': str(outbox.sql.SQL_DIR),"
+            " 'migrations': str(outbox.migrate.MIGRATIONS_DIR), 'reqs': reqs}))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     found = json.loads(where.stdout)
     site = str(venv.parent)
@@ -118,22 +168,37 @@ def test_the_installed_wheel_migrates_enqueues_and_sends(venv: Path, empty_db_ur
     assert found["migrations"].startswith(site)
     assert not found["pkg"].startswith(str(ROOT))
     unmet = subprocess.run(
-        [py, "-c", "import importlib.metadata as m, sys\n"
-                   "from packaging.requirements import Requirement\n"
-                   "bad = []\n"
-                   "for r in map(Requirement, sys.argv[1:]):\n"
-                   "    try:\n"
-                   "        v = m.version(r.name)\n"
-                   "    except m.PackageNotFoundError:\n"
-                   "        bad.append(str(r)); continue\n"
-                   "    if not r.specifier.contains(v, prereleases=True): bad.append(f'{r} ({v})')\n"
-                   "print('\\n'.join(bad))", *found["reqs"]],
-        check=True, capture_output=True, text=True, env=env, cwd=tmp_path,
+        [
+            py,
+            "-c",
+            "import importlib.metadata as m, sys\n"
+            "from packaging.requirements import Requirement\n"
+            "bad = []\n"
+            "for r in map(Requirement, sys.argv[1:]):\n"
+            "    try:\n"
+            "        v = m.version(r.name)\n"
+            "    except m.PackageNotFoundError:\n"
+            "        bad.append(str(r)); continue\n"
+            "    if not r.specifier.contains(v, prereleases=True): bad.append(f'{r} ({v})')\n"
+            "print('\\n'.join(bad))",
+            *found["reqs"],
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     ).stdout.strip()
     assert not unmet, f"the wheel's requirements are not met: {unmet}"
 
-    migrate = subprocess.run([str(venv / "outbox"), "migrate"], capture_output=True, text=True,
-                             env=env, cwd=tmp_path, timeout=120)
+    migrate = subprocess.run(
+        [str(venv / "outbox"), "migrate"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert migrate.returncode == 0, migrate.stderr
     enqueue = (
         "import psycopg, outbox, sys\n"
@@ -143,11 +208,16 @@ def test_the_installed_wheel_migrates_enqueues_and_sends(venv: Path, empty_db_ur
         "                   channels=['email'], template='hello', data={'name': 'Ada'})\n"
         "    conn.commit()\n"
     )
-    subprocess.run([py, "-c", enqueue, empty_db_url], check=True, env=env, cwd=tmp_path,
-                   timeout=60)
+    subprocess.run([py, "-c", enqueue, empty_db_url], check=True, env=env, cwd=tmp_path, timeout=60)
 
-    worker = subprocess.Popen([str(venv / "outbox"), "worker"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    worker = subprocess.Popen(
+        [str(venv / "outbox"), "worker"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+    )
     try:
         status = None
         deadline = time.monotonic() + 60

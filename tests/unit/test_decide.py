@@ -15,8 +15,16 @@ POLICY = RetryPolicy(base_seconds=2.0, cap_seconds=600.0, config_pause_seconds=6
 
 
 def _decide(outcome, attempt=1, max_attempts=5, expires_at=None, rand=0.5):
-    return decide(outcome, provider="p", attempt=attempt, max_attempts=max_attempts,
-                  expires_at=expires_at, now=NOW, rand=rand, policy=POLICY)
+    return decide(
+        outcome,
+        provider="p",
+        attempt=attempt,
+        max_attempts=max_attempts,
+        expires_at=expires_at,
+        now=NOW,
+        rand=rand,
+        policy=POLICY,
+    )
 
 
 def test_sent():
@@ -27,7 +35,7 @@ def test_sent():
 def test_retry_uses_backoff_with_jitter():
     d = _decide(Outcome.retry("503"), attempt=3, rand=0.5)
     assert (d.status, d.kind, d.error, d.refund, d.in_doubt) == ("pending", "retry", "p: 503", 0, 0)
-    assert d.delay == 0.5 * 2.0 * 2 ** 2
+    assert d.delay == 0.5 * 2.0 * 2**2
 
 
 def test_retry_after_is_a_floor():
@@ -37,10 +45,12 @@ def test_retry_after_is_a_floor():
 
 def test_retry_after_beyond_a_day_or_not_a_number_is_bounded():
     # "Retry-After: inf" parses as a float; now() + inf could not be stored at all.
-    for value, expected in ((float("inf"), MAX_RETRY_AFTER_SECONDS),
-                            (1e300, MAX_RETRY_AFTER_SECONDS),
-                            (float("nan"), 0.5 * 2.0),
-                            (-5.0, 0.5 * 2.0)):
+    for value, expected in (
+        (float("inf"), MAX_RETRY_AFTER_SECONDS),
+        (1e300, MAX_RETRY_AFTER_SECONDS),
+        (float("nan"), 0.5 * 2.0),
+        (-5.0, 0.5 * 2.0),
+    ):
         assert _decide(Outcome.retry("429", retry_after=value)).delay == expected
 
 
@@ -72,10 +82,15 @@ def test_retry_after_expiry_expires_instead():
     assert "last error: p: 503" in d.error
 
 
-@given(attempt=st.integers(1, 60), rand=st.floats(0, 1, exclude_max=True),
-       retry_after=st.none() | st.floats(0, 10_000))
+@given(
+    attempt=st.integers(1, 60),
+    rand=st.floats(0, 1, exclude_max=True),
+    retry_after=st.none() | st.floats(0, 10_000),
+)
 def test_retry_delay_bounds(attempt, rand, retry_after):
-    d = _decide(Outcome.retry("x", retry_after=retry_after), attempt=attempt, max_attempts=100, rand=rand)
+    d = _decide(
+        Outcome.retry("x", retry_after=retry_after), attempt=attempt, max_attempts=100, rand=rand
+    )
     bound = min(POLICY.cap_seconds, POLICY.base_seconds * 2 ** (attempt - 1))
     assert d.status == "pending"
     assert max(0.0, retry_after or 0.0) <= d.delay <= max(bound, retry_after or 0.0)
@@ -92,15 +107,18 @@ def test_any_failure_after_expiry_is_expired():
 
 def test_an_adapter_refusing_for_lack_of_time_means_expired():
     soon = NOW + timedelta(milliseconds=500)
-    d = _decide(Outcome.permanent("expired at ... before it was sent", error="expired"), expires_at=soon)
+    d = _decide(
+        Outcome.permanent("expired at ... before it was sent", error="expired"), expires_at=soon
+    )
     assert (d.status, d.kind) == ("expired", "expired")
 
 
 def test_default_quiet_hours_setting_is_parsed_or_refused():
+    from datetime import time
+
     import pytest
 
     from outbox.workers.config import WorkerConfig
-    from datetime import time
 
     assert WorkerConfig.parse_quiet_hours("22:00-07:00") == (time(22), time(7))
     assert WorkerConfig.parse_quiet_hours(None) is None

@@ -29,7 +29,8 @@ def _frozen_reads(path: Path) -> list[str]:
             for arg in node.args:
                 # A computed name could reach a file the manifest does not pin.
                 assert isinstance(arg, ast.Constant) and isinstance(arg.value, str), (
-                    f"{path.name}:{node.lineno}: frozen file names must be string literals")
+                    f"{path.name}:{node.lineno}: frozen file names must be string literals"
+                )
                 names.append(arg.value)
     return names
 
@@ -43,8 +44,11 @@ def test_every_frozen_file_is_pinned_and_unchanged():
     on_disk = {p.name for p in FROZEN_DIR.glob("*.sql")}
     assert sorted(on_disk - pinned.keys()) == [], "frozen files missing from SHA256SUMS"
     assert sorted(pinned.keys() - on_disk) == [], "SHA256SUMS lists files that do not exist"
-    changed = [name for name, digest in pinned.items()
-               if hashlib.sha256((FROZEN_DIR / name).read_bytes()).hexdigest() != digest]
+    changed = [
+        name
+        for name, digest in pinned.items()
+        if hashlib.sha256((FROZEN_DIR / name).read_bytes()).hexdigest() != digest
+    ]
     assert changed == [], "a released migration never changes: put the change in a new revision"
 
 
@@ -68,7 +72,8 @@ def test_migrations_read_only_pinned_frozen_files():
             else:
                 continue
             assert not any(name.startswith("outbox.sql") for name in imported), (
-                f"{path.name} imports the live sql/ files; run its frozen copies instead")
+                f"{path.name} imports the live sql/ files; run its frozen copies instead"
+            )
         for name in _frozen_reads(path):
             assert name in pinned, f"{path.name} reads frozen/{name}, which is not pinned"
             # Its own files, or an older revision's (a downgrade restoring what that had).

@@ -188,8 +188,12 @@ class Breakers:
         """
         if not self.providers:
             return
-        rows = await store.breaker_refresh(conn, worker=self.worker, providers=self.providers,
-                                           probe_seconds=self.policy.probe_seconds)
+        rows = await store.breaker_refresh(
+            conn,
+            worker=self.worker,
+            providers=self.providers,
+            probe_seconds=self.policy.probe_seconds,
+        )
         seen = set()
         for row in rows:
             seen.add(row.provider)

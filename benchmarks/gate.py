@@ -87,7 +87,7 @@ class _Named:
 async def _drain(url: str, variant: str, worker_id: str, batch: int, wait: float) -> dict[str, Any]:
     from outbox.channel_limits import check_limits
     from outbox.providers.router import Router
-    from outbox.templates import TemplateVersion, render
+    from outbox.templates import render
     from outbox.workers import store
     from outbox.workers.decide import Decision
     from outbox.workers.gate import Gate
@@ -118,18 +118,7 @@ async def _drain(url: str, variant: str, worker_id: str, batch: int, wait: float
         if rendering:
             t = time.perf_counter()
             for row in rows:
-                template = TemplateVersion(
-                    id=row.template_id,
-                    key=row.template_key,
-                    channel=row.channel,
-                    locale=row.template_locale,
-                    version=row.template_version,
-                    subject=row.subject,
-                    body=row.body,
-                    html_body=row.html_body,
-                    title=row.title,
-                    content_hash=row.content_hash,
-                )
+                template = row.resolved_template()
                 check_limits(row.channel, render(template, row.data), row.data, template=template)
             spent["render"] += time.perf_counter() - t
         decisions: dict[int, Decision] = {}

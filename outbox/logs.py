@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, WrappedLogger
@@ -47,6 +47,22 @@ class RedactSecrets:
         return {k: self._scrub(v) for k, v in event_dict.items()}
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at each write, not at configure() time.
+
+    Loggers are cached on first use (cache_logger_on_first_use), so a stream bound
+    when configure() ran would outlive a swap of sys.stderr: a CLI run inside a
+    test harness, or a daemon that redirects its output, would then log to a closed
+    file.
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(
     *, level: str = "INFO", fmt: str = "console", secrets: Iterable[str] = (), stream: Any = None
 ) -> None:
@@ -69,6 +85,6 @@ def configure(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(stream or cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )

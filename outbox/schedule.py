@@ -15,8 +15,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 __all__ = [
     "backoff_delay",
     "next_attempt_at",
+    "past_expiry",
     "quiet_until",
 ]
+
+
+def past_expiry(expires_at: datetime | None, at: datetime) -> bool:
+    """Whether a message that expires at ``expires_at`` may no longer be sent at ``at``.
+
+    The one "never send late" rule of the Python side (the worker's checks and
+    the provider adapters' last one). No expiry: never. The boundary counts as
+    expired: a message due "until 12:00" is not sent at 12:00.
+    """
+    return expires_at is not None and at >= expires_at
 
 
 def _require_aware(value: datetime, name: str) -> None:

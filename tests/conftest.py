@@ -17,9 +17,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import structlog
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_restored() -> Iterator[None]:
+    """A CLI command run in-process (CliRunner) configures structlog for a process, its
+    level filter included; the next test's capture_logs() must not inherit it."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 def _with_dbname(url: str, dbname: str) -> str:

@@ -12,8 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from outbox.providers.base import Outcome, OutcomeKind
-from outbox.schedule import backoff_delay
-from outbox.workers.delivery import past_expiry
+from outbox.schedule import backoff_delay, past_expiry
 
 # A provider's Retry-After is honoured up to a day: a larger (or non-finite) value is
 # a provider's bug, and the database could not even store ``now() + inf``.

@@ -6,8 +6,9 @@ names once per claim and then builds each row positionally, so a column
 renamed or added in the SQL fails at the first claim, with both lists, rather
 than as a missing key somewhere downstream.
 
-The "never send late" rule is :func:`past_expiry`: every check in Python
-(claim loop, gate, decide) asks it. The claim statement applies the same rule
+The "never send late" rule is :func:`outbox.schedule.past_expiry`: every
+check in Python (claim loop, gate, decide, and the provider adapters' last
+check before a request) asks it. The claim statement applies the same rule
 on the database's clock to the rows it claims; this is the rule for every
 later instant (after rendering, after a rate-limit wait, before a retry).
 """
@@ -18,14 +19,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime, time
 from typing import Any
 
-
-def past_expiry(expires_at: datetime | None, at: datetime) -> bool:
-    """Whether a delivery that expires at ``expires_at`` may no longer be sent at ``at``.
-
-    No expiry: never. The boundary counts as expired: a message due "until 12:00"
-    is not sent at 12:00.
-    """
-    return expires_at is not None and at >= expires_at
+from outbox.schedule import past_expiry
+from outbox.templates import TemplateVersion
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +74,30 @@ class ClaimedDelivery:
     def expired(self, at: datetime) -> bool:
         """Whether it may no longer be sent at ``at`` (:func:`past_expiry`)."""
         return past_expiry(self.expires_at, at)
+
+    def resolved_template(self) -> TemplateVersion:
+        """The template version the claim resolved for this delivery."""
+        # The claim resolves every column of a version, or (no version) none; a
+        # row without one is refused before rendering.
+        assert (
+            self.template_id is not None
+            and self.template_locale is not None
+            and self.template_version is not None
+            and self.body is not None
+            and self.content_hash is not None
+        )
+        return TemplateVersion(
+            id=self.template_id,
+            key=self.template_key,
+            channel=self.channel,
+            locale=self.template_locale,
+            version=self.template_version,
+            subject=self.subject,
+            body=self.body,
+            html_body=self.html_body,
+            title=self.title,
+            content_hash=self.content_hash,
+        )
 
 
 #: The claim query's columns, in order.

@@ -133,27 +133,9 @@ class Sender:
         template = self._templates.get(template_id)
         # Versions are immutable, but a process can outlive a database (tests recreate them).
         if template is None or template.content_hash != row.content_hash:
-            # The claim resolves every column of a version, or (no version) none.
-            assert (
-                row.template_locale is not None
-                and row.template_version is not None
-                and row.body is not None
-                and row.content_hash is not None
-            )
             if len(self._templates) >= TEMPLATE_CACHE_SIZE:
                 self._templates.clear()
-            template = self._templates[template_id] = TemplateVersion(
-                id=template_id,
-                key=row.template_key,
-                channel=row.channel,
-                locale=row.template_locale,
-                version=row.template_version,
-                subject=row.subject,
-                body=row.body,
-                html_body=row.html_body,
-                title=row.title,
-                content_hash=row.content_hash,
-            )
+            template = self._templates[template_id] = row.resolved_template()
         return template
 
     def _no_provider(self, row: ClaimedDelivery, message: Message) -> Decision:

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from outbox.providers.base import Message, Outcome
+from outbox.schedule import past_expiry
 
 REDACTED = "[redacted]"
 # Provider error texts can be long (HTML error pages); a reason is a summary.
@@ -97,13 +98,18 @@ def transport_outcome(exc: Exception) -> Outcome:
     return Outcome.unknown(f"connection failed after the request was sent ({kind})", error=kind)
 
 
+def _aware(expires_at: datetime | None) -> datetime | None:
+    # Timestamps from PostgreSQL are aware; a naive one is taken as UTC, not local time.
+    if expires_at is not None and expires_at.tzinfo is None:
+        return expires_at.replace(tzinfo=UTC)
+    return expires_at
+
+
 def seconds_left(expires_at: datetime | None, now: datetime | None = None) -> float | None:
     """Seconds until ``expires_at`` (None when it never expires; may be <= 0)."""
+    expires_at = _aware(expires_at)
     if expires_at is None:
         return None
-    if expires_at.tzinfo is None:
-        # Timestamps from PostgreSQL are aware; a naive one is taken as UTC, not local time.
-        expires_at = expires_at.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
     return (expires_at - now).total_seconds()
 
@@ -181,14 +187,15 @@ class Adapter(abc.ABC):
 
     async def send(self, message: Message) -> Outcome:
         """Send one message; every answer and transport failure becomes an Outcome."""
-        left = seconds_left(message.expires_at)
-        if (
-            message.expires_at is not None
-            and left is not None
-            and (left <= 0 or left < self.min_seconds_left)
+        now = datetime.now(UTC)
+        left = seconds_left(message.expires_at, now)
+        expires_at = message.expires_at
+        if expires_at is not None and (
+            past_expiry(_aware(expires_at), now)
+            or (left is not None and left < self.min_seconds_left)
         ):
             # The provider's TTL would have it dropped, or it has none: do not send late.
-            outcome = expired_outcome(message.expires_at)
+            outcome = expired_outcome(expires_at)
         else:
             outcome = await self._send(message, left)
         return scrub(outcome, self.secrets())

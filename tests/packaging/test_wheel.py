@@ -191,6 +191,17 @@ def test_the_installed_wheel_migrates_enqueues_and_sends(
     ).stdout.strip()
     assert not unmet, f"the wheel's requirements are not met: {unmet}"
 
+    version = subprocess.run(
+        [str(venv / "outbox"), "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.startswith("outbox 0.") and "schema revision needed" in version.stdout
+
     migrate = subprocess.run(
         [str(venv / "outbox"), "migrate"],
         capture_output=True,

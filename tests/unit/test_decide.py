@@ -130,7 +130,7 @@ def test_default_quiet_hours_setting_is_parsed_or_refused():
 
 
 def test_past_expiry_is_inclusive_and_no_expiry_never_expires():
-    from outbox.workers.delivery import past_expiry
+    from outbox.schedule import past_expiry
 
     assert past_expiry(NOW, NOW)  # due "until 12:00" is not sent at 12:00
     assert past_expiry(NOW, NOW + timedelta(microseconds=1))

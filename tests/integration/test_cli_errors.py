@@ -110,10 +110,12 @@ def test_unreachable_database_names_host_port_and_database_not_the_password(cli,
 def test_unknown_role_and_missing_database_say_what_to_check(cli, server_url):
     params = conninfo_to_dict(server_url)
     host, port = params.get("host", "127.0.0.1"), params.get("port", "5432")
+    # A Unix socket (the embedded server) is named by its folder, with the port apart.
+    where = f"{host} (port {port})" if host.startswith("/") else f"{host}:{port}"
     nobody = make_conninfo(server_url, user="nobody_" + uuid.uuid4().hex[:6], password=PASSWORD)
     _refused(
         cli("status", OUTBOX_DATABASE_URL=nobody),
-        f"error: cannot connect to PostgreSQL at {host}:{port}",
+        f"error: cannot connect to PostgreSQL at {where}",
         "does not exist",
         "hint: check the user and password in OUTBOX_DATABASE_URL",
     )

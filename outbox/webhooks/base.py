@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,6 +35,17 @@ CHANNELS = {"twilio": "sms", "vonage": "sms", "sendgrid": "email", "mailchimp": 
 MAX_TEXT = 200
 # Longest event id stored as is; longer ones are hashed (the unique index holds them).
 MAX_EVENT_ID = 200
+# Our ids are PostgreSQL bigints: a larger number names no row of ours, and passing it
+# on would make the database refuse the whole batch it came in.
+MAX_ID = 2**63 - 1
+# Longest address kept (an email address is at most 254 characters; an E.164 number
+# far less). A longer one is no destination of ours, and it would overflow the
+# suppressions index.
+MAX_ADDRESS = 254
+# Deepest JSON nesting read. Receipts nest three levels (a batch, an event, its
+# metadata); a body nested deeper than this is not one, and refusing it before
+# json.loads keeps the parser's recursion (RecursionError) out of reach.
+MAX_JSON_DEPTH = 32
 
 
 class Action(enum.StrEnum):
@@ -111,11 +123,43 @@ def parse_form(body: bytes) -> dict[str, str]:
     return form
 
 
-def parse_json(text: str | bytes, what: str) -> Any:
-    """JSON text parsed; Rejected(malformed) naming ``what`` if it is not JSON."""
+# A JSON string (skipped whole, brackets inside it included) or a bracket. Possessive
+# quantifiers: an unterminated string costs one linear scan, never backtracking.
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    depth = 0
+    for token in _JSON_TOKEN.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif bracket in "]}":
+            depth -= 1
+    return False
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(text: str | bytes, what: str, *, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """JSON text parsed; Rejected(malformed) naming ``what`` if it is not JSON.
+
+    Not JSON either: nesting deeper than ``max_depth`` (checked before parsing)
+    and NaN or Infinity, which Python would read but no provider writes.
+    """
     try:
-        return json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        if _too_deep(text, max_depth):
+            raise Rejected("malformed", f"{what} nests deeper than {max_depth} levels")
+        return json.loads(text, parse_constant=_no_constant)
+    # RecursionError: the depth check makes it unreachable; kept so that a parser
+    # change can never turn bad input back into a 500.
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise Rejected("malformed", f"{what} is not JSON") from None
 
 
@@ -157,11 +201,19 @@ def our_id(value: Any) -> int | None:
     """One of our ids echoed back by a provider, or None if it is not one."""
     if isinstance(value, bool):
         return None
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        value = int(value)
     if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
-        return int(value) or None
+        return value if 0 < value <= MAX_ID else None
     return None
+
+
+def address(value: Any) -> str | None:
+    """The address an event names, trimmed; None if it is not text or too long to be one."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if value and len(value) <= MAX_ADDRESS else None
 
 
 def from_unix(value: Any) -> datetime | None:

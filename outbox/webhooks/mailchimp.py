@@ -30,6 +30,7 @@ from outbox.webhooks.base import (
     Inbound,
     Receipt,
     Rejected,
+    address,
     event_id,
     from_unix,
     our_id,
@@ -94,7 +95,7 @@ def _receipt(kind: str, event: dict[str, Any], msg: dict[str, Any]) -> Receipt:
         delivery_id=our_id(metadata.get("outbox_delivery_id")),
         notification_id=our_id(metadata.get("outbox_notification_id")),
         provider_message_id=message_id,
-        address=msg["email"] if isinstance(msg.get("email"), str) else None,
+        address=address(msg.get("email")),
         occurred_at=from_unix(ts),
         detail={"state": text(msg.get("state"), 20)} if msg.get("state") else {},
     )

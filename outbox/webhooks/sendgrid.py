@@ -27,6 +27,7 @@ from outbox.webhooks.base import (
     Inbound,
     Receipt,
     Rejected,
+    address,
     check_fresh,
     derived_event_id,
     event_id,
@@ -96,7 +97,7 @@ def _receipt(event: dict[str, Any]) -> Receipt:
         delivery_id=our_id(event.get("outbox_delivery_id")),
         notification_id=our_id(event.get("outbox_notification_id")),
         provider_message_id=message_id or None,
-        address=event["email"] if isinstance(event.get("email"), str) else None,
+        address=address(event.get("email")),
         occurred_at=from_unix(event.get("timestamp")),
         detail={
             k: v
@@ -107,7 +108,7 @@ def _receipt(event: dict[str, Any]) -> Receipt:
             if v
         },
     )
-    bounce_type = (event.get("type") or "bounce").lower()
+    bounce_type = str(event.get("type") or "bounce").lower()
     smtp = text(" ".join(str(event[k]) for k in ("status", "reason") if event.get(k)))
     if kind == "delivered":
         return replace(base, action=Action.DELIVERED)

@@ -21,7 +21,16 @@ from dataclasses import replace
 from twilio.request_validator import RequestValidator
 
 from outbox.providers.twilio import DEAD_CODES, OPT_OUT_CODES
-from outbox.webhooks.base import Action, Inbound, Receipt, Rejected, event_id, parse_form, text
+from outbox.webhooks.base import (
+    Action,
+    Inbound,
+    Receipt,
+    Rejected,
+    address,
+    event_id,
+    parse_form,
+    text,
+)
 from outbox.webhooks.config import WebhookConfig
 
 NAME = "twilio"
@@ -60,14 +69,16 @@ def receipts(inbound: Inbound, config: WebhookConfig) -> list[Receipt]:
 
 def _receipt(sid: str, status: str, params: dict[str, str]) -> Receipt:
     code_text = params.get("ErrorCode") or None
-    code = int(code_text) if code_text and code_text.isdigit() else None
+    # Twilio's codes have five digits; a longer digit string is no code (and past 4300
+    # digits int() itself refuses it).
+    code = int(code_text) if code_text and code_text.isdigit() and len(code_text) <= 9 else None
     base = Receipt(
         provider=NAME,
         # A status happens once per message: a repeat of the pair is a repeat.
         event_id=event_id(sid, status),
         status=status,
         provider_message_id=sid,
-        address=params.get("To") or None,
+        address=address(params.get("To")),
         detail={"error_code": code} if code is not None else {},
     )
     if status == "delivered":

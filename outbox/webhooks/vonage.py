@@ -30,6 +30,7 @@ from outbox.webhooks.base import (
     Inbound,
     Receipt,
     Rejected,
+    address,
     check_fresh,
     event_id,
     from_unix,
@@ -42,6 +43,10 @@ from outbox.webhooks.config import WebhookConfig
 
 NAME = "vonage"
 PATH = "/webhooks/vonage"
+# A delivery receipt is a dozen short fields, well under 1 KiB. Its signature is
+# inside it, so the body is parsed before anything is verified: a body this size
+# or larger is refused unread.
+MAX_BODY_BYTES = 8 * 1024
 
 FAILED = {"failed", "rejected", "expired"}
 # DLR err-code values that say the number itself is unusable.
@@ -83,6 +88,11 @@ def signature(params: Mapping[str, Any], secret: str, method: str) -> str:
 
 
 def _params(inbound: Inbound) -> dict[str, Any]:
+    if len(inbound.body) > MAX_BODY_BYTES:
+        raise Rejected(
+            "too_large",
+            f"{len(inbound.body)} bytes; a delivery receipt is at most {MAX_BODY_BYTES}",
+        )
     if inbound.content_type == "application/json":
         doc = parse_json(inbound.body, "the body")
         if not isinstance(doc, dict):
@@ -118,7 +128,7 @@ def _receipt(message_id: str, status: str, params: dict[str, Any]) -> Receipt:
         delivery_id=our_id(params.get("client-ref")),
         provider_message_id=message_id,
         # Vonage writes numbers without the '+' of E.164.
-        address=("+" + msisdn) if msisdn.isdigit() else None,
+        address=address("+" + msisdn) if msisdn.isascii() and msisdn.isdigit() else None,
         occurred_at=from_unix(params.get("timestamp")),
         detail={"error_code": code} if code and code != "0" else {},
     )

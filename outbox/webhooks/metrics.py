@@ -27,6 +27,10 @@ RESULTS = (
     "recorded",  # new, recorded as an event; nothing to move (or not allowed to)
     "duplicate",  # seen before (same provider event id): nothing changed
     "unmatched",  # new, but no delivery of ours has that id (recorded all the same)
+    # new, naming one of our deliveries that another provider sent, or to another
+    # address: recorded, nothing changed (someone else's system, or a forgery)
+    "mismatched",
+    "refused",  # new, with a value the database would not store: recorded bare, nothing changed
 )
 
 REGISTRY = CollectorRegistry()

@@ -11,7 +11,9 @@
 -- Record one webhook request's receipts, in one statement (one transaction):
 --   1. match each receipt to its delivery: by our delivery id when the provider
 --      echoed it back (SendGrid custom_args, Mandrill metadata, Vonage
---      client-ref), else by the provider's message id;
+--      client-ref) and that delivery is the provider's own (see named), else by
+--      the provider's message id. This is the one place a receipt is matched:
+--      receipts_apply is given the delivery found here;
 --   2. insert the 'receipt' events; a receipt already recorded (same provider
 --      and event id) conflicts and goes no further: it changes nothing else;
 --   3. suppress dead addresses (hard bounce, drop, STOP), and record opt-outs
@@ -22,6 +24,8 @@
 -- with receipts_apply, in the same transaction.
 -- One row per receipt, in input order, says what happened to it.
 --   action: delivered | dead | none (recorded only)
+--   mismatch: channel | provider | notification | destination, when the delivery
+--             the receipt names by our id is not the one it is about
 WITH r AS (
     SELECT *
     FROM unnest(%(providers)s::text[], %(channels)s::outbox.channel[], %(event_ids)s::text[],
@@ -32,16 +36,41 @@ WITH r AS (
          WITH ORDINALITY
          AS r(provider, channel, event_id, status, action, reason, suppress, opt_out, delivery_id,
               notification_id, provider_message_id, address, occurred_at, detail, n)
+), named AS (
+    -- The delivery a receipt names by our id, and what about it disagrees with the
+    -- receipt. Our ids travel in fields that anyone sending through the same provider
+    -- account can set (SendGrid custom_args, Mandrill metadata, Vonage client-ref), and
+    -- they are sequential: so the named delivery must be one this provider sent, on
+    -- this channel, of the notification and to the address the event names, if it
+    -- names them. Addresses compare trimmed and case-blind: deliveries keep them as
+    -- the app wrote them, providers report them as they like (lower case, mostly).
+    -- Until the worker records an attempt, the delivery's provider is not known (NULL
+    -- on a first attempt, the last attempt's while another is in flight): a receipt
+    -- that beats that record waits, and receipts_apply checks the provider again.
+    SELECT r.n, d.id,
+           CASE WHEN d.channel <> r.channel THEN 'channel'
+                WHEN d.status <> 'processing' AND d.provider IS DISTINCT FROM r.provider
+                    THEN 'provider'
+                WHEN d.notification_id <> r.notification_id THEN 'notification'
+                WHEN lower(d.destination) <> lower(btrim(r.address)) THEN 'destination'
+           END AS mismatch
+    FROM r JOIN outbox.deliveries d ON d.id = r.delivery_id
 ), matched AS (
+    -- A mismatched receipt matches nothing and has no destination: it is recorded
+    -- (with the mismatch), and it moves, suppresses and opts out nothing. A receipt
+    -- naming an id no delivery has (pruned, or another system's) is only unmatched:
+    -- its address still counts, as for any receipt we cannot place.
     SELECT r.*, d.id AS d_id, d.notification_id AS d_notification_id, d.status AS d_status,
-           d.attempts AS d_attempts, coalesce(d.destination, r.address) AS destination
+           d.attempts AS d_attempts, nm.mismatch,
+           CASE WHEN nm.mismatch IS NULL THEN coalesce(d.destination, r.address) END
+               AS destination
     FROM r
+    LEFT JOIN named nm ON nm.n = r.n
     LEFT JOIN LATERAL (
         -- Two arms, each served by an index (primary key; deliveries_provider_message).
         (SELECT d.id, d.notification_id, d.status, d.attempts, d.destination
          FROM outbox.deliveries d
-         WHERE d.id = r.delivery_id AND d.channel = r.channel
-           AND (r.notification_id IS NULL OR d.notification_id = r.notification_id))
+         WHERE d.id = nm.id AND nm.mismatch IS NULL)
         UNION ALL
         (SELECT d.id, d.notification_id, d.status, d.attempts, d.destination
          FROM outbox.deliveries d
@@ -57,7 +86,7 @@ WITH r AS (
                'provider', m.provider, 'event_id', m.event_id, 'status', m.status,
                'action', m.action, 'reason', m.reason,
                'provider_message_id', m.provider_message_id, 'matched', m.d_id IS NOT NULL,
-               'occurred_at', m.occurred_at))
+               'mismatch', m.mismatch, 'occurred_at', m.occurred_at))
     FROM matched m
     ORDER BY m.n
     ON CONFLICT ((detail ->> 'provider'), (detail ->> 'event_id')) WHERE kind = 'receipt' DO NOTHING
@@ -93,7 +122,7 @@ WITH r AS (
 )
 SELECT m.provider, m.event_id, m.action, m.d_id AS delivery_id, n.message_id,
        m.channel::text AS channel, m.d_attempts AS attempt, m.d_status::text AS previous_status,
-       (f.event_id IS NOT NULL) AS fresh,
+       m.mismatch, (f.event_id IS NOT NULL) AS fresh,
        (SELECT count(*) FROM suppressed) AS suppressions,
        (SELECT count(*) FROM opted_out) AS opt_outs
 FROM matched m
@@ -117,20 +146,26 @@ WITH r AS (
     SELECT *
     FROM unnest(%(providers)s::text[], %(channels)s::outbox.channel[], %(event_ids)s::text[],
                 %(statuses)s::text[], %(actions)s::text[], %(reasons)s::text[],
-                %(delivery_ids)s::bigint[], %(provider_message_ids)s::text[],
-                %(occurred_at)s::timestamptz[])
+                %(delivery_ids)s::bigint[], %(named)s::boolean[],
+                %(provider_message_ids)s::text[], %(occurred_at)s::timestamptz[])
          WITH ORDINALITY
-         AS r(provider, channel, event_id, status, action, reason, delivery_id,
+         AS r(provider, channel, event_id, status, action, reason, delivery_id, named,
               provider_message_id, occurred_at, n)
 ), matched AS (
+    -- delivery_id is the delivery receipts_record matched (the address, channel and
+    -- notification checks are there); named says the receipt named it. The provider
+    -- is checked again: a receipt that beat the worker's record was matched while
+    -- the delivery's provider was not known yet. A receipt not matched yet by the
+    -- provider's message id is looked up again by that id: the worker may have
+    -- stored it since.
     SELECT r.*, d.id AS d_id, d.status AS d_status
     FROM r
     LEFT JOIN LATERAL (
         (SELECT d.id, d.status FROM outbox.deliveries d
-         WHERE d.id = r.delivery_id AND d.channel = r.channel)
+         WHERE d.id = r.delivery_id AND d.channel = r.channel AND d.provider = r.provider)
         UNION ALL
         (SELECT d.id, d.status FROM outbox.deliveries d
-         WHERE r.delivery_id IS NULL
+         WHERE r.delivery_id IS NULL AND NOT r.named
            AND d.provider_message_id = r.provider_message_id AND d.provider = r.provider
            AND d.channel = r.channel)
         LIMIT 1
@@ -157,7 +192,7 @@ WITH r AS (
     WHERE d.id = w.d_id
       AND (d.status = 'sent'
            OR (d.status = 'pending' AND d.in_doubt > 0 AND w.action = 'delivered'
-               AND w.delivery_id IS NOT NULL))
+               AND w.named))
     RETURNING d.id, d.notification_id, d.attempts, d.last_error, w.provider, w.action, w.event_id,
               w.d_status AS previous_status
 ), logged AS (

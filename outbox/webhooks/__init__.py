@@ -12,6 +12,7 @@ addresses and records opt-outs. Modules:
 - ``late_receipts``  receipts that arrived before the worker recorded the send
 - ``metrics``   Prometheus counters (bounded labels)
 - ``config``    WebhookConfig, built once from Settings
+- ``health``    ``/healthz``'s schema check (outbox.migrate.check, cached briefly)
 - ``app``       the Starlette app; ``server`` serves it with hypercorn
 """
 

@@ -33,6 +33,7 @@ from starlette.routing import Route
 from outbox.webhooks import mailchimp, metrics, sendgrid, store, twilio, vonage
 from outbox.webhooks.base import Action, Inbound, Rejected
 from outbox.webhooks.config import WebhookConfig
+from outbox.webhooks.health import HEALTH_CACHE_S, SchemaCheck
 from outbox.webhooks.late_receipts import LateReceipts
 
 PROVIDER_MODULES: tuple[ModuleType, ...] = (twilio, sendgrid, vonage, mailchimp)
@@ -74,9 +75,12 @@ def signed_url(config: WebhookConfig, request: Request) -> str:
 class Receiver:
     """The state behind the endpoints: configuration, connection pool, late receipts."""
 
-    def __init__(self, config: WebhookConfig, pool: AsyncConnectionPool[Any]) -> None:
+    def __init__(
+        self, config: WebhookConfig, pool: AsyncConnectionPool[Any], schema: SchemaCheck
+    ) -> None:
         self.config = config
         self.pool = pool
+        self.schema = schema
         self.late = LateReceipts(config.late_receipt_s, config.late_receipt_limit)
 
     async def receive(self, request: Request, module: ModuleType) -> Response:
@@ -138,11 +142,15 @@ class Receiver:
     def _account(self, provider: str, recorded: store.Recorded, waiting: int) -> None:
         counts = dict.fromkeys(metrics.RESULTS, 0)
         for o in recorded.outcomes:
-            if not o.fresh:
+            if o.refused:
+                counts["refused"] += 1
+            elif not o.fresh:
                 counts["duplicate"] += 1
             elif o.moved:
                 counts["applied"] += 1
                 _log_applied(o)
+            elif o.mismatch:
+                counts["mismatched"] += 1
             elif o.delivery_id is None:
                 counts["unmatched"] += 1
             else:
@@ -156,6 +164,8 @@ class Receiver:
             applied=counts["applied"],
             duplicates=counts["duplicate"],
             unmatched=counts["unmatched"],
+            mismatched=counts["mismatched"],
+            refused=counts["refused"],
             waiting=waiting,
             suppressions=recorded.suppressions,
             opt_outs=recorded.opt_outs,
@@ -188,16 +198,32 @@ class Receiver:
                 )
 
     async def health(self, request: Request) -> Response:
-        """200 when the database answers; 503 otherwise. Lists which providers can verify."""
+        """200 when the database answers at the schema this Outbox needs; 503 with the reason.
+
+        Two checks: the schema's revision (outbox.migrate.check, cached briefly:
+        see health.py), then a connection from the pool the receipts use.
+        Lists which providers can verify their requests.
+        """
         providers = {m.NAME: self.config.missing(m.NAME) is None for m in PROVIDER_MODULES}
+        schema = await self.schema.health(asyncio.get_running_loop().time())
+        if not schema.ok:
+            return JSONResponse(
+                {"status": schema.status, "reason": schema.reason, "providers": providers},
+                status_code=503,
+            )
         try:
             async with self.pool.connection(timeout=HEALTH_TIMEOUT_S) as conn:
                 await conn.execute("SELECT 1")  # a liveness probe, not a query of the model
-        except DATABASE_ERRORS:
+        except DATABASE_ERRORS as exc:
             return JSONResponse(
-                {"status": "database unavailable", "providers": providers}, status_code=503
+                {
+                    "status": "database unavailable",
+                    "reason": type(exc).__name__,
+                    "providers": providers,
+                },
+                status_code=503,
             )
-        return JSONResponse({"status": "ok", "providers": providers})
+        return JSONResponse({"status": "ok", "schema": schema.schema, "providers": providers})
 
 
 def _log_applied(o: store.Outcome, *, late: bool = False) -> None:
@@ -220,8 +246,17 @@ async def _metrics(request: Request) -> Response:
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
-def create_app(config: WebhookConfig, database_url: str, *, pool_size: int = 4) -> Starlette:
-    """The webhooks ASGI app. The pool opens (without waiting for the database) at start-up."""
+def create_app(
+    config: WebhookConfig,
+    database_url: str,
+    *,
+    pool_size: int = 4,
+    health_cache_s: float = HEALTH_CACHE_S,
+) -> Starlette:
+    """The webhooks ASGI app. The pool opens (without waiting for the database) at start-up.
+
+    ``health_cache_s``: how long ``/healthz`` keeps its schema check's answer.
+    """
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         database_url,
         min_size=1,
@@ -233,7 +268,7 @@ def create_app(config: WebhookConfig, database_url: str, *, pool_size: int = 4) 
         check=AsyncConnectionPool.check_connection,
         name="outbox-webhooks",
     )
-    receiver = Receiver(config, pool)
+    receiver = Receiver(config, pool, SchemaCheck(database_url, health_cache_s))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -30,14 +31,16 @@ import pytest
 from structlog.testing import capture_logs
 
 import outbox
+from outbox import migrate
 from outbox.providers.base import Outcome
 from outbox.providers.registry import build_providers
 from outbox.sandbox import Sandbox, make_apns_key
 from outbox.sandbox.credentials import sendgrid_public_key
 from outbox.sandbox.receipts import sendgrid_signature, twilio_signature
 from outbox.settings import Settings
-from outbox.webhooks import WebhookConfig, WebhookServer, WebhookThread, create_app
-from outbox.webhooks.metrics import REGISTRY
+from outbox.webhooks import WebhookConfig, WebhookServer, WebhookThread, create_app, store
+from outbox.webhooks.base import Action, Receipt
+from outbox.webhooks.metrics import REASONS, REGISTRY
 from outbox.webhooks.vonage import signature as vonage_signature
 from outbox.workers.config import WorkerConfig
 from outbox.workers.worker import Worker
@@ -982,3 +985,244 @@ def test_end_to_end_sandbox_receipts_mark_deliveries_delivered(world, db_url, tm
                 ("twilio", "delivered"),
                 ("twilio", "sent"),
             ]
+
+
+# --- a receipt moves only what its own provider sent --------------------------------------
+# Our ids travel in fields anyone sending through the same provider account can set
+# (SendGrid custom_args, Mandrill metadata, Vonage client-ref), and they are sequential.
+
+
+def test_a_sendgrid_event_naming_a_mailchimp_delivery_changes_nothing(world, db_url, hooks):
+    d = sent(world, db_url, "mailchimp", "email")
+    forged = {"event": "delivered", "sg_event_id": "sgev3", "outbox_delivery_id": str(d["id"])}
+    before = counter("receipts", provider="sendgrid", result="mismatched")
+    assert hooks.sendgrid([forged]).status_code == 200
+    assert delivery(world, "order-1")["status"] == "sent"
+    [(kind, detail)] = events(world)
+    assert (kind, detail["matched"], detail["mismatch"]) == ("receipt", False, "provider")
+    assert counter("receipts", provider="sendgrid", result="mismatched") == before + 1
+    # Mandrill, which sent it, still moves it.
+    assert hooks.mailchimp([mailchimp_event(d, "send")]).status_code == 200
+    assert delivery(world, "order-1")["status"] == "delivered"
+
+
+def test_a_mandrill_bounce_naming_a_sendgrid_delivery_and_another_address_changes_nothing(
+    world, db_url, hooks
+):
+    d = sent(world, db_url, "sendgrid", "email")
+    forged = {
+        "event": "hard_bounce",
+        "_id": "ZZ",
+        "ts": int(time.time()),
+        "msg": {"email": "victim@example.com", "metadata": {"outbox_delivery_id": str(d["id"])}},
+    }
+    assert hooks.mailchimp([forged]).status_code == 200
+    assert delivery(world, "order-1")["status"] == "sent"
+    assert suppressions(world) == {}  # neither the delivery's address nor the event's
+    [(_, detail)] = events(world)
+    assert (detail["matched"], detail["mismatch"]) == (False, "provider")
+    # SendGrid's own bounce still kills it and suppresses the address.
+    bounce = sendgrid_event(d, "bounce", reason="550 5.1.1 unknown user")
+    assert hooks.sendgrid([bounce]).status_code == 200
+    assert delivery(world, "order-1")["status"] == "dead"
+    assert list(suppressions(world)) == [("email", ANN_EMAIL)]
+
+
+def test_a_receipt_naming_our_delivery_with_another_address_changes_nothing(world, db_url, hooks):
+    d = sent(world, db_url, "sendgrid", "email")
+    bounce = sendgrid_event(d, "bounce", email="victim@example.com", reason="550 unknown user")
+    assert hooks.sendgrid([bounce]).status_code == 200
+    assert delivery(world, "order-1")["status"] == "sent"
+    assert suppressions(world) == {}
+    [(_, detail)] = events(world)
+    assert (detail["matched"], detail["mismatch"]) == (False, "destination")
+    # The right address, in whatever case the provider writes it, still matches.
+    delivered = sendgrid_event(d, "delivered", email=" " + ANN_EMAIL.upper())
+    assert hooks.sendgrid([delivered]).status_code == 200
+    assert delivery(world, "order-1")["status"] == "delivered"
+
+
+def test_a_vonage_receipt_naming_a_twilio_delivery_changes_nothing(world, db_url, hooks):
+    d = sent(world, db_url, "twilio", "sms")
+    dlr = {**vonage_dlr(d, "failed", "3"), "messageId": "vonage-other"}
+    assert hooks.vonage(dlr).status_code == 200
+    assert delivery(world, "order-1")["status"] == "sent"
+    assert suppressions(world) == {}
+    [(_, detail)] = events(world)
+    assert (detail["matched"], detail["mismatch"]) == (False, "provider")
+
+
+def test_a_receipt_that_beats_another_providers_record_never_applies(world, db_url, hooks):
+    # While a delivery is in flight its provider is not recorded yet, so a receipt
+    # naming it waits; once the worker records who sent it, the provider is checked.
+    outbox.enqueue(
+        world,
+        "race",
+        recipient="ann",
+        template="order_confirmed",
+        data={"order": 1},
+        channels=["email"],
+    )
+    world.commit()
+    d = delivery(world, "race")
+    world.execute(
+        "UPDATE outbox.deliveries SET status = 'processing', attempts = 1, "
+        "lease_owner = 'w1', lease_expires_at = now() + interval '30 seconds' WHERE id = %s",
+        (d["id"],),
+    )
+    world.commit()
+    forged = sendgrid_event({**d, "provider_message_id": "sg-forged"}, "delivered")
+    assert hooks.sendgrid([forged]).status_code == 200
+    world.execute(
+        "UPDATE outbox.deliveries SET status = 'sent', sent_at = now(), lease_owner = NULL, "
+        "lease_expires_at = NULL, provider = 'mailchimp', provider_message_id = 'md-1' "
+        "WHERE id = %s",
+        (d["id"],),
+    )
+    world.commit()
+    time.sleep(0.5)  # ten rounds of late receipts (late_retry_interval_s = 0.05)
+    assert delivery(world, "race")["status"] == "sent"
+    assert [k for k, _ in events(world)] == ["receipt"]
+
+
+# --- malformed bodies are refused, never a crash ----------------------------------------------
+
+DEEP = "[" * 3000 + "]" * 3000  # past the parser's recursion limit, under every size cap
+
+
+def test_unsigned_deep_json_to_vonage_is_refused_as_malformed(world, db_url, hooks, caplog):
+    sent(world, db_url, "vonage", "sms")
+    rejected = {r: counter("requests_rejected", provider="vonage", reason=r) for r in REASONS}
+    json_headers = {"Content-Type": "application/json"}
+    with capture_logs() as logs:
+        deep = hooks.http.post(hooks.endpoint("vonage"), content=DEEP, headers=json_headers)
+        # The finding's body (40 KB): a delivery receipt is never that big.
+        huge = "[" * 20000 + "]" * 20000
+        big = hooks.http.post(hooks.endpoint("vonage"), content=huge, headers=json_headers)
+        nan = hooks.http.post(
+            hooks.endpoint("vonage"), content='{"timestamp": NaN}', headers=json_headers
+        )
+    assert (deep.status_code, deep.json()["error"]) == (400, "malformed")
+    assert (big.status_code, big.json()["error"]) == (413, "too_large")
+    assert (nan.status_code, nan.json()["error"]) == (400, "malformed")
+    assert [(e["event"], e["reason"]) for e in logs] == [
+        ("webhooks.rejected", "malformed"),
+        ("webhooks.rejected", "too_large"),
+        ("webhooks.rejected", "malformed"),
+    ]
+    assert not [r for r in caplog.records if r.exc_info]
+    deltas = {
+        r: counter("requests_rejected", provider="vonage", reason=r) - rejected[r] for r in REASONS
+    }
+    assert deltas == {**dict.fromkeys(REASONS, 0.0), "malformed": 2.0, "too_large": 1.0}
+    assert events(world) == []
+
+
+def test_signed_deep_json_is_malformed_for_sendgrid_and_mandrill(world, db_url, hooks, caplog):
+    answers = {
+        "sendgrid": hooks.sendgrid(None, body=DEEP),
+        "mailchimp": hooks.mailchimp(None, form={"mandrill_events": DEEP}),
+    }
+    assert {p: (r.status_code, r.json()["error"]) for p, r in answers.items()} == {
+        "sendgrid": (400, "malformed"),
+        "mailchimp": (400, "malformed"),
+    }
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+# --- one bad event never fails the good ones in its batch -------------------------------------
+
+
+def test_one_out_of_range_id_does_not_fail_the_rest_of_a_sendgrid_batch(world, db_url, hooks):
+    d = sent(world, db_url, "sendgrid", "email")
+    good = {
+        "event": "delivered",
+        "sg_event_id": "w12",
+        "sg_message_id": f"{d['provider_message_id']}.x",
+    }
+    bad = {"event": "open", "sg_event_id": "w13", "outbox_notification_id": 2**63}
+    worse = {"event": "open", "sg_event_id": "w14", "outbox_delivery_id": 2**70}
+    response = hooks.sendgrid([good, bad, worse])
+    assert response.status_code == 200 and response.json() == {"received": 3, "new": 3}
+    assert delivery(world, "order-1")["status"] == "delivered"
+    receipts = {e["event_id"]: e["matched"] for _, e in events(world, "receipt")}
+    assert receipts == {"w12": True, "w13": False, "w14": False}
+
+
+def test_a_receipt_the_database_refuses_is_recorded_alone_as_refused(world, db_url):
+    # What Python does not catch (here: an id no provider module would pass on) costs
+    # that receipt only: the others of its batch are recorded and applied.
+    d = sent(world, db_url, "sendgrid", "email")
+    good = Receipt(
+        "sendgrid", "ok-1", "delivered", Action.DELIVERED, delivery_id=d["id"], address=ANN_EMAIL
+    )
+    bad = Receipt("sendgrid", "bad-1", "delivered", Action.DELIVERED, delivery_id=2**63)
+
+    async def record() -> store.Recorded:
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+            return await store.record(conn, [bad, good])
+
+    recorded = asyncio.run(record())
+    assert [(o.receipt.event_id, o.refused, o.moved) for o in recorded.outcomes] == [
+        ("bad-1", "NumericValueOutOfRange", False),
+        ("ok-1", None, True),
+    ]
+    assert delivery(world, "order-1")["status"] == "delivered"
+    receipts = {e["event_id"]: e for _, e in events(world, "receipt")}
+    assert receipts["bad-1"]["refused"] == "NumericValueOutOfRange"
+    assert receipts["bad-1"]["matched"] is False and receipts["ok-1"]["matched"] is True
+
+
+# --- /healthz: the database answers, at the schema this Outbox needs ---------------------------
+
+
+def health(url: str, config: WebhookConfig | None = None, **app: Any) -> Iterator[httpx.Client]:
+    server = WebhookServer("127.0.0.1", 0)
+    config = replace(config or base_config(), public_url=server.url)
+    with (
+        WebhookThread(server, create_app(config, url, pool_size=1, **app)),
+        httpx.Client(base_url=server.url, timeout=10) as client,
+    ):
+        yield client
+
+
+def test_healthz_is_ok_at_the_schema_this_outbox_needs(db_url):
+    for client in health(db_url):
+        answer = client.get("/healthz")
+        assert answer.status_code == 200
+        assert answer.json()["status"] == "ok" and answer.json()["schema"] == migrate.head()
+
+
+def test_healthz_is_503_with_the_reason_without_the_schema(empty_db_url):
+    for client in health(empty_db_url):
+        answer = client.get("/healthz")
+        assert answer.status_code == 503
+        assert answer.json()["status"] == "schema not ready"
+        assert "the outbox schema is not installed" in answer.json()["reason"]
+        assert "run `outbox migrate`" in answer.json()["reason"]
+
+
+def test_healthz_is_503_when_the_database_does_not_answer():
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    url = f"postgresql://someone:hunter2@127.0.0.1:{port}/nowhere"
+    for client in health(url):
+        answer = client.get("/healthz")
+        assert answer.status_code == 503
+        assert answer.json()["status"] == "database unavailable"
+        assert "hunter2" not in answer.text
+
+
+def test_healthz_caches_the_schema_check_briefly(db_url, conn):
+    for client in health(db_url, health_cache_s=0.5):
+        assert client.get("/healthz").status_code == 200
+        conn.execute("UPDATE outbox_alembic_version SET version_num = '0001'")
+        conn.commit()
+        # Within the cache: the probe does not ask the database again.
+        assert client.get("/healthz").status_code == 200
+        time.sleep(0.6)
+        behind = client.get("/healthz")
+        assert behind.status_code == 503
+        assert "is at revision 0001, this Outbox needs" in behind.json()["reason"]

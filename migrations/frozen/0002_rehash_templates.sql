@@ -1,6 +1,7 @@
--- Migration 0002, after 0002_functions_templates.sql: rehash the stored template
--- versions with the new formula, so that pushing unchanged templates stays a no-op
--- across the upgrade.
+-- Migration 0002, after the template functions are reinstalled
+-- (0001_functions_templates.sql, run again): rehash the stored template versions
+-- with the new formula, so that pushing unchanged templates stays a no-op across
+-- the upgrade.
 --
 -- Versions are immutable (a trigger refuses any change to their content); the
 -- hash is a derived value whose formula changed, so the trigger is lifted for

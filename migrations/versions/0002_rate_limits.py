@@ -5,12 +5,12 @@
 and the helper ``token_wait_us``; ``0002_admit.sql``: ``admit`` as this revision
 had it (migration 0005 replaced it).
 
-It also reinstalls the template functions (``0002_functions_templates.sql``),
-whose content hash now uses the same formula as ``outbox.templates.content_hash``,
-and rehashes the versions already stored (``0002_rehash_templates.sql``), so that
-pushing unchanged templates stays a no-op across the upgrade. Nothing had been
-released when the history was frozen, so that file is identical to
-``0001_functions_templates.sql`` and reinstalls the same functions.
+It also reinstalls the template functions, whose content hash now uses the
+same formula as ``outbox.templates.content_hash``, and rehashes the versions
+already stored (``0002_rehash_templates.sql``), so that pushing unchanged
+templates stays a no-op across the upgrade. Nothing had been released when the
+history was frozen, so what it reinstalls is 0001's own file,
+``0001_functions_templates.sql``, run again rather than copied.
 
 Revision ID: 0002
 Revises: 0001
@@ -29,7 +29,7 @@ def upgrade() -> None:
     run_frozen(
         "0002_ratelimit.sql",
         "0002_admit.sql",
-        "0002_functions_templates.sql",
+        "0001_functions_templates.sql",
         "0002_rehash_templates.sql",
     )
 

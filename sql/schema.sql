@@ -19,7 +19,7 @@ CREATE TYPE outbox.delivery_status AS ENUM (
     'sent',        -- accepted by the provider
     'delivered',   -- the provider's receipt says it arrived
     'dead',        -- permanent failure or attempts exhausted: the dead-letter queue
-    'cancelled',   -- cancelled by the application before sending
+    'cancelled',   -- cancelled by the application (an attempt in flight then did not succeed)
     'expired',     -- expires_at passed before it could be sent
     'suppressed'   -- opted out, suppressed address, or no destination
 );

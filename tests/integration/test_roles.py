@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 from outbox import dlq, ops
 from outbox.cli import _register, app
 from outbox.providers.base import Outcome
+from outbox.settings import Settings
 from outbox.webhooks import store
 from tests import factories
 from tests.integration import test_webhooks as wh
@@ -404,6 +405,25 @@ def test_the_receiver_checks_its_role_at_start_up(db_url, login):
     assert out.exit_code == 2, out.output
     assert "OUTBOX_WEBHOOKS_DATABASE_URL" in out.output
     assert "may not apply receipts" in out.output and "outbox_webhooks" in out.output
+    # A value that is no libpq URL is refused naming the setting, never quoting it.
+    bad = CliRunner().invoke(
+        app,
+        ["webhooks", "--port", "0"],
+        env={
+            "OUTBOX_DATABASE_URL": db_url,
+            "OUTBOX_WEBHOOKS_DATABASE_URL": "mysql://hooks:s3cret@db/outbox",
+            "OUTBOX_TWILIO_AUTH_TOKEN": "x" * 32,
+        },
+    )
+    assert bad.exit_code != 0 and "OUTBOX_WEBHOOKS_DATABASE_URL" in bad.output
+    assert "s3cret" not in bad.output
+
+
+def test_the_receivers_database_password_is_redacted_like_the_workers():
+    settings = Settings(
+        _env_file=None, webhooks_database_url="postgresql://outbox_hooks:p%40ss@db:5432/shop"
+    )
+    assert {"p%40ss", "p@ss"} <= set(settings.secret_values())
 
 
 # -- retention -----------------------------------------------------------------------------

@@ -111,6 +111,8 @@ def test_compose_has_every_service_wired():
     assert not any("outbox_svc" in str(v) for v in hooks_env.values())
     init = (DEPLOY / "postgres" / "init.sql").read_text()
     assert "CREATE ROLE outbox_hooks LOGIN" in init and "IN ROLE outbox_webhooks" in init
+    # The group roles are the server's: only this deployment's logins may connect (P1).
+    assert "REVOKE CONNECT ON DATABASE outbox FROM PUBLIC" in init
     # Files the compose file mounts exist.
     for service in services.values():
         for volume in service.get("volumes", []):

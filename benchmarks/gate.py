@@ -257,6 +257,7 @@ def _load(url: str, deliveries: int, recipients: int) -> None:
 
 def _reset(url: str, variant: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql("allow_history_delete"))
         conn.execute(sql("gate_reset"))
         conn.execute(sql("gate_set_limits"), {"scopes": list(VARIANTS[variant][1] or ())})
         conn.execute(sql("gate_vacuum"))

@@ -118,6 +118,7 @@ def fill_queue(url: str, n: int, prefix: str) -> None:
 def clean(url: str, floor: int) -> None:
     """Remove every notification above ``floor`` (the rounds' own), then VACUUM ANALYZE."""
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql("allow_history_delete"))
         conn.execute(sql("retention_clean"), {"floor": floor})
         conn.execute(sql("retention_vacuum"))
 

@@ -37,6 +37,20 @@ def resolve_url(settings: Settings) -> str:
     return ensure_server(settings.data_dir)
 
 
+def webhooks_url(settings: Settings) -> str:
+    """The webhook receiver's URL: ``OUTBOX_WEBHOOKS_DATABASE_URL``, else :func:`resolve_url`.
+
+    Raises ConfigError naming the setting when its value is not a libpq URL or
+    key=value string. An empty value means unset, as for ``OUTBOX_DATABASE_URL``.
+    """
+    if settings.webhooks_database_url is not None:
+        url = settings.webhooks_database_url.get_secret_value().strip()
+        if url:
+            _conninfo(url, "OUTBOX_WEBHOOKS_DATABASE_URL")
+            return url
+    return resolve_url(settings)
+
+
 def sqlalchemy_url(url: str) -> str:
     """The same URL spelled for SQLAlchemy's psycopg 3 dialect."""
     for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):

@@ -136,6 +136,14 @@ class Settings(BaseSettings):
     # A receipt can beat the worker's "sent" record; it is retried in memory this long.
     webhooks_late_receipt_seconds: float = Field(default=120.0, ge=0)
     webhooks_db_pool_size: int = Field(default=4, ge=1, le=100)
+    # The receiver's own login, a member of outbox_webhooks (sql/roles.sql): it faces
+    # the internet, so it gets a role that can only apply receipts. Unset = the
+    # database URL above (a development setup; `outbox webhooks` warns when that role
+    # may do more than receipts need, and refuses one that may not apply them).
+    webhooks_database_url: SecretStr | None = Field(
+        default=None,
+        description="libpq URL the webhook receiver connects with; unset = OUTBOX_DATABASE_URL.",
+    )
     # Vonage signs SMS API webhooks (sig + timestamp parameters) once support has
     # enabled signing on the account; the method is chosen in the dashboard.
     vonage_signature_secret: SecretStr | None = None
@@ -167,7 +175,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every secret's plain value, for the log redaction processor.
 
-        The database URL's password is also listed on its own (as given and
+        The database URLs' passwords are also listed on their own (as given and
         percent-decoded): drivers and key=value conninfo strings show it without
         the rest of the URL.
         """
@@ -176,8 +184,9 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr) and value.get_secret_value():
                 out.append(value.get_secret_value())
-        if self.database_url is not None:
-            out.extend(_conninfo_passwords(self.database_url.get_secret_value()))
+        for url in (self.database_url, self.webhooks_database_url):
+            if url is not None:
+                out.extend(_conninfo_passwords(url.get_secret_value()))
         return out
 
 

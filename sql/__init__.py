@@ -34,8 +34,9 @@ def read(relative_path: str) -> str:
 
 
 # Order matters where one file acts on what another created: roles.sql grants on
-# every table and alters the producer functions, so it comes after them, and
-# breaker_grants.sql needs both the breaker table and the roles.
+# every table and function (the retention functions included) and alters the
+# producer functions, so it comes after them, and breaker_grants.sql needs both
+# the breaker table and the roles.
 CURRENT_SCHEMA: tuple[str, ...] = (
     "schema.sql",
     "functions/enqueue.sql",
@@ -45,6 +46,7 @@ CURRENT_SCHEMA: tuple[str, ...] = (
     "ratelimit.sql",
     "admit.sql",
     "breaker.sql",
+    "retention.sql",
     "roles.sql",
     "breaker_grants.sql",
 )

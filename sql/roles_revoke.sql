@@ -1,4 +1,5 @@
--- Undo sql/roles.sql in this database (the downgrade of migration 0003).
+-- Undo sql/roles.sql in this database (what the downgrades of migrations 0009 and
+-- 0003 take away together; each runs its own frozen file).
 --
 -- The roles themselves stay. They are cluster-wide: other databases on the
 -- same server may use them, and login roles are members of them; dropping them
@@ -25,9 +26,15 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', f);
     END LOOP;
 
+    -- Row security on events names the roles (sql/roles.sql, since 0009).
+    DROP POLICY IF EXISTS events_read ON outbox.events;
+    DROP POLICY IF EXISTS events_worker ON outbox.events;
+    DROP POLICY IF EXISTS events_webhooks ON outbox.events;
+    ALTER TABLE outbox.events DISABLE ROW LEVEL SECURITY;
+
     FOR r IN
         SELECT rolname FROM pg_roles
-        WHERE rolname IN ('outbox_producer', 'outbox_worker', 'outbox_reader')
+        WHERE rolname IN ('outbox_producer', 'outbox_worker', 'outbox_reader', 'outbox_webhooks')
     LOOP
         EXECUTE format('ALTER DEFAULT PRIVILEGES IN SCHEMA outbox REVOKE ALL ON TABLES FROM %I', r);
         EXECUTE format('REVOKE ALL ON ALL TABLES IN SCHEMA outbox FROM %I', r);

@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -109,3 +110,30 @@ def conn(db_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(db_url) as c:
         yield c
         c.rollback()
+
+
+@pytest.fixture
+def login(db_url: str) -> Iterator[Any]:
+    """login(group) -> URL of a fresh LOGIN role in ``group`` on this test's database.
+
+    Roles are cluster-wide: each gets a unique name, and is dropped (its sessions
+    ended first) after the test.
+    """
+    made: list[str] = []
+    admin = psycopg.connect(db_url, autocommit=True)
+
+    def make(group: str) -> str:
+        name = f"outbox_t_{group.removeprefix('outbox_')}_{uuid.uuid4().hex[:8]}"
+        password = uuid.uuid4().hex
+        admin.execute(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}' IN ROLE {group}")
+        made.append(name)
+        params = conninfo_to_dict(db_url) | {"user": name, "password": password}
+        return make_conninfo(**params)
+
+    yield make
+    for name in made:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [name]
+        )
+        admin.execute(f'DROP ROLE IF EXISTS "{name}"')
+    admin.close()

@@ -26,11 +26,15 @@ def webhooks(
     POST /webhooks/{twilio,sendgrid,vonage,mailchimp}, GET /healthz, GET /metrics.
     A provider whose secret is not configured has its requests refused (404).
     """
-    from outbox.db import resolve_url
+    import psycopg
+    import structlog
+
+    from outbox.db import webhooks_url
     from outbox.logs import configure
     from outbox.migrate import check
     from outbox.webhooks import WebhookConfig, WebhookConfigError, WebhookServer, create_app
     from outbox.webhooks.app import PROVIDER_MODULES
+    from outbox.webhooks.store import check_role
 
     settings = Settings()
     configure(level=settings.log_level, fmt=settings.log_format, secrets=settings.secret_values())
@@ -38,10 +42,29 @@ def webhooks(
         config = WebhookConfig.from_settings(settings)
     except WebhookConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
-    url = resolve_url(settings)
+    url = webhooks_url(settings)
     # Before binding the port: receipts for a schema that is missing or of another
-    # release would each fail on their own, after the providers were told 200.
+    # release, or a role that may not apply them, would each fail on their own,
+    # after the providers were told 200.
     check(url)
+    with psycopg.connect(url) as conn:
+        role = check_role(conn)
+    if role.missing:
+        typer.echo(
+            f"outbox webhooks: database role {role.role!r} may not apply receipts "
+            f"(it lacks {', '.join(role.missing)}). Connect as a member of outbox_webhooks: "
+            "set OUTBOX_WEBHOOKS_DATABASE_URL (docs/webhooks.md).",
+            err=True,
+        )
+        raise typer.Exit(2)
+    if role.excess:
+        # It works, but an internet-facing service should not hold these.
+        structlog.get_logger("outbox.webhooks").warning(
+            "webhooks.role_too_broad",
+            role=role.role,
+            beyond_receipts=role.excess,
+            hint="connect as a member of outbox_webhooks (OUTBOX_WEBHOOKS_DATABASE_URL)",
+        )
     missing = {m.PATH: config.missing(m.NAME) for m in PROVIDER_MODULES}
     if all(missing.values()):
         typer.echo(

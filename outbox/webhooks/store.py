@@ -68,6 +68,32 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class RoleCheck:
+    """What the receiver's database role may do, against what receipts need."""
+
+    role: str
+    missing: list[str]  # needed to apply receipts, and not held: receipts would fail
+    excess: list[str]  # held, and never needed: the login is broader than outbox_webhooks
+
+
+def check_role(conn: psycopg.Connection[Any]) -> RoleCheck:
+    """The privileges of ``conn``'s role that receipts need and lack, or hold beyond need.
+
+    Called once at start-up (``outbox webhooks``), on a connection of its own,
+    after the schema check: privileges are looked up by name, so the schema
+    must be this release's.
+    """
+    rows = conn.execute(query("webhooks_role")).fetchall()
+    conn.rollback()
+    role = str(rows[0][0]) if rows else ""
+    return RoleCheck(
+        role=role,
+        missing=[str(privilege) for _, privilege, needed, held in rows if needed and not held],
+        excess=[str(privilege) for _, privilege, needed, held in rows if held and not needed],
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Recorded:
     """What recording a batch did."""
 
@@ -254,15 +280,21 @@ async def apply_late(
     async with conn.cursor(row_factory=dict_row) as cur:
         # LateReceipts holds each receipt with the delivery it was matched to, if any.
         rows = await _apply(cur, receipts, [r.delivery_id for r in receipts], late=True)
-    return [
-        Outcome(
-            receipt=r,
-            fresh=True,
-            moved=row["moved"],
-            delivery_id=row["delivery_id"],
-            message_id=row["message_id"],
-            attempt=row["attempt"],
-            previous_status=row["previous_status"],
-        )
-        for r, row in zip(receipts, rows, strict=True)
-    ]
+    return [_late_outcome(r, row) for r, row in zip(receipts, rows, strict=True)]
+
+
+def _late_outcome(receipt: Receipt, row: dict[str, Any]) -> Outcome:
+    delivery_id, previous = row["delivery_id"], row["previous_status"]
+    if delivery_id is None and row["held_status"] in ("pending", "processing"):
+        # Its delivery is in flight on a first attempt: no provider to check it
+        # against yet (receipts_apply). Still waiting, not unmatched.
+        delivery_id, previous = receipt.delivery_id, row["held_status"]
+    return Outcome(
+        receipt=receipt,
+        fresh=True,
+        moved=row["moved"],
+        delivery_id=delivery_id,
+        message_id=row["message_id"],
+        attempt=row["attempt"],
+        previous_status=previous,
+    )

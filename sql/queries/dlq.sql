@@ -49,12 +49,6 @@ WITH target AS (
 SELECT count(*) AS requeued, pg_notify('outbox_work', '') IS NULL AS notified FROM requeued;
 
 -- name: dlq_purge
--- Delete dead deliveries (and their events) that died before the cutoff.
-WITH gone AS (
-    DELETE FROM outbox.deliveries d
-    WHERE d.status = 'dead' AND d.finished_at < %(before)s::timestamptz
-    RETURNING d.id
-), events_gone AS (
-    DELETE FROM outbox.events e USING gone g WHERE e.delivery_id = g.id
-)
-SELECT count(*) AS purged FROM gone;
+-- Delete dead deliveries (and their events) that died before the cutoff, through
+-- outbox.purge_dead (sql/retention.sql): no outbox role deletes history directly.
+SELECT outbox.purge_dead(%(before)s::timestamptz) AS purged;

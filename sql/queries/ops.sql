@@ -70,104 +70,28 @@ SELECT pg_advisory_unlock(hashtextextended('outbox.prune', 0)) AS unlocked;
 SELECT now() - %(older_than_seconds)s * interval '1 second' AS cutoff;
 
 -- name: prune_deliveries
--- One batch: look at the next %(batch_size)s deliveries after id %(after_id)s
--- (a primary-key range, so a whole run reads the old part of the table once)
--- and delete those that finished before the cutoff, with their events. Rows
--- someone holds locked (a receipt being recorded) are skipped, never waited for;
--- unfinished rows are neither deleted nor locked, so claims never wait on a prune.
--- Returns how far the window reached and its oldest created_at: once that is
--- past the cutoff, nothing further can have finished before it.
-WITH win AS (
-    SELECT d.id, d.created_at
-    FROM outbox.deliveries d
-    WHERE d.id > %(after_id)s
-    ORDER BY d.id
-    LIMIT %(batch_size)s
-), doomed AS (
-    SELECT d.id
-    FROM outbox.deliveries d
-    WHERE d.id IN (SELECT w.id FROM win w)
-      AND d.status IN ('sent', 'delivered', 'dead', 'expired', 'cancelled', 'suppressed')
-      AND d.finished_at < %(cutoff)s
-    FOR UPDATE SKIP LOCKED
-), gone AS (
-    DELETE FROM outbox.deliveries d
-    USING doomed x
-    WHERE d.id = x.id
-    RETURNING d.id, d.notification_id
-), events_gone AS (
-    -- By notification id first: that is the indexed column of events.
-    DELETE FROM outbox.events e
-    USING gone g
-    WHERE e.notification_id = g.notification_id AND e.delivery_id = g.id
-    RETURNING 1
-)
-SELECT (SELECT max(w.id) FROM win w) AS last_id,
-       (SELECT min(w.created_at) FROM win w) AS oldest_created_at,
-       (SELECT count(*) FROM gone) AS deliveries,
-       (SELECT count(*) FROM events_gone) AS events,
-       (SELECT coalesce(array_agg(DISTINCT g.notification_id), '{}') FROM gone g) AS notification_ids;
+-- One batch of finished deliveries older than the cutoff, with their events, in
+-- the id range after %(after_id)s (outbox.prune_deliveries, sql/retention.sql:
+-- no outbox role may delete history but through it). Returns how far the window
+-- reached and its oldest created_at, what went, and the notifications touched.
+SELECT r.last_id, r.oldest_created_at, r.deliveries, r.events, r.notification_ids
+FROM outbox.prune_deliveries(%(after_id)s::bigint, %(cutoff)s::timestamptz, %(batch_size)s::integer) r;
 
 -- name: prune_notifications
 -- The notifications given (whose deliveries a batch just removed) that have no
--- delivery left: delete them and their remaining (notification-level) events.
--- No row lock is taken first: only enqueue adds deliveries, and only to the
--- notification it just created, so nothing can revive one between the check and
--- the delete (and the worker role needs no UPDATE right on notifications).
-WITH doomed AS (
-    SELECT n.id
-    FROM outbox.notifications n
-    WHERE n.id = ANY (%(ids)s::bigint[])
-      AND NOT EXISTS (SELECT 1 FROM outbox.deliveries d WHERE d.notification_id = n.id)
-), gone AS (
-    DELETE FROM outbox.notifications n USING doomed x WHERE n.id = x.id RETURNING n.id
-), events_gone AS (
-    DELETE FROM outbox.events e USING gone g WHERE e.notification_id = g.id RETURNING 1
-)
-SELECT (SELECT count(*) FROM gone) AS notifications, (SELECT count(*) FROM events_gone) AS events;
+-- delivery left go, with their remaining events (outbox.prune_notifications).
+SELECT r.notifications, r.events FROM outbox.prune_notifications(%(ids)s::bigint[]) r;
 
 -- name: prune_orphan_notifications
 -- One batch over notifications by id range: those created before the cutoff
 -- with no delivery at all (left behind by `outbox dlq purge`, for instance) go,
--- with their events.
-WITH win AS (
-    SELECT n.id, n.created_at
-    FROM outbox.notifications n
-    WHERE n.id > %(after_id)s
-    ORDER BY n.id
-    LIMIT %(batch_size)s
-), doomed AS (
-    SELECT n.id
-    FROM outbox.notifications n
-    WHERE n.id IN (SELECT w.id FROM win w)
-      AND n.created_at < %(cutoff)s
-      AND NOT EXISTS (SELECT 1 FROM outbox.deliveries d WHERE d.notification_id = n.id)
-), gone AS (
-    DELETE FROM outbox.notifications n USING doomed x WHERE n.id = x.id RETURNING n.id
-), events_gone AS (
-    DELETE FROM outbox.events e USING gone g WHERE e.notification_id = g.id RETURNING 1
-)
-SELECT (SELECT max(w.id) FROM win w) AS last_id,
-       (SELECT min(w.created_at) FROM win w) AS oldest_created_at,
-       (SELECT count(*) FROM gone) AS notifications,
-       (SELECT count(*) FROM events_gone) AS events;
+-- with their events (outbox.prune_orphan_notifications).
+SELECT r.last_id, r.oldest_created_at, r.notifications, r.events
+FROM outbox.prune_orphan_notifications(%(after_id)s::bigint, %(cutoff)s::timestamptz, %(batch_size)s::integer) r;
 
 -- name: prune_standalone_events
 -- One batch over events by id range: events that belong to no notification
--- (device deactivations, template activations) older than the cutoff go.
--- Events of kept notifications stay with them, however old.
-WITH win AS (
-    SELECT e.id, e.created_at, e.notification_id
-    FROM outbox.events e
-    WHERE e.id > %(after_id)s
-    ORDER BY e.id
-    LIMIT %(batch_size)s
-), gone AS (
-    DELETE FROM outbox.events e
-    USING win w
-    WHERE e.id = w.id AND w.notification_id IS NULL AND w.created_at < %(cutoff)s
-    RETURNING 1
-)
-SELECT (SELECT max(w.id) FROM win w) AS last_id,
-       (SELECT min(w.created_at) FROM win w) AS oldest_created_at,
-       (SELECT count(*) FROM gone) AS events;
+-- (device deactivations, template activations) older than the cutoff go
+-- (outbox.prune_standalone_events). Events of kept notifications stay with them.
+SELECT r.last_id, r.oldest_created_at, r.events
+FROM outbox.prune_standalone_events(%(after_id)s::bigint, %(cutoff)s::timestamptz, %(batch_size)s::integer) r;

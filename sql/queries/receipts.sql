@@ -205,10 +205,59 @@ WITH r AS (
                'reason', CASE WHEN mv.action = 'dead' THEN mv.last_error END))
     FROM moved mv
 )
+-- held_status: the status of the delivery given in %(delivery_ids)s, matched or not.
+-- One still in flight on its first attempt has no provider yet, so it matches
+-- nothing; the caller keeps such a receipt waiting rather than forget it.
 SELECT m.provider, m.event_id, m.d_id AS delivery_id, n.message_id, m.channel::text AS channel,
-       mv.attempts AS attempt, m.d_status::text AS previous_status, (mv.id IS NOT NULL) AS moved
+       mv.attempts AS attempt, m.d_status::text AS previous_status, (mv.id IS NOT NULL) AS moved,
+       h.status::text AS held_status
 FROM matched m
 LEFT JOIN moved mv ON mv.id = m.d_id AND mv.event_id = m.event_id
 LEFT JOIN outbox.deliveries d ON d.id = m.d_id
 LEFT JOIN outbox.notifications n ON n.id = d.notification_id
+LEFT JOIN outbox.deliveries h ON h.id = m.delivery_id
 ORDER BY m.n;
+
+-- name: webhooks_role
+-- What the connected role may do, for the receiver's start-up check
+-- (outbox/webhooks/store.py, check_role): one row per privilege, needed (receipts
+-- fail without it: the privileges of outbox_webhooks, sql/roles.sql) or not (a
+-- sample of what a broader role holds: the worker's, the owner's). Which events
+-- a role may append is row security, not a privilege: not checked here.
+SELECT current_user::text AS role, p.privilege, p.needed,
+       CASE WHEN p.col IS NULL THEN has_table_privilege(p.object, p.priv)
+            ELSE has_column_privilege(p.object, p.col, p.priv) END AS held
+FROM (VALUES
+    ('SELECT', 'outbox.deliveries', NULL, true),
+    ('SELECT', 'outbox.notifications', 'message_id', true),
+    ('SELECT', 'outbox.recipients', 'email', true),
+    ('SELECT', 'outbox.recipients', 'phone', true),
+    ('SELECT', 'outbox.events', 'detail', true),
+    ('SELECT', 'outbox.preferences', NULL, true),
+    ('SELECT', 'outbox.suppressions', NULL, true),
+    ('UPDATE', 'outbox.deliveries', 'status', true),
+    ('UPDATE', 'outbox.deliveries', 'sent_at', true),
+    ('UPDATE', 'outbox.deliveries', 'delivered_at', true),
+    ('UPDATE', 'outbox.deliveries', 'provider', true),
+    ('UPDATE', 'outbox.deliveries', 'last_error', true),
+    ('UPDATE', 'outbox.deliveries', 'finished_at', true),
+    ('UPDATE', 'outbox.deliveries', 'updated_at', true),
+    ('INSERT', 'outbox.events', NULL, true),
+    ('INSERT', 'outbox.suppressions', NULL, true),
+    ('INSERT', 'outbox.preferences', 'opted_in', true),
+    ('UPDATE', 'outbox.preferences', 'opted_in', true),
+    ('UPDATE', 'outbox.deliveries', 'destination', false),
+    ('UPDATE', 'outbox.deliveries', 'lease_owner', false),
+    ('UPDATE', 'outbox.devices', 'recipient_id', false),
+    ('UPDATE', 'outbox.devices', 'active', false),
+    ('SELECT', 'outbox.notifications', 'data', false),
+    ('SELECT', 'outbox.templates', NULL, false),
+    ('DELETE', 'outbox.events', NULL, false),
+    ('DELETE', 'outbox.deliveries', NULL, false),
+    ('DELETE', 'outbox.notifications', NULL, false)
+) AS v(priv, object, col, needed)
+CROSS JOIN LATERAL (
+    SELECT v.priv, v.object, v.col, v.needed,
+           v.priv || ' ' || v.object || coalesce(' (' || v.col || ')', '') AS privilege
+) p
+ORDER BY p.needed DESC, p.privilege;

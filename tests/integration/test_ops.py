@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from typer.testing import CliRunner
 
 import outbox
@@ -466,29 +464,6 @@ def test_pruner_validates_its_settings():
 
 
 # -- roles -------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def login(db_url):
-    """login(group) -> URL of a fresh LOGIN role in ``group`` on this test's database."""
-    made: list[str] = []
-    admin = psycopg.connect(db_url, autocommit=True)
-
-    def make(group: str) -> str:
-        name = f"outbox_t_{group.removeprefix('outbox_')}_{uuid.uuid4().hex[:8]}"
-        password = uuid.uuid4().hex
-        admin.execute(f"CREATE ROLE \"{name}\" LOGIN PASSWORD '{password}' IN ROLE {group}")
-        made.append(name)
-        params = conninfo_to_dict(db_url) | {"user": name, "password": password}
-        return make_conninfo(**params)
-
-    yield make
-    for name in made:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [name]
-        )
-        admin.execute(f'DROP ROLE IF EXISTS "{name}"')
-    admin.close()
 
 
 def test_producer_can_enqueue_and_register_but_not_touch_tables(world, db_url, login):

@@ -162,7 +162,14 @@ def base_config(**overrides: Any) -> WebhookConfig:
 
 
 @pytest.fixture
-def serve(db_url: str) -> Iterator[Any]:
+def hooks_url(login: Any) -> str:
+    """The service's own login, as deployed: a member of outbox_webhooks (sql/roles.sql),
+    so every test here also shows that role may do all a receipt needs."""
+    return login("outbox_webhooks")
+
+
+@pytest.fixture
+def serve(hooks_url: str) -> Iterator[Any]:
     """Start the service with a config (public URL = where it listens); stopped after the test."""
     running: list[WebhookThread] = []
     clients: list[httpx.Client] = []
@@ -170,7 +177,7 @@ def serve(db_url: str) -> Iterator[Any]:
     def start(config: WebhookConfig | None = None) -> Hooks:
         server = WebhookServer("127.0.0.1", 0)
         config = replace(config or base_config(), public_url=server.url)
-        thread = WebhookThread(server, create_app(config, db_url, pool_size=2))
+        thread = WebhookThread(server, create_app(config, hooks_url, pool_size=2))
         thread.start()
         running.append(thread)
         clients.append(httpx.Client(timeout=10))
@@ -805,6 +812,52 @@ def test_a_receipt_that_beats_the_workers_record_is_applied_late(world, db_url, 
     assert counter("receipts", provider="sendgrid", result="applied_late") == late + 1
 
 
+def test_a_late_round_while_the_first_attempt_is_in_flight_keeps_the_receipt(
+    world, db_url, hooks_url
+):
+    # Until the worker records its first attempt the delivery has no provider, so a
+    # receipt cannot be checked against it yet: a round of late receipts run then must
+    # keep the receipt for later, not forget it (which made the test above flaky).
+    outbox.enqueue(
+        world,
+        "race",
+        recipient="ann",
+        template="order_confirmed",
+        data={"order": 1},
+        channels=["email"],
+    )
+    world.commit()
+    d = delivery(world, "race")
+    world.execute(
+        "UPDATE outbox.deliveries SET status = 'processing', attempts = 1, "
+        "lease_owner = 'w1', lease_expires_at = now() + interval '30 seconds' WHERE id = %s",
+        (d["id"],),
+    )
+    world.commit()
+    receipt = Receipt(
+        "sendgrid", "early-1", "delivered", Action.DELIVERED, delivery_id=d["id"], address=ANN_EMAIL
+    )
+
+    async def rounds() -> tuple[store.Outcome, store.Outcome, store.Outcome]:
+        async with await psycopg.AsyncConnection.connect(hooks_url, autocommit=True) as conn:
+            (first,) = (await store.record(conn, [receipt])).outcomes
+            (early,) = await store.apply_late(conn, [receipt])
+            world.execute(
+                "UPDATE outbox.deliveries SET status = 'sent', sent_at = now(), lease_owner = NULL,"
+                " lease_expires_at = NULL, provider = 'sendgrid', provider_message_id = 'sg-r'"
+                " WHERE id = %s",
+                (d["id"],),
+            )
+            world.commit()
+            (late,) = await store.apply_late(conn, [receipt])
+            return first, early, late
+
+    first, early, late = asyncio.run(rounds())
+    assert first.waiting and not first.moved
+    assert early.waiting and not early.moved and early.previous_status == "processing"
+    assert late.moved and delivery(world, "race")["status"] == "delivered"
+
+
 def test_delivered_receipt_for_an_in_doubt_retry_cancels_the_retry(world, db_url, hooks):
     # The send timed out after the request went out: pending for a retry, in doubt.
     d = sent(
@@ -916,7 +969,7 @@ def test_metrics_are_served_and_logs_carry_ids_but_no_secrets_or_bodies(world, d
 # --- end to end: worker -> sandbox -> signed receipts -> service ---------------------------
 
 
-def test_end_to_end_sandbox_receipts_mark_deliveries_delivered(world, db_url, tmp_path):
+def test_end_to_end_sandbox_receipts_mark_deliveries_delivered(world, db_url, hooks_url, tmp_path):
     with Sandbox(tmp_path / "sandbox") as sandbox:
         assert sandbox.client is not None
         creds = sandbox.credentials
@@ -926,7 +979,7 @@ def test_end_to_end_sandbox_receipts_mark_deliveries_delivered(world, db_url, tm
             twilio_auth_token=creds.twilio_auth_token,
             sendgrid_public_key=creds.sendgrid_webhook_public_key,
         )
-        with WebhookThread(server, create_app(config, db_url, pool_size=2)):
+        with WebhookThread(server, create_app(config, hooks_url, pool_size=2)):
             sandbox.client.set_webhooks(sendgrid=f"{server.url}/webhooks/sendgrid")
             settings = Settings(
                 _env_file=None,
@@ -1149,7 +1202,7 @@ def test_one_out_of_range_id_does_not_fail_the_rest_of_a_sendgrid_batch(world, d
     assert receipts == {"w12": True, "w13": False, "w14": False}
 
 
-def test_a_receipt_the_database_refuses_is_recorded_alone_as_refused(world, db_url):
+def test_a_receipt_the_database_refuses_is_recorded_alone_as_refused(world, db_url, hooks_url):
     # What Python does not catch (here: an id no provider module would pass on) costs
     # that receipt only: the others of its batch are recorded and applied.
     d = sent(world, db_url, "sendgrid", "email")
@@ -1159,7 +1212,7 @@ def test_a_receipt_the_database_refuses_is_recorded_alone_as_refused(world, db_u
     bad = Receipt("sendgrid", "bad-1", "delivered", Action.DELIVERED, delivery_id=2**63)
 
     async def record() -> store.Recorded:
-        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(hooks_url, autocommit=True) as conn:
             return await store.record(conn, [bad, good])
 
     recorded = asyncio.run(record())
@@ -1186,8 +1239,9 @@ def health(url: str, config: WebhookConfig | None = None, **app: Any) -> Iterato
         yield client
 
 
-def test_healthz_is_ok_at_the_schema_this_outbox_needs(db_url):
-    for client in health(db_url):
+def test_healthz_is_ok_at_the_schema_this_outbox_needs(hooks_url):
+    # As the service's own role: it may read the schema revision (sql/roles.sql).
+    for client in health(hooks_url):
         answer = client.get("/healthz")
         assert answer.status_code == 200
         assert answer.json()["status"] == "ok" and answer.json()["schema"] == migrate.head()

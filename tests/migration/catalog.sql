@@ -148,6 +148,20 @@ WHERE o.schema = 'outbox'
    OR o.identity LIKE '% on outbox.%'
 ORDER BY 1;
 
+-- name: policies
+-- Row security policies: command, roles, and their USING / WITH CHECK expressions.
+SELECT c.relname || '.' || p.polname AS object,
+       concat_ws(' ', 'cmd=' || p.polcmd::text, 'permissive=' || p.polpermissive,
+                 'roles=' || (SELECT string_agg(CASE WHEN r = 0 THEN 'PUBLIC'
+                                                     ELSE r::regrole::text END, ',' ORDER BY 1)
+                              FROM unnest(p.polroles) r),
+                 'using=' || pg_get_expr(p.polqual, p.polrelid),
+                 'check=' || pg_get_expr(p.polwithcheck, p.polrelid)) AS detail
+FROM pg_policy p
+JOIN pg_class c ON c.oid = p.polrelid
+WHERE c.relnamespace = to_regnamespace('outbox')
+ORDER BY 1;
+
 -- name: privileges
 -- Who may do what: on the schema, every relation, column, function and type, and
 -- the schema's default privileges, one row per object and grantee. A NULL ACL

@@ -101,10 +101,18 @@ def test_compose_has_every_service_wired():
     }
     assert targets == {f"sandbox:{p}" for p in ports}
     assert any(p.endswith(":9101:9101") for p in services["sandbox"]["ports"])
-    # Least privilege: migrations as the owner, the services as a worker-role login.
+    # Least privilege: migrations as the owner, the workers as a worker-role login, the
+    # receiver as a webhooks-role login (deploy/postgres/init.sql makes both).
     assert "outbox_owner" in services["migrate"]["environment"]["OUTBOX_DATABASE_URL"]
-    for name in ("worker-1", "worker-2", "webhooks"):
+    for name in ("worker-1", "worker-2"):
         assert "outbox_svc" in services[name]["environment"]["OUTBOX_DATABASE_URL"]
+    hooks_env = services["webhooks"]["environment"]
+    assert "outbox_hooks" in hooks_env["OUTBOX_DATABASE_URL"]
+    assert not any("outbox_svc" in str(v) for v in hooks_env.values())
+    init = (DEPLOY / "postgres" / "init.sql").read_text()
+    assert "CREATE ROLE outbox_hooks LOGIN" in init and "IN ROLE outbox_webhooks" in init
+    # The group roles are the server's: only this deployment's logins may connect (P1).
+    assert "REVOKE CONNECT ON DATABASE outbox FROM PUBLIC" in init
     # Files the compose file mounts exist.
     for service in services.values():
         for volume in service.get("volumes", []):

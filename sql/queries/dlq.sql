@@ -11,6 +11,7 @@ WHERE d.status = 'dead'
   AND (%(ids)s::bigint[] IS NULL OR d.id = ANY (%(ids)s::bigint[]))
   AND (%(message_ids)s::text[] IS NULL OR n.message_id = ANY (%(message_ids)s::text[]))
   AND (%(channel)s::text IS NULL OR d.channel::text = %(channel)s::text)
+  AND (%(provider)s::text IS NULL OR d.provider = %(provider)s::text)
   AND (%(reason)s::text IS NULL OR d.last_error ILIKE '%%' || %(reason)s::text || '%%')
   AND (%(since)s::timestamptz IS NULL OR d.finished_at >= %(since)s::timestamptz)
   AND (%(before)s::timestamptz IS NULL OR d.finished_at < %(before)s::timestamptz)
@@ -19,7 +20,8 @@ LIMIT %(limit)s;
 
 -- name: dlq_requeue
 -- Give dead deliveries a fresh start: pending now, attempts reset. The event
--- records who did it and the error it had.
+-- records who did it (worker = the actor) and the error it had; %(detail)s adds
+-- what the caller knows of the actor (the console: operator and address).
 WITH target AS (
     SELECT d.id
     FROM outbox.deliveries d
@@ -28,6 +30,7 @@ WITH target AS (
       AND (%(ids)s::bigint[] IS NULL OR d.id = ANY (%(ids)s::bigint[]))
       AND (%(message_ids)s::text[] IS NULL OR n.message_id = ANY (%(message_ids)s::text[]))
       AND (%(channel)s::text IS NULL OR d.channel::text = %(channel)s::text)
+      AND (%(provider)s::text IS NULL OR d.provider = %(provider)s::text)
       AND (%(reason)s::text IS NULL OR d.last_error ILIKE '%%' || %(reason)s::text || '%%')
       AND (%(since)s::timestamptz IS NULL OR d.finished_at >= %(since)s::timestamptz)
       AND (%(before)s::timestamptz IS NULL OR d.finished_at < %(before)s::timestamptz)
@@ -40,18 +43,45 @@ WITH target AS (
     RETURNING d.id, d.notification_id, d.last_error
 ), logged AS (
     INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
-    SELECT r.notification_id, r.id, 'requeued', 0, %(actor)s, jsonb_build_object('previous_error', r.last_error)
+    SELECT r.notification_id, r.id, 'requeued', 0, %(actor)s, jsonb_build_object('previous_error', r.last_error) || coalesce(%(detail)s::jsonb, '{}')
     FROM requeued r
 )
 SELECT count(*) AS requeued, pg_notify('outbox_work', '') IS NULL AS notified FROM requeued;
 
 -- name: dlq_purge
--- Delete dead deliveries (and their events) that died before the cutoff.
-WITH gone AS (
+-- Delete matching dead deliveries and their events. What remains is one event
+-- per purged delivery on its notification, of kind 'cancelled' (there is no
+-- 'purged' kind; the delivery was given up for good) with detail.purged = true,
+-- who did it (worker = the actor, plus %(detail)s) and the error it had, so the
+-- message's timeline says where its delivery went. Retention removes that event
+-- with the notification.
+WITH target AS (
+    SELECT d.id
+    FROM outbox.deliveries d
+    JOIN outbox.notifications n ON n.id = d.notification_id
+    WHERE d.status = 'dead'
+      AND (%(ids)s::bigint[] IS NULL OR d.id = ANY (%(ids)s::bigint[]))
+      AND (%(message_ids)s::text[] IS NULL OR n.message_id = ANY (%(message_ids)s::text[]))
+      AND (%(channel)s::text IS NULL OR d.channel::text = %(channel)s::text)
+      AND (%(provider)s::text IS NULL OR d.provider = %(provider)s::text)
+      AND (%(reason)s::text IS NULL OR d.last_error ILIKE '%%' || %(reason)s::text || '%%')
+      AND (%(since)s::timestamptz IS NULL OR d.finished_at >= %(since)s::timestamptz)
+      AND (%(before)s::timestamptz IS NULL OR d.finished_at < %(before)s::timestamptz)
+    FOR UPDATE OF d
+), gone AS (
     DELETE FROM outbox.deliveries d
-    WHERE d.status = 'dead' AND d.finished_at < %(before)s::timestamptz
-    RETURNING d.id
+    USING target t
+    WHERE d.id = t.id
+    RETURNING d.id, d.notification_id, d.channel, d.attempts, d.last_error
 ), events_gone AS (
-    DELETE FROM outbox.events e USING gone g WHERE e.delivery_id = g.id
+    -- The statement's snapshot: the event inserted below is not among these.
+    DELETE FROM outbox.events e USING gone g
+    WHERE e.notification_id = g.notification_id AND e.delivery_id = g.id
+), logged AS (
+    INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
+    SELECT g.notification_id, g.id, 'cancelled', g.attempts, %(actor)s,
+           jsonb_build_object('purged', true, 'channel', g.channel::text, 'previous_error', g.last_error)
+           || coalesce(%(detail)s::jsonb, '{}')
+    FROM gone g
 )
 SELECT count(*) AS purged FROM gone;

@@ -296,6 +296,15 @@ class Console:
                     request, "error.html", session=session, status=400, title="Bad request",
                     error=str(exc),
                 )  # fmt: skip
+            except psycopg.errors.InsufficientPrivilege:
+                log.warning(
+                    "console.not_permitted", operator=session.operator, path=request.url.path
+                )
+                return self.render(
+                    request, "error.html", session=session, status=403, title="Not permitted",
+                    error="The console's database login may not do this: requeue and purge "
+                    "need the outbox_worker role (a reader login can only look).",
+                )  # fmt: skip
             except DATABASE_ERRORS as exc:
                 log.warning("console.database_unavailable", error=type(exc).__name__)
                 return self.render(

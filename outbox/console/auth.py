@@ -27,7 +27,7 @@ SESSION_COOKIE = "outbox_console"
 LOGIN_COOKIE = "outbox_console_login"
 
 #: Operator names as they appear in the audit trail (events.worker = 'console:<name>').
-OPERATOR = re.compile(r"^[\w.@+-]{1,64}$")
+OPERATOR = re.compile(r"[\w.@+-]{1,64}")
 
 
 class AuthError(Exception):
@@ -46,7 +46,7 @@ class Session:
 def check_operator(name: str) -> str:
     """``name`` stripped, or AuthError saying what an operator name may hold."""
     name = name.strip()
-    if not OPERATOR.match(name):
+    if not OPERATOR.fullmatch(name):
         raise AuthError("operator: 1 to 64 letters, digits or . @ + - _ (no spaces)")
     return name
 
@@ -113,7 +113,7 @@ class Sessions:
             )
         except (ValueError, KeyError, TypeError, UnicodeError):
             return None
-        if session.expires_at <= now or not OPERATOR.match(session.operator):
+        if session.expires_at <= now or not OPERATOR.fullmatch(session.operator):
             return None
         return session
 

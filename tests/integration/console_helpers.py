@@ -23,10 +23,12 @@ XSS_ADDRESS = "<svg/onload=alert(1)>@example.com"
 XSS_REASON = "<img src=x onerror=alert(2)> rejected"
 
 
-def dead_letters(conn: Any, db_url: str) -> dict[str, int]:
-    """Two dead email deliveries (one with an XSS-looking message id and address) and one
-    pending SMS; the dead ones' delivery ids by message id."""
+def dead_letters(conn: Any, db_url: str, *, sent: int = 0) -> dict[str, int]:
+    """Two dead email deliveries (one with an XSS-looking message id and address), ``sent``
+    SMS sent before them, and one pending SMS; the dead ones' delivery ids by message id."""
     factories.seven(conn, fcm=False)
+    for n in range(sent):
+        factories.enqueue_committed(conn, f"welcome-{n}", channels=["sms"])
     factories.enqueue_committed(conn, "order-1", channels=["email"])
     factories.enqueue_committed(
         conn, XSS_MESSAGE_ID, recipient=None, address=XSS_ADDRESS, channels=["email"]

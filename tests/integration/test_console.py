@@ -19,10 +19,11 @@ from tests.integration.console_helpers import (
     dead_letters,
     events,
     hidden,
-    login,
     serving,
     status,
 )
+from tests.integration.console_helpers import login as login_form
+from tests.integration.test_ops import login  # noqa: F401 - the fixture: a login in a role
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def client(console):
 
 @pytest.fixture
 def operator(client):
-    assert login(client).status_code == 303
+    assert login_form(client).status_code == 303
     return client
 
 
@@ -61,10 +62,10 @@ def test_every_page_needs_a_login_and_an_action_without_one_changes_nothing(clie
 
 def test_login_takes_the_token_and_never_logs_it(client):
     with capture_logs() as logs:
-        wrong = login(client, token="not-the-token")
+        wrong = login_form(client, token="not-the-token")
         assert wrong.status_code == 401 and "Wrong console token." in wrong.text
         assert client.get("/").status_code == 303  # still logged out
-        right = login(client)
+        right = login_form(client)
         assert right.status_code == 303 and right.headers["location"] == "/"
     page = client.get("/")
     assert page.status_code == 200
@@ -274,3 +275,28 @@ def test_logout_ends_the_session(operator):
     csrf = hidden(operator.get("/").text, "csrf")
     assert operator.post("/logout", data={"csrf": csrf}).headers["location"] == "/login"
     assert operator.get("/").status_code == 303
+
+
+def test_under_the_worker_role_it_requeues_and_under_the_reader_role_it_only_looks(
+    conn,
+    dead,
+    login,  # noqa: F811 - test_ops' fixture: a login role in a group
+):
+    delivery = dead["order-1"]
+    for group, allowed in (("outbox_reader", False), ("outbox_worker", True)):
+        with (
+            serving(login(group)) as console,
+            httpx.Client(base_url=console.url, timeout=10) as client,
+        ):
+            assert login_form(client).status_code == 303
+            for page in ("/", "/dead", "/providers", "/search?q=order-1", "/message?id=order-1"):
+                assert client.get(page).status_code == 200, (group, page)
+            csrf = hidden(client.get("/dead").text, "csrf")
+            done = client.post(
+                "/dead/requeue", data={"csrf": csrf, "id": str(delivery), "confirm": "yes"}
+            )
+            if allowed:
+                assert done.status_code == 303 and status(conn, delivery) == "pending"
+            else:
+                assert done.status_code == 403 and "outbox_worker" in done.text
+                assert status(conn, delivery) == "dead"

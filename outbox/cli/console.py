@@ -29,18 +29,23 @@ def console(
     """
     from outbox.console import ConsoleConfig, ConsoleServer, create_app, new_token
     from outbox.db import resolve_url
+    from outbox.errors import ValidationError
     from outbox.logs import configure
     from outbox.migrate import check
 
     settings = Settings()
-    generated = settings.console_token is None or not settings.console_token.get_secret_value()
-    token = new_token() if generated else settings.console_token.get_secret_value()  # type: ignore[union-attr]
+    configured = settings.console_token.get_secret_value() if settings.console_token else ""
+    token, generated = (configured, False) if configured else (new_token(), True)
     # The token is a secret like the others: the log redaction knows it.
     configure(
         level=settings.log_level,
         fmt=settings.log_format,
         secrets=[*settings.secret_values(), token],
     )
+    try:
+        config = ConsoleConfig.from_settings(settings, token)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc), param_hint="OUTBOX_CONSOLE_TOKEN") from None
     url = resolve_url(settings)
     check(url)
     try:
@@ -50,7 +55,7 @@ def console(
     except OSError as exc:
         typer.echo(f"outbox console: {exc.strerror}", err=True)
         raise typer.Exit(1) from None
-    app = create_app(ConsoleConfig.from_settings(settings, token), url)
+    app = create_app(config, url)
     typer.echo(f"console: listening on {server.url}")
     if generated:
         # Printed once, to the terminal only (never through the logger), like Jupyter's.

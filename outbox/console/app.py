@@ -66,6 +66,7 @@ DEAD_LIMIT_MAX = 500
 CONFIRM_MAX_IDS = 500
 DATABASE_ERRORS = (psycopg.OperationalError, PoolTimeout)
 ACTIONS = {"requeue": "Requeue", "purge": "Purge"}
+MIN_TOKEN_CHARS = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,15 @@ class ConsoleConfig:
     pool_size: int = 4
     # Every console query runs under it: a search that reads a big table gives up.
     statement_timeout_ms: int = 5000
+
+    def __post_init__(self) -> None:
+        # The login has no attempt limit: the token itself must be too long to guess.
+        if len(self.token) < MIN_TOKEN_CHARS:
+            raise ValidationError(
+                f"the console token must be at least {MIN_TOKEN_CHARS} characters "
+                f"(got {len(self.token)}); leave OUTBOX_CONSOLE_TOKEN unset to have one made",
+                field="console_token",
+            )
 
     @classmethod
     def from_settings(cls, settings: Any, token: str) -> ConsoleConfig:
@@ -194,7 +204,7 @@ async def _form(request: Request) -> dict[str, list[str]]:
         text = b"".join(chunks).decode("utf-8")
         return parse_qs(text, keep_blank_values=True, max_num_fields=CONFIRM_MAX_IDS + 20)
     except (UnicodeDecodeError, ValueError):
-        raise BadInput("the form is not valid UTF-8 urlencoded text") from None
+        raise BadInput("the form is not UTF-8 urlencoded text, or has too many fields") from None
 
 
 def _first(values: dict[str, list[str]], name: str) -> str | None:

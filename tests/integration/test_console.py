@@ -300,3 +300,20 @@ def test_under_the_worker_role_it_requeues_and_under_the_reader_role_it_only_loo
             else:
                 assert done.status_code == 403 and "outbox_worker" in done.text
                 assert status(conn, delivery) == "dead"
+
+
+def test_a_short_console_token_is_refused_at_start_without_echoing_it(db_url):
+    from typer.testing import CliRunner
+
+    from outbox.cli import _register, app
+
+    if not any(c.name == "status" for c in app.registered_commands):
+        _register()
+    result = CliRunner().invoke(
+        app,
+        ["console", "--port", "0"],
+        env={"OUTBOX_DATABASE_URL": db_url, "OUTBOX_CONSOLE_TOKEN": "hunter2"},
+    )
+    assert result.exit_code == 2
+    assert "OUTBOX_CONSOLE_TOKEN" in result.output and "at least 16 characters" in result.output
+    assert "hunter2" not in result.output

@@ -21,7 +21,6 @@ the one inline script of the page (by nonce).
 from __future__ import annotations
 
 import contextlib
-import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 import psycopg
 import structlog
@@ -53,17 +52,28 @@ from outbox.console.auth import (
     check_operator,
     same,
 )
+from outbox.console.web import (
+    BadInput,
+    CsrfRefused,
+    ago,
+    as_json,
+    client_of,
+    duration,
+    first,
+    local_path,
+    parse_ids,
+    read_form,
+    security_headers,
+    timestamp,
+)
 from outbox.errors import NotFound, ValidationError
 
 log = structlog.get_logger("outbox.console")
 
 HERE = Path(__file__).resolve().parent
-MAX_FORM_BYTES = 64 * 1024
 POOL_TIMEOUT_S = 5.0
 DEAD_LIMIT_DEFAULT = 100
 DEAD_LIMIT_MAX = 500
-# A confirmation lists what it will change; more ids than this is not something to read.
-CONFIRM_MAX_IDS = 500
 DATABASE_ERRORS = (psycopg.OperationalError, PoolTimeout)
 ACTIONS = {"requeue": "Requeue", "purge": "Purge"}
 MIN_TOKEN_CHARS = 16
@@ -98,120 +108,6 @@ class ConsoleConfig:
         )
 
 
-class BadInput(Exception):
-    """A request parameter the console cannot use; the message names it."""
-
-
-class CsrfRefused(BadInput):
-    """A POST whose CSRF token is missing or not the session's."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "This form is stale or came from another page (its CSRF token does not match "
-            "your session). Reload the page and try again."
-        )
-
-
-# -- small helpers ---------------------------------------------------------------------------
-
-
-def _client(request: Request) -> dict[str, str]:
-    """Where a request came from, for the audit trail: the peer, and any proxy's claim."""
-    who = {"from": request.client.host if request.client else "unknown"}
-    forwarded = request.headers.get("x-forwarded-for")
-    if forwarded:
-        # Not verified (anyone can send the header): recorded as the proxy's claim.
-        who["forwarded_for"] = forwarded[:200]
-    return who
-
-
-def _local(path: str | None, root: str) -> str:
-    """``path`` if it is a path on this console (no scheme, no host), else the front page."""
-    if path and path.startswith("/") and not path.startswith("//") and "\\" not in path:
-        return path
-    return root + "/"
-
-
-def _ids(values: list[str]) -> list[int]:
-    try:
-        ids = sorted({int(v) for v in values})
-    except ValueError:
-        raise BadInput("id: delivery ids are whole numbers") from None
-    if not ids:
-        raise BadInput("id: choose at least one dead delivery")
-    if len(ids) > CONFIRM_MAX_IDS:
-        raise BadInput(f"id: at most {CONFIRM_MAX_IDS} deliveries at once, got {len(ids)}")
-    if any(i < 1 or i > 2**63 - 1 for i in ids):
-        raise BadInput("id: out of range")
-    return ids
-
-
-def _ago(value: datetime | float | None) -> str:
-    if value is None:
-        return ""
-    seconds = (datetime.now(UTC) - value).total_seconds() if isinstance(value, datetime) else value
-    return _duration(seconds) + " ago"
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return ""
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f}m {seconds % 60:.0f}s"
-    if seconds < 86400:
-        return f"{seconds // 3600:.0f}h {seconds % 3600 // 60:.0f}m"
-    return f"{seconds // 86400:.0f}d {seconds % 86400 // 3600:.0f}h"
-
-
-def _ts(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else ""
-
-
-def _json(value: Any) -> str:
-    return json.dumps(ops.jsonable(value), sort_keys=True, ensure_ascii=False)
-
-
-def _security_headers(nonce: str) -> dict[str, str]:
-    return {
-        "Content-Security-Policy": (
-            "default-src 'none'; style-src 'self'; img-src 'self'; "
-            f"script-src 'nonce-{nonce}'; form-action 'self'; frame-ancestors 'none'; "
-            "base-uri 'none'"
-        ),
-        "X-Content-Type-Options": "nosniff",
-        "X-Frame-Options": "DENY",
-        # Search terms and message ids are in URLs: never sent on to another site.
-        "Referrer-Policy": "no-referrer",
-        "Cache-Control": "no-store",
-    }
-
-
-async def _form(request: Request) -> dict[str, list[str]]:
-    """The urlencoded form of a POST, at most 64 KiB; BadInput otherwise."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
-        raise BadInput("expected a form (application/x-www-form-urlencoded)")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_FORM_BYTES:
-            raise BadInput(f"the form is larger than {MAX_FORM_BYTES} bytes")
-        chunks.append(chunk)
-    try:
-        text = b"".join(chunks).decode("utf-8")
-        return parse_qs(text, keep_blank_values=True, max_num_fields=CONFIRM_MAX_IDS + 20)
-    except (UnicodeDecodeError, ValueError):
-        raise BadInput("the form is not UTF-8 urlencoded text, or has too many fields") from None
-
-
-def _first(values: dict[str, list[str]], name: str) -> str | None:
-    got = values.get(name)
-    return got[0] if got else None
-
-
 # -- the app ---------------------------------------------------------------------------------
 
 
@@ -232,7 +128,7 @@ class Console:
             trim_blocks=True,
             lstrip_blocks=True,
         )
-        self.env.filters.update(ts=_ts, ago=_ago, duration=_duration, tojson_text=_json)
+        self.env.filters.update(ts=timestamp, ago=ago, duration=duration, tojson_text=as_json)
         self.env.globals["actions"] = ACTIONS
 
     # -- rendering and the database ---------------------------------------------------------
@@ -256,7 +152,7 @@ class Console:
             nonce=nonce,
             **context,
         )
-        return HTMLResponse(html, status_code=status, headers=_security_headers(nonce))
+        return HTMLResponse(html, status_code=status, headers=security_headers(nonce))
 
     async def db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``fn(conn, *args, **kwargs)`` on a pooled connection, in a thread; commits on return."""
@@ -327,9 +223,9 @@ class Console:
 
     async def checked_form(self, request: Request, session: Session) -> dict[str, list[str]]:
         """The POST's form once its CSRF token is the session's; BadInput/CsrfRefused otherwise."""
-        form = await _form(request)
-        if not same(_first(form, "csrf"), session.csrf):
-            log.warning("console.csrf_refused", operator=session.operator, **_client(request))
+        form = await read_form(request)
+        if not same(first(form, "csrf"), session.csrf):
+            log.warning("console.csrf_refused", operator=session.operator, **client_of(request))
             raise CsrfRefused()
         return form
 
@@ -338,7 +234,7 @@ class Console:
     async def login_page(self, request: Request) -> Response:
         root = request.scope.get("root_path", "")
         if self.session_of(request) is not None:
-            return RedirectResponse(_local(request.query_params.get("next"), root), 303)
+            return RedirectResponse(local_path(request.query_params.get("next"), root), 303)
         return self._login_form(request, status=200)
 
     def _login_form(
@@ -360,12 +256,12 @@ class Console:
     async def login(self, request: Request) -> Response:
         root = request.scope.get("root_path", "")
         try:
-            form = await _form(request)
+            form = await read_form(request)
         except BadInput as exc:
             return self._login_form(request, status=400, error=str(exc))
-        operator = _first(form, "operator") or ""
-        if not same(_first(form, "nonce"), request.cookies.get(LOGIN_COOKIE) or "\0"):
-            log.warning("console.login_refused", reason="stale form", **_client(request))
+        operator = first(form, "operator") or ""
+        if not same(first(form, "nonce"), request.cookies.get(LOGIN_COOKIE) or "\0"):
+            log.warning("console.login_refused", reason="stale form", **client_of(request))
             return self._login_form(
                 request, status=403, error="The login form expired; try again.", operator=operator
             )
@@ -373,17 +269,20 @@ class Console:
             operator = check_operator(operator)
         except AuthError as exc:
             return self._login_form(request, status=400, error=str(exc), operator=operator)
-        if not self.sessions.token_ok(_first(form, "token") or ""):
+        if not self.sessions.token_ok(first(form, "token") or ""):
             # The operator's name and address only: never what was typed as the token.
             log.warning(
-                "console.login_refused", reason="wrong token", operator=operator, **_client(request)
+                "console.login_refused",
+                reason="wrong token",
+                operator=operator,
+                **client_of(request),
             )
             return self._login_form(
                 request, status=401, error="Wrong console token.", operator=operator
             )
         cookie, _ = self.sessions.issue(operator, time.time())
-        log.info("console.login", operator=operator, **_client(request))
-        response = RedirectResponse(_local(_first(form, "next"), root), status_code=303)
+        log.info("console.login", operator=operator, **client_of(request))
+        response = RedirectResponse(local_path(first(form, "next"), root), status_code=303)
         self._cookie(response, SESSION_COOKIE, cookie, int(self.sessions.lifetime_seconds), root)
         response.delete_cookie(LOGIN_COOKIE, path=root or "/")
         return response
@@ -391,7 +290,7 @@ class Console:
     async def logout(self, request: Request, session: Session) -> Response:
         root = request.scope.get("root_path", "")
         await self.checked_form(request, session)
-        log.info("console.logout", operator=session.operator, **_client(request))
+        log.info("console.logout", operator=session.operator, **client_of(request))
         response = RedirectResponse(f"{root}/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=root or "/")
         return response
@@ -459,7 +358,7 @@ class Console:
         if action not in ACTIONS:
             raise BadInput("action: requeue or purge")
         return await self._confirmation(
-            request, session, action, _ids(q.getlist("id")), q.get("back")
+            request, session, action, parse_ids(q.getlist("id")), q.get("back")
         )
 
     async def _confirmation(
@@ -474,7 +373,7 @@ class Console:
             action=action,
             rows=rows,
             asked=len(ids),
-            back=_local(back, root) if back else f"{root}/dead",
+            back=local_path(back, root) if back else f"{root}/dead",
         )
 
     async def act(self, request: Request, session: Session) -> Response:
@@ -482,12 +381,12 @@ class Console:
         if action not in ACTIONS:
             raise BadInput("action: requeue or purge")
         form = await self.checked_form(request, session)
-        ids = _ids(form.get("id", []))
-        back = _first(form, "back")
-        if _first(form, "confirm") != "yes":
+        ids = parse_ids(form.get("id", []))
+        back = first(form, "back")
+        if first(form, "confirm") != "yes":
             # Not confirmed: show what would change, and change nothing.
             return await self._confirmation(request, session, action, ids, back)
-        who = _client(request)
+        who = client_of(request)
         detail = {"operator": session.operator, "via": "console", **who}
         fn = dlq.requeue if action == "requeue" else dlq.purge
         n = await self.db(fn, actor=f"console:{session.operator}", detail=detail, delivery_ids=ids)
@@ -499,7 +398,7 @@ class Console:
             **who,
         )
         root = request.scope.get("root_path", "")
-        target = _local(back, root) if back else f"{root}/dead"
+        target = local_path(back, root) if back else f"{root}/dead"
         sep = "&" if "?" in target else "?"
         return RedirectResponse(f"{target}{sep}done={action}&n={n}", status_code=303)
 

@@ -492,11 +492,43 @@ def set_preference(
     )
 
 
-def cancel(message_id: str, reason: str = "cancelled by the application") -> Call[int]:
-    """Cancel the pending deliveries of ``message_id``; return how many were cancelled.
+class Cancellation(int):
+    """What :func:`outbox.cancel` did: an ``int``, how many deliveries it took hold of
+    (``cancelled + in_flight``), so callers that compare it with 0 keep working.
 
-    Deliveries already sent or in flight are not touched. Raises
-    :class:`~outbox.NotFound` if no notification has that message id.
+    ``cancelled``: pending deliveries cancelled now; they are never sent.
+    ``in_flight``: deliveries a worker was sending right then. Their attempt may
+    reach the provider (if it succeeds the delivery stays ``sent``), but no attempt
+    is made after it: any other result ends it ``cancelled``.
+    """
+
+    cancelled: int
+    in_flight: int
+
+    def __new__(cls, cancelled: int, in_flight: int) -> Cancellation:
+        self = super().__new__(cls, cancelled + in_flight)
+        self.cancelled = cancelled
+        self.in_flight = in_flight
+        return self
+
+    def __repr__(self) -> str:
+        return f"Cancellation(cancelled={self.cancelled}, in_flight={self.in_flight})"
+
+
+def _cancellation(counts: Sequence[int]) -> Cancellation:
+    cancelled, in_flight = counts
+    return Cancellation(cancelled, in_flight)
+
+
+def cancel(message_id: str, reason: str = "cancelled by the application") -> Call[Cancellation]:
+    """Cancel the deliveries of ``message_id`` not sent yet; return a :class:`Cancellation`.
+
+    It is an ``int``: how many deliveries the cancel took hold of (0 if all were
+    already sent or finished). ``.cancelled`` of them were pending and are never
+    sent; ``.in_flight`` were being sent right then: that attempt may reach the
+    provider (a success stays ``sent``), but it is never retried, and any other
+    result ends it ``cancelled`` with ``reason``. Raises :class:`~outbox.NotFound`
+    if no notification has that message id.
     """
     return Call(
         "cancel",
@@ -504,7 +536,7 @@ def cancel(message_id: str, reason: str = "cancelled by the application") -> Cal
             "message_id": _text(message_id, "message_id"),
             "reason": _text(reason, "reason"),
         },
-        int,
+        _cancellation,
     )
 
 

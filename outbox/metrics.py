@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 #: Every value of the ``outcome`` label of ``outbox_deliveries_total``.
-OUTCOMES = ("sent", "retried", "dead", "expired", "suppressed", "deferred", "fenced")
+OUTCOMES = ("sent", "retried", "dead", "expired", "suppressed", "deferred", "cancelled", "fenced")
 
 # A recorded decision's event kind -> its outcome label. Anything else is counted
 # as "other" rather than minting a new label value.
@@ -58,6 +58,8 @@ _KIND_OUTCOME = {
     "expired": "expired",
     "suppressed": "suppressed",
     "deferred": "deferred",
+    # Cancelled by the application while in flight: the result was not a send.
+    "cancelled": "cancelled",
 }
 
 #: The breaker gauge's values: a number, so alerts can say ``== 2`` (open).

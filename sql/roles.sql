@@ -11,7 +11,8 @@
 --
 -- outbox_producer  the application: EXECUTE on the producer functions (enqueue,
 --                  enqueue_many, upsert_recipient, register_device,
---                  deactivate_device, set_preference, cancel) and nothing else:
+--                  deactivate_device, set_preference, cancel, cancel_detailed)
+--                  and nothing else:
 --                  no table rights at all. The functions are SECURITY DEFINER,
 --                  so they write as their owner and keep every check the
 --                  database makes; search_path is pinned (pg_catalog, pg_temp)
@@ -39,7 +40,7 @@ DECLARE
     missing  text[] := '{}';
     producer_functions CONSTANT text[] := ARRAY[
         'enqueue', 'enqueue_many', 'upsert_recipient', 'register_device', 'deactivate_device',
-        'set_preference', 'cancel'];
+        'set_preference', 'cancel', 'cancel_detailed'];
 BEGIN
     FOREACH r IN ARRAY ARRAY['outbox_producer', 'outbox_worker', 'outbox_reader'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN

@@ -15,7 +15,7 @@ DECLARE
     f  regprocedure;
     producer_functions CONSTANT text[] := ARRAY[
         'enqueue', 'enqueue_many', 'upsert_recipient', 'register_device', 'deactivate_device',
-        'set_preference', 'cancel'];
+        'set_preference', 'cancel', 'cancel_detailed'];
 BEGIN
     FOR f IN
         SELECT p.oid::regprocedure FROM pg_proc p

@@ -19,7 +19,7 @@ CREATE TYPE outbox.delivery_status AS ENUM (
     'sent',        -- accepted by the provider
     'delivered',   -- the provider's receipt says it arrived
     'dead',        -- permanent failure or attempts exhausted: the dead-letter queue
-    'cancelled',   -- cancelled by the application before sending
+    'cancelled',   -- cancelled by the application (an attempt in flight then did not succeed)
     'expired',     -- expires_at passed before it could be sent
     'suppressed'   -- opted out, suppressed address, or no destination
 );
@@ -188,13 +188,22 @@ CREATE TABLE outbox.deliveries (
     sent_at              timestamptz,
     delivered_at         timestamptz,
     finished_at          timestamptz,
+    cancel_requested_at  timestamptz,
+    cancel_reason        text,
     UNIQUE (notification_id, channel, destination),
     CHECK (attempts <= max_attempts),
     -- A processing row always has a lease; no other status has one.
     CHECK ((status = 'processing') = (lease_owner IS NOT NULL AND lease_expires_at IS NOT NULL)),
     -- Every terminal failure carries its reason.
     CHECK (status NOT IN ('dead', 'expired', 'suppressed', 'cancelled') OR last_error IS NOT NULL),
-    CHECK (status NOT IN ('sent', 'delivered') OR sent_at IS NOT NULL)
+    CHECK (status NOT IN ('sent', 'delivered') OR sent_at IS NOT NULL),
+    -- A delivery whose cancel was requested never becomes claimable again: every
+    -- path back to pending (a retry, lease recovery, release, requeue) ends it
+    -- cancelled instead, and this refuses any path that does not.
+    CONSTRAINT deliveries_cancel_requested_not_pending
+        CHECK (status <> 'pending' OR cancel_requested_at IS NULL),
+    CONSTRAINT deliveries_cancel_requested_has_reason
+        CHECK ((cancel_requested_at IS NULL) = (cancel_reason IS NULL))
 );
 -- The claim query's index: due pending rows, best priority first. Finished rows
 -- are not in it, so the claim's cost does not grow with history.
@@ -220,6 +229,8 @@ COMMENT ON COLUMN outbox.deliveries.template_id IS 'The exact template version r
 COMMENT ON COLUMN outbox.deliveries.last_error IS 'Reason of the last failure, or why it is dead/expired/suppressed/cancelled.';
 COMMENT ON COLUMN outbox.deliveries.in_doubt IS 'Attempts whose outcome was unknown (timeout after sending, lease lost mid-send): possible duplicates.';
 COMMENT ON COLUMN outbox.deliveries.finished_at IS 'When it reached a terminal status.';
+COMMENT ON COLUMN outbox.deliveries.cancel_requested_at IS 'When outbox.cancel was called while it was in flight (processing): its attempt may reach the provider, but it is never retried.';
+COMMENT ON COLUMN outbox.deliveries.cancel_reason IS 'The reason given to that outbox.cancel; it becomes last_error if the attempt in flight does not succeed.';
 
 -- ---------------------------------------------------------------------------
 CREATE TABLE outbox.events (
@@ -230,7 +241,7 @@ CREATE TABLE outbox.events (
                          'created', 'processing', 'sent', 'delivered', 'retry', 'dead',
                          'expired', 'cancelled', 'suppressed', 'released', 'recovered',
                          'deferred', 'requeued', 'receipt', 'device_deactivated',
-                         'template_activated')),
+                         'template_activated', 'cancel_requested')),
     attempt          integer,
     worker           text,
     detail           jsonb,
@@ -245,7 +256,7 @@ CREATE INDEX events_created ON outbox.events USING brin (created_at);
 CREATE UNIQUE INDEX events_receipt_once ON outbox.events ((detail ->> 'provider'), (detail ->> 'event_id'))
     WHERE kind = 'receipt';
 COMMENT ON TABLE outbox.events IS 'Append-only audit trail of every delivery transition. Rows are never updated.';
-COMMENT ON COLUMN outbox.events.kind IS 'created, processing, sent, delivered, retry, dead, expired, cancelled, suppressed, released, recovered, deferred, requeued, receipt, ...';
+COMMENT ON COLUMN outbox.events.kind IS 'created, processing, sent, delivered, retry, dead, expired, cancelled, cancel_requested, suppressed, released, recovered, deferred, requeued, receipt, ...';
 COMMENT ON COLUMN outbox.events.attempt IS 'The delivery''s attempt number when it happened.';
 COMMENT ON COLUMN outbox.events.worker IS 'Worker id (or ''cli:<user>'', ''webhook:<provider>'') that caused it.';
 COMMENT ON COLUMN outbox.events.detail IS 'Provider response summary, reason, etc. Never secrets; never message bodies.';

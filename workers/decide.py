@@ -169,6 +169,18 @@ def failed_before_sending(reason: str, **detail: Any) -> Decision:
     return Decision("dead", "dead", error=reason, detail=detail)
 
 
+def cancel_requested_before_sending() -> Decision:
+    """outbox.cancel asked a claimed delivery to stop before its provider call: the call is
+    not made, and the attempt does not count.
+
+    Pending with no delay, as far as the worker knows: the database, which holds
+    the request (cancel_requested_at), records it cancelled instead. A stray
+    NOTIFY without a request behind it only costs a deferral of no time.
+    """
+    why = "cancel requested before sending"
+    return Decision("pending", "deferred", delay=0.0, error=why, refund=1, detail={"reason": why})
+
+
 def deferred(delay: float, why: str, **detail: Any) -> Decision:
     """Not now (rate limit, quiet hours): pending later, the attempt not counted."""
     return Decision(

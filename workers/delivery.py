@@ -109,9 +109,14 @@ class Held:
     """A delivery this worker claimed and has not recorded yet."""
 
     attempt: int
+    # Cancels are announced by notification (NOTIFY outbox_cancel).
+    notification_id: int
     # True once the provider call began: if it is interrupted, the provider may
     # have the message, so releasing it counts the attempt as in doubt.
     started: bool = False
+    # True once outbox.cancel asked it to stop: if the provider call has not
+    # begun, it does not begin.
+    cancel_requested: bool = False
 
 
 class Leases:
@@ -124,13 +129,28 @@ class Leases:
         self._held: dict[int, Held] = {}
 
     def hold(self, delivery: ClaimedDelivery) -> None:
-        self._held[delivery.id] = Held(delivery.attempts)
+        self._held[delivery.id] = Held(delivery.attempts, delivery.notification_id)
 
     def started(self, delivery_id: int) -> None:
         """The provider call for it began: from now on it may have been sent."""
         held = self._held.get(delivery_id)
         if held is not None:
             held.started = True
+
+    def may_start(self, delivery_id: int) -> bool:
+        """False once outbox.cancel asked it to stop: its provider call must not begin."""
+        held = self._held.get(delivery_id)
+        return held is None or not held.cancel_requested
+
+    def cancel_requested(self, notification_id: int) -> list[int]:
+        """outbox.cancel was called for ``notification_id``: mark its deliveries held here
+        whose provider call has not begun; their ids."""
+        marked = []
+        for delivery_id, held in self._held.items():
+            if held.notification_id == notification_id and not held.started:
+                held.cancel_requested = True
+                marked.append(delivery_id)
+        return marked
 
     def forget(self, delivery_id: int) -> None:
         self._held.pop(delivery_id, None)

@@ -96,11 +96,13 @@ class Recovered(NamedTuple):
 
     recovered: int  # back to pending
     dead: int  # that was their last attempt
+    cancelled: int = 0  # their cancel was requested while they were in flight
 
 
 @dataclass(slots=True)
 class LeaseRecovery:
-    """Returns the expired leases of dead or stalled workers to pending (or dead)."""
+    """Returns the expired leases of dead or stalled workers to pending (or dead, or
+    cancelled if their cancel was requested)."""
 
     worker_id: str
     interval_seconds: float
@@ -123,8 +125,13 @@ class LeaseRecovery:
         result = Recovered(
             *await store.recover_leases(conn, worker=self.worker_id, limit=self.limit)
         )
-        if result.recovered or result.dead:
-            self.log.info("leases.recovered", recovered=result.recovered, dead=result.dead)
+        if any(result):
+            self.log.info(
+                "leases.recovered",
+                recovered=result.recovered,
+                dead=result.dead,
+                cancelled=result.cancelled,
+            )
             self.on_recovered(result)
         return result
 

@@ -90,7 +90,7 @@ class Recorder:
         left to lease recovery, which returns it to pending (nothing is lost).
         """
         results = [(row.id, row.attempts, d, row.template_id) for row, d in batch]
-        recorded: set[int] = set()
+        recorded: dict[int, str] = {}
         while True:
             try:
                 conn = await self.connections.get(ROLE)
@@ -113,10 +113,11 @@ class Recorder:
         await self._update_breakers(batch)
         for row, decision in batch:
             self.leases.forget(row.id)
-            if row.id not in recorded:
+            kind = recorded.get(row.id)
+            if kind is None:
                 self._dropped(row, decision)
             else:
-                self._recorded(row, decision)
+                self._recorded(row, decision, kind)
 
     def _dropped(self, row: ClaimedDelivery, decision: Decision) -> None:
         # Fenced: our lease expired and the row was recovered (maybe re-claimed).
@@ -133,24 +134,27 @@ class Recorder:
             reason="lease no longer held",
         )
 
-    def _recorded(self, row: ClaimedDelivery, decision: Decision) -> None:
-        self.stats[decision.kind] += 1
+    def _recorded(self, row: ClaimedDelivery, decision: Decision, kind: str) -> None:
+        """Count and log the event the database recorded: ``kind`` is the decision's, or
+        ``cancelled`` (its cancel was requested while in flight)."""
+        self.stats[kind] += 1
         metrics.record_result(
             row.channel,
             decision.provider,
-            decision.kind,
+            kind,
             (self.clock() - row.due_since).total_seconds(),
         )
         # Sends are counted in the metrics; a line each would be most of the log.
-        log = self._log.debug if decision.kind == "sent" else self._log.info
+        log = self._log.debug if kind == "sent" else self._log.info
         log(
-            f"delivery.{decision.kind}",
+            f"delivery.{kind}",
             delivery_id=row.id,
             message_id=row.message_id,
             channel=row.channel,
             provider=decision.provider,
             attempt=row.attempts,
             error=decision.error,
+            **({"instead_of": decision.kind} if kind != decision.kind else {}),
         )
 
     async def _update_breakers(self, batch: Sequence[Result]) -> None:

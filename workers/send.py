@@ -21,6 +21,7 @@ from outbox.workers.breaker import Breakers
 from outbox.workers.decide import (
     Decision,
     RetryPolicy,
+    cancel_requested_before_sending,
     decide,
     deferred_unless_expired,
     failed_before_sending,
@@ -113,6 +114,9 @@ class Sender:
         if row.expired(self.clock()):
             # Claimed in time, but rendering or the gate took it past its expiry.
             return Decision.expired("expired before it could be sent")
+        if not self.leases.may_start(row.id):
+            # outbox.cancel was called since the claim; the last moment to hear it.
+            return cancel_requested_before_sending()
         provider = self.router.choose(message)
         if provider is None:
             return self._no_provider(row, message)

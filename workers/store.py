@@ -19,6 +19,10 @@ from outbox.sql import query
 from outbox.workers.decide import Decision
 from outbox.workers.delivery import COLUMNS, ClaimedDelivery
 
+#: The channel outbox.cancel notifies (the payload: a notification id) when it asks
+#: deliveries in flight to stop (sql/functions/registry.sql, cancel_detailed).
+CANCEL_CHANNEL = "outbox_cancel"
+
 #: Every worker connection: autocommit, rows as dicts unless a call asks for a type.
 Conn: TypeAlias = psycopg.AsyncConnection[DictRow]
 
@@ -79,14 +83,21 @@ async def record(
     *,
     worker: str,
     results: Sequence[tuple[int, int, Decision, int | None]],
-) -> set[int]:
-    """Record (delivery id, attempt, decision, template id) results; return the ids recorded.
+) -> dict[int, str]:
+    """Record (delivery id, attempt, decision, template id) results; the ids recorded, each
+    with the event recorded for it.
 
+    That is the decision's kind, or ``cancelled`` for a delivery whose cancel was
+    requested while it was in flight (the database decides, from the row it locks).
     The batch goes as one JSON parameter (see the ``record`` query): one value
-    to adapt instead of twelve arrays, and no key for what is unset.
+    to adapt instead of twelve arrays, and no key for what is unset. Sorted by
+    id, the order the plan visits (and locks) them in by primary key, and the
+    order ``outbox.cancel_detailed`` locks a notification's rows in: the two do not
+    deadlock over them.
     """
-    cur = await conn.execute(query("record"), {"worker": worker, "results": _results_json(results)})
-    return {row["id"] for row in await cur.fetchall()}
+    ordered = sorted(results, key=lambda r: r[0])
+    cur = await conn.execute(query("record"), {"worker": worker, "results": _results_json(ordered)})
+    return {row["id"]: row["kind"] for row in await cur.fetchall()}
 
 
 def _results_json(results: Sequence[tuple[int, int, Decision, int | None]]) -> str:
@@ -151,11 +162,11 @@ async def retire_destinations(
 # -- leases -----------------------------------------------------------------------------
 
 
-async def recover_leases(conn: Conn, *, worker: str, limit: int = 1000) -> tuple[int, int]:
-    """Return expired leases to pending (or dead); (recovered, dead)."""
+async def recover_leases(conn: Conn, *, worker: str, limit: int = 1000) -> tuple[int, int, int]:
+    """Return expired leases to pending (or dead, or cancelled); (recovered, dead, cancelled)."""
     cur = await conn.execute(query("recover_leases"), {"worker": worker, "limit": limit})
     row = await cur.fetchone()
-    return (row["recovered"], row["dead"]) if row else (0, 0)
+    return (row["recovered"], row["dead"], row["cancelled"]) if row else (0, 0, 0)
 
 
 async def heartbeat(conn: Conn, *, worker: str, ids: Sequence[int], lease_seconds: float) -> None:
@@ -178,7 +189,10 @@ async def release(conn: Conn, *, worker: str, held: Sequence[tuple[int, int, boo
 
 
 async def listen(conn: Conn) -> None:
+    """LISTEN for new work (``outbox_work``) and for cancels of sends in flight
+    (``outbox_cancel``)."""
     await conn.execute(query("wake_listen"))
+    await conn.execute(query("cancel_listen"))
 
 
 # -- rate limits (sql/admit.sql, sql/ratelimit.sql) -------------------------------------

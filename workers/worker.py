@@ -286,11 +286,33 @@ class Worker:
                 await store.listen(conn)
                 # Anything committed while we were not listening is found by this claim.
                 self._wake.set()
-                async for _ in conn.notifies():
-                    self._wake.set()
+                async for notify in conn.notifies():
+                    if notify.channel == store.CANCEL_CHANNEL:
+                        self._cancel_requested(notify.payload)
+                    else:
+                        self._wake.set()
             except Exception as exc:  # noqa: BLE001 - connection loss or not, listen again
                 await self.connections.drop("listen", exc)
                 await asyncio.sleep(0.1)
+
+    def _cancel_requested(self, payload: str) -> None:
+        """outbox.cancel asked a notification's deliveries in flight to stop: those of them
+        this worker holds and has not started sending are not sent.
+
+        Only a hint, and best effort (a NOTIFY missed while reconnecting is missed):
+        whatever happens, the database ends a delivery whose cancel was requested
+        ``cancelled`` unless it was sent, when its result is recorded.
+        """
+        try:
+            notification_id = int(payload)
+        except ValueError:
+            return
+        for delivery_id in self.leases.cancel_requested(notification_id):
+            self._log.info(
+                "delivery.cancel_requested",
+                delivery_id=delivery_id,
+                notification_id=notification_id,
+            )
 
     def housekeeping(self) -> list[Scheduler]:
         """The periodic tasks, by connection (built at run, so gauges set late count)."""
@@ -322,11 +344,13 @@ class Worker:
         return schedulers
 
     async def recover_leases(self, conn: store.Conn | None = None) -> Recovered:
-        """Return expired leases (of dead or stalled workers) to pending; (recovered, dead)."""
+        """Return expired leases (of dead or stalled workers) to pending; (recovered, dead,
+        cancelled)."""
         return await self.lease_recovery.run_once(conn or await self.connections.get("house"))
 
     def _recovered(self, result: Recovered) -> None:
         self.stats["recovered"] += result.recovered
+        self.stats["cancelled"] += result.cancelled
         self._wake.set()  # they are due now
 
     # -- shutdown ----------------------------------------------------------------------

@@ -173,37 +173,91 @@ COMMENT ON FUNCTION outbox.set_preference(text, text, boolean, text) IS
     'Opt a recipient in or out of a channel for a category (''*'' = all categories).';
 
 
--- outbox.cancel: cancel every not-yet-sent delivery of a notification. Returns
--- how many were cancelled (0 if all were already sent or finished). A delivery a
--- worker holds right now (processing) is not touched: it may already be at the
--- provider.
-CREATE OR REPLACE FUNCTION outbox.cancel(message_id text, reason text DEFAULT 'cancelled by the application')
-RETURNS integer
+-- outbox.cancel_detailed: cancel every delivery of a notification that has not
+-- been sent, and say what that did: (cancelled, in_flight).
+--
+-- cancelled  pending deliveries cancelled now: they are never sent.
+-- in_flight  deliveries a worker holds right now (processing): their attempt
+--            may be at the provider already and cannot be called back, so the
+--            cancel is remembered (cancel_requested_at, cancel_reason, and a
+--            cancel_requested event). When that attempt's result is recorded, a
+--            success stays sent (the provider had it; its sent event says the
+--            cancel came too late) and anything else -- a retry, a deferral, a
+--            failure -- ends cancelled, never pending: no later attempt is made.
+--            Lease recovery and a worker's shutdown end them cancelled too.
+--            On commit, NOTIFY outbox_cancel (the notification id) tells the
+--            workers, so one that has not started the provider call yet does
+--            not start it.
+-- Deliveries already finished, or whose cancel was already requested, are not
+-- counted again. One UPDATE for both kinds, locking the rows in id order (the
+-- order the worker records results in): a result recorded while this waits for
+-- its row is seen, so a delivery that went back to pending meanwhile is
+-- cancelled, not missed. The row locks last until the caller's transaction ends,
+-- and a worker recording the result of one of these waits for that.
+CREATE OR REPLACE FUNCTION outbox.cancel_detailed(message_id text, reason text DEFAULT 'cancelled by the application')
+RETURNS TABLE (cancelled integer, in_flight integer)
 LANGUAGE plpgsql
 AS $$
 #variable_conflict use_variable
 DECLARE
     v_notification_id bigint;
-    v_count integer;
+    v_reason CONSTANT text := coalesce(reason, 'cancelled');
 BEGIN
-    SELECT n.id INTO v_notification_id FROM outbox.notifications n WHERE n.message_id = cancel.message_id;
+    SELECT n.id INTO v_notification_id FROM outbox.notifications n WHERE n.message_id = cancel_detailed.message_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'outbox.cancel: no notification with message_id %', coalesce(quote_literal(message_id), 'NULL')
             USING ERRCODE = 'OB006', COLUMN = 'message_id';
     END IF;
-    WITH cancelled AS (
+    WITH target AS (
+        SELECT d.id
+        FROM outbox.deliveries d
+        WHERE d.notification_id = v_notification_id
+          AND (d.status = 'pending' OR (d.status = 'processing' AND d.cancel_requested_at IS NULL))
+        ORDER BY d.id
+        FOR UPDATE
+    ), changed AS (
+        -- As the row is once its lock is ours (target re-checked it then): pending
+        -- is cancelled, processing gets the request.
         UPDATE outbox.deliveries d
-        SET status = 'cancelled', last_error = coalesce(reason, 'cancelled'), finished_at = now(), updated_at = now()
-        WHERE d.notification_id = v_notification_id AND d.status = 'pending'
-        RETURNING d.id, d.attempts
+        SET status              = CASE WHEN d.status = 'pending' THEN 'cancelled' ELSE d.status END,
+            last_error          = CASE WHEN d.status = 'pending' THEN v_reason ELSE d.last_error END,
+            finished_at         = CASE WHEN d.status = 'pending' THEN now() ELSE d.finished_at END,
+            cancel_requested_at = CASE WHEN d.status = 'processing' THEN now() END,
+            cancel_reason       = CASE WHEN d.status = 'processing' THEN v_reason END,
+            updated_at          = now()
+        FROM target t
+        WHERE d.id = t.id
+        RETURNING d.id, d.attempts, d.status
     ), logged AS (
         INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, detail)
-        SELECT v_notification_id, c.id, 'cancelled', c.attempts, jsonb_build_object('reason', reason)
-        FROM cancelled c
-        RETURNING 1
+        SELECT v_notification_id, c.id,
+               CASE c.status WHEN 'cancelled' THEN 'cancelled' ELSE 'cancel_requested' END,
+               c.attempts, jsonb_build_object('reason', reason)
+        FROM changed c
+        RETURNING kind
     )
-    SELECT count(*) INTO v_count FROM logged;
-    RETURN v_count;
+    SELECT count(*) FILTER (WHERE l.kind = 'cancelled'), count(*) FILTER (WHERE l.kind = 'cancel_requested')
+    INTO cancelled, in_flight
+    FROM logged l;
+    IF in_flight > 0 THEN
+        PERFORM pg_notify('outbox_cancel', v_notification_id::text);
+    END IF;
+    RETURN NEXT;
 END
 $$;
-COMMENT ON FUNCTION outbox.cancel(text, text) IS 'Cancel the pending deliveries of a notification; returns how many.';
+COMMENT ON FUNCTION outbox.cancel_detailed(text, text) IS
+    'Cancel a notification''s unsent deliveries: (cancelled now, in_flight: an attempt may be at the provider, and it is never retried).';
+
+
+-- outbox.cancel: outbox.cancel_detailed's two counts added up: how many
+-- deliveries the cancel took hold of. Those cancelled now are never sent; an
+-- attempt in flight may still reach the provider, but none is made after it.
+-- 0 if every delivery was already sent or finished.
+CREATE OR REPLACE FUNCTION outbox.cancel(message_id text, reason text DEFAULT 'cancelled by the application')
+RETURNS integer
+LANGUAGE sql
+AS $$
+    SELECT c.cancelled + c.in_flight FROM outbox.cancel_detailed(message_id, reason) c;
+$$;
+COMMENT ON FUNCTION outbox.cancel(text, text) IS
+    'Cancel a notification''s unsent deliveries; how many: pending ones cancelled now plus those in flight, whose attempt may reach the provider but is never retried.';

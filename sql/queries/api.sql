@@ -33,7 +33,9 @@ SELECT outbox.set_preference(
     category => %(category)s);
 
 -- name: cancel
-SELECT outbox.cancel(message_id => %(message_id)s, reason => %(reason)s);
+-- outbox.cancel's two counts, as one value: [cancelled now, in flight].
+SELECT ARRAY[c.cancelled, c.in_flight]
+FROM outbox.cancel_detailed(message_id => %(message_id)s, reason => %(reason)s) c;
 
 -- name: create_template
 SELECT outbox.create_template(

@@ -22,6 +22,8 @@
 -- worker records those as suppressed. limited_channels / limited_providers
 -- (the same on every row) name the configured rate limits: the worker calls
 -- outbox.admit only for a batch one of them applies to.
+-- A delivery whose cancel was requested is never pending (a CHECK constraint,
+-- deliveries_cancel_requested_not_pending), so it is never claimed again.
 WITH limits AS MATERIALIZED (
     SELECT array_agg(l.name) FILTER (WHERE l.scope = 'recipient') AS channels,
            array_agg(l.name) FILTER (WHERE l.scope = 'provider') AS providers
@@ -101,7 +103,8 @@ ORDER BY c.priority DESC, c.id;
 -- Record a batch of results in one statement. A row is updated only if this
 -- worker still holds its lease at that attempt (fencing): a worker that stalled
 -- past its lease, whose row was recovered and claimed again, changes nothing.
--- Returns the ids that were recorded; the caller logs the others as dropped.
+-- Returns the ids that were recorded, with the event recorded for each (the
+-- caller logs that one, and the others as dropped).
 -- %(results)s is a JSON array with one object per result (absent keys are NULL):
 --   id, attempt   the delivery and the attempt (fencing token) it was claimed at
 --   status        sent | pending (retry, deferral, config pause) | dead | expired | suppressed
@@ -110,6 +113,11 @@ ORDER BY c.priority DESC, c.id;
 --   refund        1 when the attempt does not count (deferred, provider misconfigured)
 --   in_doubt      1 when the provider may have accepted it anyway
 --   provider, provider_message_id, error, template_id, detail (the event's jsonb)
+-- A delivery whose cancel was requested while it was in flight (outbox.cancel,
+-- cancel_requested_at) ends cancelled, whatever the result, unless it was sent:
+-- a success stays sent (the provider had it), and its event says the cancel came
+-- too late. The flag is read from the row this statement locks, so a cancel
+-- committed while the result waited for the lock is seen.
 WITH r AS MATERIALIZED (
     SELECT * FROM jsonb_to_recordset(%(results)s::jsonb)
          AS r(id bigint, attempt integer, status outbox.delivery_status, kind text, delay float8,
@@ -117,19 +125,24 @@ WITH r AS MATERIALIZED (
               in_doubt integer, refund integer, detail jsonb)
 ), updated AS (
     UPDATE outbox.deliveries d
-    SET status              = r.status,
+    SET status              = CASE WHEN d.cancel_requested_at IS NOT NULL AND r.status <> 'sent'
+                                   THEN 'cancelled' ELSE r.status END,
         attempts            = d.attempts - coalesce(r.refund, 0),
-        next_attempt_at     = CASE WHEN r.delay IS NULL THEN d.next_attempt_at
+        next_attempt_at     = CASE WHEN r.delay IS NULL OR d.cancel_requested_at IS NOT NULL
+                                   THEN d.next_attempt_at
                                    ELSE now() + r.delay * interval '1 second' END,
         lease_owner         = NULL,
         lease_expires_at    = NULL,
         provider            = coalesce(r.provider, d.provider),
         provider_message_id = coalesce(r.provider_message_id, d.provider_message_id),
-        last_error          = coalesce(r.error, d.last_error),
+        last_error          = CASE WHEN d.cancel_requested_at IS NOT NULL AND r.status <> 'sent'
+                                   THEN d.cancel_reason || coalesce('; the attempt in flight: ' || r.error, '')
+                                   ELSE coalesce(r.error, d.last_error) END,
         template_id         = coalesce(r.template_id, d.template_id),
         in_doubt            = d.in_doubt + coalesce(r.in_doubt, 0),
         sent_at             = CASE WHEN r.status = 'sent' THEN now() ELSE d.sent_at END,
-        finished_at         = CASE WHEN r.status = 'pending' THEN NULL ELSE now() END,
+        finished_at         = CASE WHEN r.status = 'pending' AND d.cancel_requested_at IS NULL
+                                   THEN NULL ELSE now() END,
         updated_at          = now()
     FROM r
     -- By primary key, one row per result. The fence: our lease at this attempt.
@@ -139,12 +152,22 @@ WITH r AS MATERIALIZED (
     WHERE d.id = r.id
       AND d.lease_owner = %(worker)s
       AND d.attempts = r.attempt
-    RETURNING d.id, d.notification_id, r.attempt, r.kind, r.detail
+    RETURNING d.id, d.notification_id, r.attempt, d.status,
+              CASE WHEN d.status = 'cancelled' THEN 'cancelled' ELSE r.kind END AS kind,
+              CASE WHEN d.cancel_requested_at IS NULL THEN r.detail
+                   WHEN d.status = 'cancelled'
+                   THEN (coalesce(r.detail, '{}') - 'retry_in_seconds') || jsonb_strip_nulls(jsonb_build_object(
+                            'reason', d.cancel_reason, 'cancel_requested_at', d.cancel_requested_at,
+                            'instead_of', r.kind, 'error', r.error))
+                   ELSE coalesce(r.detail, '{}') || jsonb_build_object(
+                            'cancel_requested_at', d.cancel_requested_at,
+                            'cancel', 'too late: the provider had accepted this attempt')
+              END AS detail
 ), logged AS (
     INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
     SELECT u.notification_id, u.id, u.kind, u.attempt, %(worker)s, u.detail FROM updated u
 )
-SELECT u.id FROM updated u;
+SELECT u.id, u.kind FROM updated u;
 
 -- name: deactivate_devices
 -- Push tokens a provider reported dead: deactivate them, so no later
@@ -171,8 +194,9 @@ ON CONFLICT (channel, destination) DO NOTHING;
 
 -- name: recover_leases
 -- Deliveries whose lease expired (their worker died or hung) go back to
--- pending, or to dead if that was their last attempt. The attempt stays
--- counted, and in_doubt grows: the dead worker may have sent it.
+-- pending, or to dead if that was their last attempt, or to cancelled if their
+-- cancel was requested while they were in flight. The attempt stays counted,
+-- and in_doubt grows: the dead worker may have sent it.
 WITH stale AS (
     SELECT d.id, d.lease_owner
     FROM outbox.deliveries d
@@ -182,26 +206,34 @@ WITH stale AS (
     FOR UPDATE SKIP LOCKED
 ), recovered AS (
     UPDATE outbox.deliveries d
-    SET status           = CASE WHEN d.attempts >= d.max_attempts THEN 'dead' ELSE 'pending' END::outbox.delivery_status,
+    SET status           = CASE WHEN d.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                                WHEN d.attempts >= d.max_attempts THEN 'dead'
+                                ELSE 'pending' END::outbox.delivery_status,
         lease_owner      = NULL,
         lease_expires_at = NULL,
         next_attempt_at  = now(),
         in_doubt         = d.in_doubt + 1,
-        last_error       = 'lease of ' || s.lease_owner || ' expired at attempt ' || d.attempts
-                           || CASE WHEN d.attempts >= d.max_attempts THEN ' (attempts exhausted)' ELSE '' END,
-        finished_at      = CASE WHEN d.attempts >= d.max_attempts THEN now() END,
+        last_error       = CASE WHEN d.cancel_requested_at IS NOT NULL THEN d.cancel_reason || '; ' ELSE '' END
+                           || 'lease of ' || s.lease_owner || ' expired at attempt ' || d.attempts
+                           || CASE WHEN d.cancel_requested_at IS NULL AND d.attempts >= d.max_attempts
+                                   THEN ' (attempts exhausted)' ELSE '' END,
+        finished_at      = CASE WHEN d.cancel_requested_at IS NOT NULL OR d.attempts >= d.max_attempts
+                                THEN now() END,
         updated_at       = now()
     FROM stale s
     WHERE d.id = s.id
-    RETURNING d.id, d.notification_id, d.attempts, d.status, s.lease_owner
+    RETURNING d.id, d.notification_id, d.attempts, d.status, s.lease_owner, d.cancel_reason
 ), logged AS (
     INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
-    SELECT r.notification_id, r.id, CASE r.status WHEN 'dead' THEN 'dead' ELSE 'recovered' END,
-           r.attempts, %(worker)s, jsonb_build_object('previous_owner', r.lease_owner, 'in_doubt', true)
+    SELECT r.notification_id, r.id, CASE r.status WHEN 'pending' THEN 'recovered' ELSE r.status::text END,
+           r.attempts, %(worker)s,
+           jsonb_build_object('previous_owner', r.lease_owner, 'in_doubt', true)
+           || CASE WHEN r.status = 'cancelled' THEN jsonb_build_object('reason', r.cancel_reason) ELSE '{}' END
     FROM recovered r
 )
 SELECT count(*) FILTER (WHERE r.status = 'pending') AS recovered,
-       count(*) FILTER (WHERE r.status = 'dead') AS dead
+       count(*) FILTER (WHERE r.status = 'dead') AS dead,
+       count(*) FILTER (WHERE r.status = 'cancelled') AS cancelled
 FROM recovered r;
 
 -- name: heartbeat
@@ -222,23 +254,36 @@ WHERE d.id = held.id;
 -- Give back deliveries this worker claimed but will not finish (shutdown).
 -- Not started: the attempt is refunded. Interrupted mid-send: the attempt
 -- counts and in_doubt grows, because the provider may have accepted it.
+-- One whose cancel was requested while it was held ends cancelled instead.
 WITH r AS (
     SELECT * FROM unnest(%(ids)s::bigint[], %(attempts)s::integer[], %(started)s::boolean[])
          AS r(id, attempt, started)
 ), released AS (
     UPDATE outbox.deliveries d
-    SET status = 'pending', lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = now(),
+    SET status = CASE WHEN d.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                      ELSE 'pending' END::outbox.delivery_status,
+        lease_owner = NULL, lease_expires_at = NULL, next_attempt_at = now(),
         attempts = d.attempts - CASE WHEN r.started THEN 0 ELSE 1 END,
         in_doubt = d.in_doubt + CASE WHEN r.started THEN 1 ELSE 0 END,
+        last_error = CASE WHEN d.cancel_requested_at IS NOT NULL THEN d.cancel_reason ELSE d.last_error END,
+        finished_at = CASE WHEN d.cancel_requested_at IS NOT NULL THEN now() END,
         updated_at = now()
     FROM r
     WHERE d.id = r.id AND d.status = 'processing' AND d.lease_owner = %(worker)s AND d.attempts = r.attempt
-    RETURNING d.id, d.notification_id, d.attempts, r.started
+    RETURNING d.id, d.notification_id, d.attempts, d.status, d.cancel_reason, r.started
 )
 INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
-SELECT x.notification_id, x.id, 'released', x.attempts, %(worker)s, jsonb_build_object('interrupted', x.started)
+SELECT x.notification_id, x.id, CASE x.status WHEN 'cancelled' THEN 'cancelled' ELSE 'released' END,
+       x.attempts, %(worker)s,
+       jsonb_build_object('interrupted', x.started)
+       || CASE WHEN x.status = 'cancelled' THEN jsonb_build_object('reason', x.cancel_reason) ELSE '{}' END
 FROM released x;
 
 -- name: wake_listen
 -- The channel the enqueue trigger notifies on commit.
 LISTEN outbox_work;
+
+-- name: cancel_listen
+-- The channel outbox.cancel notifies on commit when it asked deliveries in flight
+-- to stop (the payload is the notification id): a send not started yet is not made.
+LISTEN outbox_cancel;

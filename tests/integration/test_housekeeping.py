@@ -61,7 +61,7 @@ def test_lease_recovery_returns_an_expired_lease_to_pending_and_writes_the_event
     seen: list[Recovered] = []
     task = LeaseRecovery("w-house", interval_seconds=5.0, on_recovered=seen.append)
 
-    assert _run(task.run_once, db_url) == (1, 0)
+    assert _run(task.run_once, db_url) == (1, 0, 0)
     assert seen == [Recovered(recovered=1, dead=0)]
     row = world.execute(
         "SELECT status::text, lease_owner, in_doubt FROM outbox.deliveries"
@@ -72,7 +72,7 @@ def test_lease_recovery_returns_an_expired_lease_to_pending_and_writes_the_event
     ).fetchone()
     assert event == ("recovered", "w-house", {"previous_owner": "gone", "in_doubt": True})
     # A second pass finds nothing and does not call back.
-    assert _run(task.run_once, db_url) == (0, 0)
+    assert _run(task.run_once, db_url) == (0, 0, 0)
     assert len(seen) == 1
 
 
@@ -81,7 +81,7 @@ def test_lease_recovery_leaves_live_leases_alone(world, db_url):
     world.execute("""UPDATE outbox.deliveries SET status = 'processing', attempts = 1,
                      lease_owner = 'alive', lease_expires_at = now() + interval '1 minute'""")
     world.commit()
-    assert _run(LeaseRecovery("w-house", interval_seconds=5.0).run_once, db_url) == (0, 0)
+    assert _run(LeaseRecovery("w-house", interval_seconds=5.0).run_once, db_url) == (0, 0, 0)
     assert world.execute("SELECT status::text FROM outbox.deliveries").fetchone() == ("processing",)
 
 

@@ -608,8 +608,9 @@ def test_producer_functions_are_definer_with_a_pinned_search_path(conn):
                has_function_privilege('outbox_producer', p.oid, 'EXECUTE') AS producer_execute
         FROM pg_proc p WHERE p.pronamespace = 'outbox'::regnamespace
           AND p.proname IN ('enqueue', 'enqueue_many', 'upsert_recipient', 'register_device',
-                            'deactivate_device', 'set_preference', 'cancel')""").fetchall()
-    assert len(rows) == 7
+                            'deactivate_device', 'set_preference', 'cancel',
+                            'cancel_detailed')""").fetchall()
+    assert len(rows) == 8
     for name, definer, config, public_execute, producer_execute in rows:
         assert definer, name
         assert config == ["search_path=pg_catalog, pg_temp"], name

@@ -258,7 +258,7 @@ def test_a_stalled_worker_cannot_overwrite_the_new_owners_result(world, db_url):
         while not slow.calls:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.7)  # A's lease expires while it is stuck in the provider call
-        assert await b.recover_leases() == (1, 0)
+        assert await b.recover_leases() == (1, 0, 0)
         assert await b.run_once() == 1
         slow.gate.set()
         await a_round
@@ -297,7 +297,7 @@ def test_lease_recovery_on_last_attempt_goes_dead(world, db_url):
         await worker.close()
         return result
 
-    assert asyncio.run(go()) == (0, 1)
+    assert asyncio.run(go()) == (0, 1, 0)
     row = world.execute(
         "SELECT status::text, last_error, in_doubt FROM outbox.deliveries"
     ).fetchone()

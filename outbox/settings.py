@@ -151,6 +151,18 @@ class Settings(BaseSettings):
         default="md5hash", pattern="^(md5hash|md5|sha1|sha256|sha512)$"
     )
 
+    # --- operator console (`outbox console`, docs/console.md) -------------------
+    # The token operators log in with (with their name). Unset: `outbox console`
+    # makes one at start and prints it once. It also keys the session cookies, so
+    # changing it logs everyone out; consoles sharing it accept each other's cookies.
+    console_token: SecretStr | None = None
+    console_host: str = "127.0.0.1"
+    console_port: int = Field(default=4030, ge=0, le=65535)
+    # How long a login lasts.
+    console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # Mark the session cookie Secure (sent over HTTPS only): set it behind TLS.
+    console_secure_cookie: bool = False
+
     # --- observability --------------------------------------------------------
     log_format: str = Field(default="console", pattern="^(console|json)$")
     log_level: str = "INFO"

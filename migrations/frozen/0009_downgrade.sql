@@ -27,7 +27,7 @@ END
 $roles$;
 
 -- Dropping the functions takes their grants with them.
-DROP FUNCTION outbox.purge_dead(timestamptz);
+DROP FUNCTION outbox.purge_dead(bigint[], text[], text, text, text, timestamptz, timestamptz, text, jsonb);
 DROP FUNCTION outbox.prune_standalone_events(bigint, timestamptz, integer);
 DROP FUNCTION outbox.prune_orphan_notifications(bigint, timestamptz, integer);
 DROP FUNCTION outbox.prune_notifications(bigint[]);

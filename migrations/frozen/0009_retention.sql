@@ -176,29 +176,70 @@ $$;
 COMMENT ON FUNCTION outbox.prune_standalone_events(bigint, timestamptz, integer) IS
     'Retention, one batch: events of an id range that belong to no notification, older than the cutoff.';
 
--- `outbox dlq purge`: dead deliveries that died before p_before, with their
--- events; their notifications stay until retention finds them without deliveries.
-CREATE FUNCTION outbox.purge_dead(p_before timestamptz)
+-- `outbox dlq purge` and the console's purge: the dead deliveries that match every
+-- filter given (NULL: no filter; at least one is required), with their events.
+-- What remains of each is one event on its notification, of kind 'cancelled'
+-- (the delivery was given up for good) with detail.purged = true, who did it
+-- (worker = p_actor, plus p_detail) and the error it had, so the message's
+-- timeline says where its delivery went; retention removes that event with the
+-- notification. The notifications stay until retention finds them without deliveries.
+CREATE FUNCTION outbox.purge_dead(
+    p_ids bigint[] DEFAULT NULL, p_message_ids text[] DEFAULT NULL, p_channel text DEFAULT NULL,
+    p_provider text DEFAULT NULL, p_reason text DEFAULT NULL, p_since timestamptz DEFAULT NULL,
+    p_before timestamptz DEFAULT NULL, p_actor text DEFAULT NULL, p_detail jsonb DEFAULT NULL)
 RETURNS bigint
-LANGUAGE sql VOLATILE STRICT SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET outbox.retention = 'on'
 AS $$
-WITH gone AS (
-    DELETE FROM outbox.deliveries d
-    WHERE d.status = 'dead' AND d.finished_at < p_before
-    RETURNING d.id
-), events_gone AS (
-    DELETE FROM outbox.events e USING gone g WHERE e.delivery_id = g.id
-)
-SELECT count(*) FROM gone;
+DECLARE
+    v_purged bigint;
+BEGIN
+    IF num_nonnulls(p_ids, p_message_ids, p_channel, p_provider, p_reason, p_since, p_before) = 0 THEN
+        RAISE EXCEPTION 'outbox.purge_dead: give at least one filter (ids, message ids, channel, '
+                        'provider, reason, since, before)'
+            USING ERRCODE = 'OB001', COLUMN = 'p_before';
+    END IF;
+    WITH target AS (
+        SELECT d.id
+        FROM outbox.deliveries d
+        JOIN outbox.notifications n ON n.id = d.notification_id
+        WHERE d.status = 'dead'
+          AND (p_ids IS NULL OR d.id = ANY (p_ids))
+          AND (p_message_ids IS NULL OR n.message_id = ANY (p_message_ids))
+          AND (p_channel IS NULL OR d.channel::text = p_channel)
+          AND (p_provider IS NULL OR d.provider = p_provider)
+          AND (p_reason IS NULL OR d.last_error ILIKE '%' || p_reason || '%')
+          AND (p_since IS NULL OR d.finished_at >= p_since)
+          AND (p_before IS NULL OR d.finished_at < p_before)
+        FOR UPDATE OF d
+    ), gone AS (
+        DELETE FROM outbox.deliveries d
+        USING target t
+        WHERE d.id = t.id
+        RETURNING d.id, d.notification_id, d.channel, d.attempts, d.last_error
+    ), events_gone AS (
+        -- The statement's snapshot: the event inserted below is not among these.
+        DELETE FROM outbox.events e USING gone g
+        WHERE e.notification_id = g.notification_id AND e.delivery_id = g.id
+    ), logged AS (
+        INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
+        SELECT g.notification_id, g.id, 'cancelled', g.attempts, p_actor,
+               jsonb_build_object('purged', true, 'channel', g.channel::text,
+                                  'previous_error', g.last_error)
+               || coalesce(p_detail, '{}')
+        FROM gone g
+    )
+    SELECT count(*) INTO v_purged FROM gone;
+    RETURN v_purged;
+END
 $$;
-COMMENT ON FUNCTION outbox.purge_dead(timestamptz) IS
-    'The dead-letter queue''s purge: dead deliveries that died before the time given, with their events.';
+COMMENT ON FUNCTION outbox.purge_dead(bigint[], text[], text, text, text, timestamptz, timestamptz, text, jsonb) IS
+    'The dead-letter queue''s purge: the dead deliveries matching every filter given, with their events; each leaves a cancelled event saying who purged it.';
 
 REVOKE EXECUTE ON FUNCTION outbox.prune_deliveries(bigint, timestamptz, integer),
                            outbox.prune_notifications(bigint[]),
                            outbox.prune_orphan_notifications(bigint, timestamptz, integer),
                            outbox.prune_standalone_events(bigint, timestamptz, integer),
-                           outbox.purge_dead(timestamptz)
+                           outbox.purge_dead(bigint[], text[], text, text, text, timestamptz, timestamptz, text, jsonb)
     FROM PUBLIC;

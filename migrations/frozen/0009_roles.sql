@@ -40,7 +40,7 @@ BEGIN
                               outbox.prune_notifications(bigint[]),
                               outbox.prune_orphan_notifications(bigint, timestamptz, integer),
                               outbox.prune_standalone_events(bigint, timestamptz, integer),
-                              outbox.purge_dead(timestamptz)
+                              outbox.purge_dead(bigint[], text[], text, text, text, timestamptz, timestamptz, text, jsonb)
         TO outbox_worker;
 
     -- The webhook receiver: what sql/queries/receipts.sql needs.

@@ -90,7 +90,18 @@ def _check_all(group: typer.Typer) -> None:
 
 def _register() -> None:
     # Imported here so that `import outbox` stays light for applications.
-    from outbox.cli import db, demo, dlq, migrate, ops, sandbox, templates, webhooks, worker
+    from outbox.cli import (
+        console,
+        db,
+        demo,
+        dlq,
+        migrate,
+        ops,
+        sandbox,
+        templates,
+        webhooks,
+        worker,
+    )
 
     if getattr(_register, "done", False):
         return
@@ -105,6 +116,7 @@ def _register() -> None:
     app.command("worker")(worker.worker)
     app.command("sandbox")(sandbox.sandbox)
     app.command("webhooks")(webhooks.webhooks)
+    app.command("console")(console.console)
     app.command("status")(schema_checked(ops.status))
     app.command("inspect")(schema_checked(ops.inspect))
     app.command("prune")(schema_checked(ops.prune))

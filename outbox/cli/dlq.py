@@ -26,6 +26,9 @@ MessageIds = Annotated[
     typer.Option("--message-id", metavar="MESSAGE_ID", help="Message id (repeat)."),
 ]
 Channel = Annotated[str | None, typer.Option(metavar="CHANNEL", help="email, sms or push.")]
+Provider = Annotated[
+    str | None, typer.Option(metavar="PROVIDER", help="Provider name, e.g. twilio.")
+]
 Reason = Annotated[
     str | None, typer.Option(metavar="TEXT", help="Text the reason contains (case-insensitive).")
 ]
@@ -43,6 +46,7 @@ def list_(
     ids: Ids = None,
     message_ids: MessageIds = None,
     channel: Channel = None,
+    provider: Provider = None,
     reason: Reason = None,
     since: Since = None,
     older_than: Before = None,
@@ -63,6 +67,7 @@ def list_(
                 delivery_ids=ids,
                 message_ids=message_ids,
                 channel=channel,
+                provider=provider,
                 reason=reason,
                 since=ago(since),
                 before=ago(older_than),
@@ -118,6 +123,7 @@ def requeue(
     ids: Ids = None,
     message_ids: MessageIds = None,
     channel: Channel = None,
+    provider: Provider = None,
     reason: Reason = None,
     since: Since = None,
     older_than: Before = None,
@@ -132,6 +138,7 @@ def requeue(
                 delivery_ids=ids,
                 message_ids=message_ids,
                 channel=channel,
+                provider=provider,
                 reason=reason,
                 since=ago(since),
                 before=ago(older_than),
@@ -148,10 +155,13 @@ def purge(
         str, typer.Option("--older-than", help="Delete what died longer ago than this, e.g. 30d.")
     ],
 ) -> None:
-    """Delete dead deliveries (and their events) that died before the cutoff."""
+    """Delete dead deliveries (and their events) that died before the cutoff.
+
+    Each leaves one event on its notification naming who purged it (`cli:<user>`).
+    """
     from datetime import UTC, datetime
 
     cutoff = datetime.now(UTC) - parse_duration(older_than)
     with connection() as conn:
-        n = dlq.purge(conn, before=cutoff)
+        n = dlq.purge(conn, actor=actor(), before=cutoff)
     typer.echo(f"purged {n} dead deliver{'y' if n == 1 else 'ies'} older than {older_than}")

@@ -11,6 +11,7 @@ WHERE d.status = 'dead'
   AND (%(ids)s::bigint[] IS NULL OR d.id = ANY (%(ids)s::bigint[]))
   AND (%(message_ids)s::text[] IS NULL OR n.message_id = ANY (%(message_ids)s::text[]))
   AND (%(channel)s::text IS NULL OR d.channel::text = %(channel)s::text)
+  AND (%(provider)s::text IS NULL OR d.provider = %(provider)s::text)
   AND (%(reason)s::text IS NULL OR d.last_error ILIKE '%%' || %(reason)s::text || '%%')
   AND (%(since)s::timestamptz IS NULL OR d.finished_at >= %(since)s::timestamptz)
   AND (%(before)s::timestamptz IS NULL OR d.finished_at < %(before)s::timestamptz)
@@ -19,9 +20,11 @@ LIMIT %(limit)s;
 
 -- name: dlq_requeue
 -- Give dead deliveries a fresh start: pending now, attempts reset. The event
--- records who did it and the error it had. Never one the application cancelled
--- (its cancel was requested while it was in flight, and it then died, e.g. by a
--- bounce after it was sent): cancelled means never sent again.
+-- records who did it (worker = the actor) and the error it had; %(detail)s adds
+-- what the caller knows of the actor (the console: operator and address).
+-- Never one the application cancelled (its cancel was requested while it was
+-- in flight, and it then died, e.g. by a bounce after it was sent): cancelled
+-- means never sent again.
 WITH target AS (
     SELECT d.id
     FROM outbox.deliveries d
@@ -31,6 +34,7 @@ WITH target AS (
       AND (%(ids)s::bigint[] IS NULL OR d.id = ANY (%(ids)s::bigint[]))
       AND (%(message_ids)s::text[] IS NULL OR n.message_id = ANY (%(message_ids)s::text[]))
       AND (%(channel)s::text IS NULL OR d.channel::text = %(channel)s::text)
+      AND (%(provider)s::text IS NULL OR d.provider = %(provider)s::text)
       AND (%(reason)s::text IS NULL OR d.last_error ILIKE '%%' || %(reason)s::text || '%%')
       AND (%(since)s::timestamptz IS NULL OR d.finished_at >= %(since)s::timestamptz)
       AND (%(before)s::timestamptz IS NULL OR d.finished_at < %(before)s::timestamptz)
@@ -43,12 +47,17 @@ WITH target AS (
     RETURNING d.id, d.notification_id, d.last_error
 ), logged AS (
     INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
-    SELECT r.notification_id, r.id, 'requeued', 0, %(actor)s, jsonb_build_object('previous_error', r.last_error)
+    SELECT r.notification_id, r.id, 'requeued', 0, %(actor)s, jsonb_build_object('previous_error', r.last_error) || coalesce(%(detail)s::jsonb, '{}')
     FROM requeued r
 )
 SELECT count(*) AS requeued, pg_notify('outbox_work', '') IS NULL AS notified FROM requeued;
 
 -- name: dlq_purge
--- Delete dead deliveries (and their events) that died before the cutoff, through
--- outbox.purge_dead (sql/retention.sql): no outbox role deletes history directly.
-SELECT outbox.purge_dead(%(before)s::timestamptz) AS purged;
+-- Delete matching dead deliveries and their events, through outbox.purge_dead
+-- (sql/retention.sql: no outbox role deletes history directly), which leaves one
+-- 'cancelled' event per purged delivery with detail.purged and who did it.
+SELECT outbox.purge_dead(
+    p_ids => %(ids)s::bigint[], p_message_ids => %(message_ids)s::text[],
+    p_channel => %(channel)s::text, p_provider => %(provider)s::text, p_reason => %(reason)s::text,
+    p_since => %(since)s::timestamptz, p_before => %(before)s::timestamptz,
+    p_actor => %(actor)s::text, p_detail => %(detail)s::jsonb) AS purged;

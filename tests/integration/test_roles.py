@@ -81,7 +81,7 @@ NOT_FOR_WEBHOOKS = {
     "forge a receipt's delivered without a delivery": "INSERT INTO outbox.events (kind, worker) "
     "VALUES ('delivered', 'webhook:twilio')",
     "prune": "SELECT * FROM outbox.prune_deliveries(0, now(), 10)",
-    "purge the DLQ": "SELECT outbox.purge_dead(now())",
+    "purge the DLQ": "SELECT outbox.purge_dead(p_before => now())",
     "enqueue": "SELECT outbox.enqueue(message_id => 'x', address => 'a@example.com', "
     "template => 'order_confirmed')",
 }

@@ -23,7 +23,6 @@ from tests.integration.console_helpers import (
     status,
 )
 from tests.integration.console_helpers import login as login_form
-from tests.integration.test_ops import login  # noqa: F401 - the fixture: a login in a role
 
 
 @pytest.fixture

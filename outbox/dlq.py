@@ -121,6 +121,9 @@ def purge(
     """
     params = _filters(delivery_ids, message_ids, channel, provider, reason, since, before)
     _filtered("purge", params, everything)
+    if everything and before is None:
+        # outbox.purge_dead wants a filter too: "everything" is "died before the end of time".
+        params["before"] = "infinity"
     with conn.cursor() as cur:
         cur.execute(query("dlq_purge"), params | _who(actor, detail))
         return cur.fetchone()[0]

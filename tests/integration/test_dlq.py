@@ -26,6 +26,21 @@ def test_purge_needs_a_filter_and_changes_nothing_without_one(conn, dead):
     assert all(status(conn, i) == "dead" for i in dead.values())
 
 
+def test_purge_of_everything_goes_through_the_definer_function_and_needs_no_filter(conn, dead):
+    """``everything`` passes the SQL function's own filter check (died before the end of time)."""
+    assert dlq.purge(conn, actor="test", everything=True) == len(dead)
+    conn.commit()
+    assert all(status(conn, i) is None for i in dead.values())
+
+
+def test_the_sql_purge_function_refuses_a_call_without_a_filter(conn, dead):
+    with pytest.raises(Exception, match="give at least one filter") as caught:
+        conn.execute("SELECT outbox.purge_dead()")
+    assert caught.value.sqlstate == "OB001"
+    conn.rollback()
+    assert all(status(conn, i) == "dead" for i in dead.values())
+
+
 def test_purge_leaves_one_event_naming_the_actor_and_the_callers_detail(conn, dead):
     delivery = dead["order-1"]
     n = dlq.purge(conn, actor="ops:bob", detail={"ticket": "INC-7"}, delivery_ids=[delivery])

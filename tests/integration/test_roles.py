@@ -278,7 +278,7 @@ def test_worker_role_does_all_a_worker_does(world, db_url, login):
         assert {d["destination"] for d in dead} == {"+14155550107", "apns-token-0001"}
         assert dlq.requeue(w, actor="cli:test", delivery_ids=[dead[0]["delivery_id"]]) == 1
         w.commit()
-        assert dlq.purge(w, before=datetime.now(UTC) + timedelta(seconds=1)) == 1
+        assert dlq.purge(w, actor="test", before=datetime.now(UTC) + timedelta(seconds=1)) == 1
         w.commit()
 
     # Retention, as the workers' housekeeping and `outbox prune` run it.

@@ -12,8 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import drain, enqueue, gate, latency, memory, providers, retention
-from benchmarks.harness import ROOT, md_table, num
+from benchmarks import (
+    drain,
+    enqueue,
+    gate,
+    latency,
+    memory,
+    provider_clients,
+    providers,
+    retention,
+)
+from benchmarks.harness import ROOT, md_table, median, num
 
 RESULTS_DIR = Path(__file__).parent / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -28,6 +37,7 @@ MARKDOWN: dict[str, Callable[[dict[str, Any]], str]] = {
     "drain": drain.markdown,
     "latency": latency.markdown,
     "providers": providers.markdown,
+    "provider_clients": provider_clients.markdown,
     "gate": gate.markdown,
     "memory": memory.markdown,
     "retention": retention.markdown,
@@ -38,6 +48,9 @@ TITLES = {
     "drain": "Drain (`benchmarks/drain.py`)",
     "latency": "Idle wake-up latency (`benchmarks/latency.py`)",
     "providers": "Through each provider adapter to the sandbox (`benchmarks/providers.py`)",
+    "provider_clients": (
+        "Each adapter alone against raw HTTP clients (`benchmarks/provider_clients.py`)"
+    ),
     "gate": "Admission gate cost (`benchmarks/gate.py`)",
     "memory": "Worker memory (`benchmarks/memory.py`)",
     "retention": "Claim cost with finished history kept (`benchmarks/retention.py`)",
@@ -227,7 +240,12 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     def adapters(processes: int) -> Callable[[dict[str, Any]], str]:
         def cell(r: dict[str, Any]) -> str:
             runs = sorted(
-                (x for x in r["runs"] if x["processes"] == processes), key=lambda x: x["rate"]
+                (
+                    x
+                    for x in r["runs"]
+                    if x["processes"] == processes and x.get("version") != "before"
+                ),
+                key=lambda x: x["rate"],
             )
             lo, hi = runs[0], runs[-1]
             return (
@@ -238,6 +256,17 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
 
     add("through the sandbox, 1 worker: slowest – fastest adapter", adapters(1), "providers")
     add("through the sandbox, 2 workers: slowest – fastest adapter", adapters(2), "providers")
+
+    def vs_raw(r: dict[str, Any]) -> str:
+        ratios = [(median(x["kinds"]["adapter"]["vs_httpx"]), x["adapter"]) for x in r["summary"]]
+        lo, hi = min(ratios), max(ratios)
+        return f"{lo[0]:.2f}× (`{lo[1]}`) – {hi[0]:.2f}× (`{hi[1]}`)"
+
+    add(
+        "adapter alone ÷ raw httpx client, lowest – highest (target ≥ 0.5×)",
+        vs_raw,
+        "provider_clients",
+    )
 
     def admission(r: dict[str, Any]) -> str:
         full = [x for x in r["summary"] if x["variant"] == "+render+gate"]

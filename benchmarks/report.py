@@ -75,6 +75,7 @@ export OUTBOX_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres
 .venv/bin/python -m benchmarks.drain --deliveries 20000 --processes 1 2 --rounds 2 --diagnose
 .venv/bin/python -m benchmarks.latency --enqueues 500 --diagnose
 .venv/bin/python -m benchmarks.providers --adapters sendgrid apns --deliveries 2000
+.venv/bin/python -m benchmarks.provider_clients --sends 1000 --before ../main/.venv/bin/python
 .venv/bin/python -m benchmarks.gate --deliveries 10000 --rounds 3
 .venv/bin/python -m benchmarks.memory --deliveries 20000
 .venv/bin/python -m benchmarks.retention --sizes 0,1000000,5000000 --build-budget 600
@@ -112,7 +113,15 @@ How each is measured:
   sandbox (`outbox sandbox`, its own process, HTTP; APNs HTTP/2 over TLS) on
   this machine, no faults injected; N notifications enqueued in one
   transaction; rate = sent / (last `sent_at` − the clock read just before
-  that commit); worker and sandbox CPU from /proc.
+  that commit); worker and sandbox CPU from /proc. With `--before PYTHON`
+  (or `BENCH_BEFORE_PYTHON`), each case also runs with that interpreter's
+  `outbox worker` (another checkout's venv), alternating: before/after in one run.
+- **provider_clients**: each adapter alone, no database: in a process of its
+  own, 50 tasks share N `adapter.send(message)` calls; in the same round, the
+  same requests to the same sandbox from a bare `httpx.AsyncClient` (the
+  reference the target is stated in) and a bare aiohttp session (HTTP/1.1's
+  ceiling here); `--before PYTHON` adds the adapter as another checkout has
+  it. Sends/s, the process's CPU per send, the ratio to raw httpx per round.
 - **gate**: worker processes running the worker's own claim, render,
   `Gate.admit` and record in a loop (no provider call), with and without the
   render and the rate limits (set too high to defer anything), 1 and 2

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -153,8 +155,13 @@ def run_one(
     deliveries: int,
     concurrency: int,
     timeout: float,
+    python: str | None = None,
 ) -> dict[str, Any]:
-    """One drain of ``deliveries`` notifications through ``adapter`` by ``processes`` workers."""
+    """One drain of ``deliveries`` notifications through ``adapter`` by ``processes`` workers.
+
+    ``python``: run the workers with that interpreter's ``outbox`` (``-P``: not
+    this checkout's, which is the working directory) instead of this one's.
+    """
     channel = ADAPTERS[adapter]
     # The sandbox's settings, then ours (ours win): only this channel, only this adapter.
     env = sandbox_env | worker_env(
@@ -165,9 +172,8 @@ def run_one(
     )
     # The previous run's sessions must be gone, or they would count as this run's.
     wait_for(lambda: _listening(url) == 0, 30, "the previous workers' sessions to end")
-    workers = [
-        procs.spawn(worker_command(), env=env, name=f"worker-{adapter}") for _ in range(processes)
-    ]
+    command = [python, "-P", "-m", "outbox", "worker"] if python else worker_command()
+    workers = [procs.spawn(command, env=env, name=f"worker-{adapter}") for _ in range(processes)]
     prefix = f"{adapter}-{processes}-{uuid.uuid4().hex[:6]}-"
     recipient = "f" if adapter == "fcm" else "a"
     items = [
@@ -216,6 +222,7 @@ def run_one(
     seconds = r["last_sent"] - t0 if r["last_sent"] is not None else float("nan")
     return {
         "adapter": adapter,
+        "version": "before" if python else "this",
         "channel": channel,
         "processes": processes,
         "deliveries": deliveries,
@@ -244,8 +251,12 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         load_recipients(url, args.deliveries)
         sandbox, sandbox_env, http_url = start_sandbox(procs, Path(tmp) / "sandbox")
         with contextlib.closing(SandboxClient(http_url)) as client:
-            for adapter in args.adapters:
-                for processes in args.processes:
+            # With --before, each run is followed (or, every other time, preceded) by the
+            # same run with the other interpreter's workers.
+            pythons: list[str | None] = [None, args.before] if args.before else [None]
+            cases = list(itertools.product(args.adapters, args.processes))
+            for n, (adapter, processes) in enumerate(cases):
+                for python in pythons[n % len(pythons) :] + pythons[: n % len(pythons)]:
                     client.reset()  # forget the previous run's requests: same state each run
                     r = run_one(
                         url,
@@ -257,10 +268,11 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
                         deliveries=args.deliveries,
                         concurrency=args.concurrency,
                         timeout=args.timeout,
+                        python=python,
                     )
                     log(
-                        f"{adapter} x{processes}: {r['rate']:,.0f}/s, worker CPU "
-                        f"{r['worker_cpu_ms_per_delivery']:.2f} ms/delivery"
+                        f"{adapter} x{processes} ({r['version']}): {r['rate']:,.0f}/s, "
+                        f"worker CPU {r['worker_cpu_ms_per_delivery']:.2f} ms/delivery"
                         + (f", {r['not_sent']} not sent" if r["not_sent"] else "")
                         + (
                             f", {r['retried']} retried ({r['retry_reasons']})"
@@ -275,6 +287,7 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
             "processes": args.processes,
             "deliveries": args.deliveries,
             "concurrency": args.concurrency,
+            "before": args.before,
         },
         "runs": runs,
     }
@@ -284,7 +297,7 @@ def markdown(result: dict[str, Any]) -> str:
     s = result["settings"]
     rows = [
         (
-            f"`{r['adapter']}`",
+            f"`{r['adapter']}`" + (" (before)" if r.get("version") == "before" else ""),
             r["channel"],
             r["processes"],
             f"**{num(r['rate'])}**",
@@ -334,6 +347,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="give up on one run after this"
+    )
+    parser.add_argument(
+        "--before",
+        metavar="PYTHON",
+        default=os.environ.get("BENCH_BEFORE_PYTHON") or None,
+        help="also run each case with this interpreter's outbox worker, alternating, e.g. "
+        "another checkout's .venv/bin/python (default: $BENCH_BEFORE_PYTHON)",
     )
 
 

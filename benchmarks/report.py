@@ -12,8 +12,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchmarks import drain, enqueue, gate, latency, memory, providers, retention
-from benchmarks.harness import ROOT, md_table, num
+from benchmarks import (
+    drain,
+    enqueue,
+    gate,
+    latency,
+    memory,
+    provider_clients,
+    providers,
+    retention,
+)
+from benchmarks.harness import ROOT, md_table, median, num
 
 RESULTS_DIR = Path(__file__).parent / "results"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -28,6 +37,7 @@ MARKDOWN: dict[str, Callable[[dict[str, Any]], str]] = {
     "drain": drain.markdown,
     "latency": latency.markdown,
     "providers": providers.markdown,
+    "provider_clients": provider_clients.markdown,
     "gate": gate.markdown,
     "memory": memory.markdown,
     "retention": retention.markdown,
@@ -38,6 +48,9 @@ TITLES = {
     "drain": "Drain (`benchmarks/drain.py`)",
     "latency": "Idle wake-up latency (`benchmarks/latency.py`)",
     "providers": "Through each provider adapter to the sandbox (`benchmarks/providers.py`)",
+    "provider_clients": (
+        "Each adapter alone against raw HTTP clients (`benchmarks/provider_clients.py`)"
+    ),
     "gate": "Admission gate cost (`benchmarks/gate.py`)",
     "memory": "Worker memory (`benchmarks/memory.py`)",
     "retention": "Claim cost with finished history kept (`benchmarks/retention.py`)",
@@ -62,6 +75,7 @@ export OUTBOX_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres
 .venv/bin/python -m benchmarks.drain --deliveries 20000 --processes 1 2 --rounds 2 --diagnose
 .venv/bin/python -m benchmarks.latency --enqueues 500 --diagnose
 .venv/bin/python -m benchmarks.providers --adapters sendgrid apns --deliveries 2000
+.venv/bin/python -m benchmarks.provider_clients --sends 1000 --before ../main/.venv/bin/python
 .venv/bin/python -m benchmarks.gate --deliveries 10000 --rounds 3
 .venv/bin/python -m benchmarks.memory --deliveries 20000
 .venv/bin/python -m benchmarks.retention --sizes 0,1000000,5000000 --build-budget 600
@@ -99,7 +113,15 @@ How each is measured:
   sandbox (`outbox sandbox`, its own process, HTTP; APNs HTTP/2 over TLS) on
   this machine, no faults injected; N notifications enqueued in one
   transaction; rate = sent / (last `sent_at` − the clock read just before
-  that commit); worker and sandbox CPU from /proc.
+  that commit); worker and sandbox CPU from /proc. With `--before PYTHON`
+  (or `BENCH_BEFORE_PYTHON`), each case also runs with that interpreter's
+  `outbox worker` (another checkout's venv), alternating: before/after in one run.
+- **provider_clients**: each adapter alone, no database: in a process of its
+  own, 50 tasks share N `adapter.send(message)` calls; in the same round, the
+  same requests to the same sandbox from a bare `httpx.AsyncClient` (the
+  reference the target is stated in) and a bare aiohttp session (HTTP/1.1's
+  ceiling here); `--before PYTHON` adds the adapter as another checkout has
+  it. Sends/s, the process's CPU per send, the ratio to raw httpx per round.
 - **gate**: worker processes running the worker's own claim, render,
   `Gate.admit` and record in a loop (no provider call), with and without the
   render and the rate limits (set too high to defer anything), 1 and 2
@@ -227,7 +249,12 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     def adapters(processes: int) -> Callable[[dict[str, Any]], str]:
         def cell(r: dict[str, Any]) -> str:
             runs = sorted(
-                (x for x in r["runs"] if x["processes"] == processes), key=lambda x: x["rate"]
+                (
+                    x
+                    for x in r["runs"]
+                    if x["processes"] == processes and x.get("version") != "before"
+                ),
+                key=lambda x: x["rate"],
             )
             lo, hi = runs[0], runs[-1]
             return (
@@ -238,6 +265,17 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
 
     add("through the sandbox, 1 worker: slowest – fastest adapter", adapters(1), "providers")
     add("through the sandbox, 2 workers: slowest – fastest adapter", adapters(2), "providers")
+
+    def vs_raw(r: dict[str, Any]) -> str:
+        ratios = [(median(x["kinds"]["adapter"]["vs_httpx"]), x["adapter"]) for x in r["summary"]]
+        lo, hi = min(ratios), max(ratios)
+        return f"{lo[0]:.2f}× (`{lo[1]}`) – {hi[0]:.2f}× (`{hi[1]}`)"
+
+    add(
+        "adapter alone ÷ raw httpx client, lowest – highest (target ≥ 0.5×)",
+        vs_raw,
+        "provider_clients",
+    )
 
     def admission(r: dict[str, Any]) -> str:
         full = [x for x in r["summary"] if x["variant"] == "+render+gate"]

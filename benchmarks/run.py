@@ -5,7 +5,8 @@
     python -m benchmarks --only drain --quick
 
 The benchmarks, in the order they run: enqueue, drain, latency, providers
-(through the provider sandbox), gate (admission cost), memory (worker RSS),
+(through the provider sandbox), provider_clients (each adapter alone against
+raw HTTP clients; no database), gate (admission cost), memory (worker RSS),
 retention (claim cost with 0, 1M and 5M finished rows kept). Sizes default to
 what a 2-core machine runs in roughly 15-25 minutes per server (each
 benchmark's own defaults; ``--quick`` for a smoke run of a few minutes). Most
@@ -36,6 +37,7 @@ from benchmarks import (  # noqa: E402
     gate,
     latency,
     memory,
+    provider_clients,
     providers,
     report,
     retention,
@@ -55,6 +57,7 @@ MODULES = {
     "drain": drain,
     "latency": latency,
     "providers": providers,
+    "provider_clients": provider_clients,
     "gate": gate,
     "memory": memory,
     "retention": retention,
@@ -75,6 +78,7 @@ QUICK = {
     "drain": ["--deliveries", "5000", "--rounds", "1"],
     "latency": ["--enqueues", "100", "--blocks", "1"],
     "providers": ["--deliveries", "200"],
+    "provider_clients": ["--sends", "300", "--warmup", "50", "--rounds", "1"],
     "gate": ["--deliveries", "1000", "--recipients", "100", "--rounds", "1"],
     "memory": ["--deliveries", "2000"],
     "retention": ["--sizes", "0,20000", "--queue", "2000", "--rounds", "2"],

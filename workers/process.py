@@ -37,8 +37,8 @@ async def serve(
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    # Adapters over synchronous SDKs (SendGrid, FCM token refresh) run in threads:
-    # size the pool to the sends in flight, or it (6 threads on 2 cores) caps them.
+    # The one call that still runs in a thread (FCM's access-token refresh, a few
+    # times an hour) must not wait behind the default pool's few threads.
     loop.set_default_executor(
         ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="outbox-send")
     )
@@ -65,7 +65,7 @@ def main(settings: Settings, **overrides: object) -> None:
             reason="this role may not read outbox_alembic_version",
             fix="GRANT SELECT ON outbox_alembic_version TO outbox_worker",
         )
-    providers = build_providers(settings)
+    providers = build_providers(settings, connections=config.concurrency)
     routes = {
         channel: list(getattr(settings, f"providers_{channel}")) for channel in config.channels
     }

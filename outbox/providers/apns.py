@@ -39,7 +39,8 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from outbox.providers.base import Message, Outcome
 from outbox.providers.transport import (
-    HttpAdapter,
+    DEFAULT_CONNECTIONS,
+    Http2Adapter,
     header_retry_after,
     ssl_context,
     transport_outcome,
@@ -152,7 +153,7 @@ def read_private_key_file(path: Path) -> str:
     return Path(path).read_text(encoding="utf-8")
 
 
-class ApnsProvider(HttpAdapter):
+class ApnsProvider(Http2Adapter):
     """Sends push notifications to iOS devices through APNs."""
 
     name = "apns"
@@ -170,6 +171,7 @@ class ApnsProvider(HttpAdapter):
         ca_file: Path | str | None = None,
         timeout: float = 10.0,
         token_cache: ApnsTokenCache | None = None,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
         self._key_id = key_id
         self._team_id = team_id
@@ -177,7 +179,10 @@ class ApnsProvider(HttpAdapter):
         self._key = load_private_key(private_key)
         # No base URL on the client: each request picks the production or sandbox host.
         super().__init__(
-            secrets=(private_key,), timeout=timeout, http2=True, verify=ssl_context(ca_file)
+            secrets=(private_key,),
+            timeout=timeout,
+            connections=connections,
+            verify=ssl_context(ca_file),
         )
         self._production_url = (base_url or PRODUCTION_URL).rstrip("/")
         self._sandbox_url = (sandbox_base_url or base_url or SANDBOX_URL).rstrip("/")

@@ -1,21 +1,28 @@
-"""Firebase Cloud Messaging (HTTP v1) through firebase-admin.
+"""Firebase Cloud Messaging (HTTP v1): firebase-admin's message, sent on our pooled connections.
 
 Each adapter owns a named firebase App (so adapters never share the SDK's
-global default app or its HTTP client across event loops), sends with the
-SDK's async API (``messaging.send_each_async``: httpx, HTTP/2) and maps the
-SDK's exception classes to outcomes.
+global default app). The SDK builds and validates the request: the
+``messaging.Message``, its JSON encoding, the send URL and headers; and it
+turns an error answer into its exception classes, which :func:`classify`
+maps to outcomes. The request itself goes out on our pooled async
+connections (:class:`~outbox.providers.transport.HttpPool`, as many as the
+worker sends at once), one request per message: FCM's batch endpoint is gone,
+and ``send_each_async`` is one v1 request per message anyway, with per-call
+gathering and an httpx client whose pool churns past 20 connections.
 
 Things the SDK does that shape this module (firebase-admin 7.x):
 
-- Its async transport retries 500/503 up to 4 times itself (backoff 0, 1, 2,
-  4 s), so one ``send`` can take several seconds and up to five times the
-  ``httpTimeout`` before an ``UnavailableError``/``InternalError`` reaches us.
-- It refreshes the OAuth access token *synchronously* inside its httpx auth
-  flow, blocking the event loop. We refresh it ourselves in a thread before a
-  send whenever it is not valid, so that blocking call never runs in the loop.
+- Its HTTP transport retries 500/503 up to 4 times itself (backoff 0, 1, 2,
+  4 s), holding one send for up to five times the timeout. We do not: a 5xx
+  is a ``retry`` outcome at once, and the worker's backoff (and breaker) take
+  it from there, honouring ``Retry-After``.
+- It refreshes the OAuth access token *synchronously*. We refresh it
+  ourselves in a thread before a send whenever it is not valid, and once more
+  (then retry the request once, as the SDK's auth flow does) when FCM answers
+  401 to it, so that blocking call never runs in the loop.
 - There is no emulator setting for messaging. Pointing it at the provider
-  sandbox is done in :class:`_SdkBridge`, the only code here that touches SDK
-  internals (pinned by ``tests/providers/test_fcm.py``).
+  sandbox, and everything else that touches SDK internals, is done in
+  :class:`_SdkBridge` (pinned by ``tests/providers/test_fcm.py``).
 """
 
 from __future__ import annotations
@@ -36,7 +43,15 @@ import httpx
 from firebase_admin import credentials, exceptions, messaging
 
 from outbox.providers.base import Message, Outcome
-from outbox.providers.transport import Adapter, header_retry_after, short
+from outbox.providers.transport import (
+    DEFAULT_CONNECTIONS,
+    TRANSPORT_ERRORS,
+    Answer,
+    HttpAdapter,
+    header_retry_after,
+    short,
+    transport_outcome,
+)
 
 MAX_PAYLOAD_BYTES = 4096
 MAX_TTL = timedelta(days=28)
@@ -48,7 +63,10 @@ class _SdkBridge:
     ``_MessagingService`` builds its send URL from the class constant
     ``FCM_URL`` when the service is created, and exposes no option to change
     it. Like the SDK's own tests, we overwrite the instance's ``_fcm_url``
-    (this app only, never the class). The service's httpx client must also be
+    (this app only, never the class). The service also holds the request's
+    headers, the message encoder, and the mapping of an error answer to the
+    SDK's exceptions, which it applies to an ``httpx.HTTPStatusError``; we
+    hand it one built from our answer. Its httpx client (unused) must be
     closed in *our* event loop: ``firebase_admin.delete_app`` closes it with
     ``asyncio.run``, which cannot run inside a running loop.
     """
@@ -66,6 +84,28 @@ class _SdkBridge:
     @staticmethod
     def send_url(service: Any) -> str:
         return str(service._fcm_url)
+
+    @staticmethod
+    def headers(service: Any) -> dict[str, str]:
+        return dict(service._fcm_headers)
+
+    @staticmethod
+    def encode(message: messaging.Message) -> dict[str, Any]:
+        """The message's JSON (ValueError for a field FCM would refuse)."""
+        return messaging._MessagingService.encode_message(message)
+
+    @staticmethod
+    def error(service: Any, answer: Answer) -> exceptions.FirebaseError:
+        """The SDK's exception for an error answer, as ``send_each_async`` would raise it."""
+        request = httpx.Request("POST", _SdkBridge.send_url(service))
+        response = httpx.Response(
+            answer.status,
+            headers=list(answer.headers.items()),
+            content=answer.body,
+            request=request,
+        )
+        error = httpx.HTTPStatusError(f"FCM {answer.status}", request=request, response=response)
+        return service._handle_fcm_httpx_error(error)
 
     @staticmethod
     async def close_async_client(service: Any) -> None:
@@ -91,7 +131,7 @@ class _TimedRequest(google.auth.transport.requests.Request):
         return super().__call__(url, method, body, headers, timeout=self._timeout, **kwargs)
 
 
-class FcmProvider(Adapter):
+class FcmProvider(HttpAdapter):
     """Sends push notifications to Android and web devices through FCM."""
 
     name = "fcm"
@@ -104,7 +144,11 @@ class FcmProvider(Adapter):
         credentials_file: Path | str,
         base_url: str | None = None,
         timeout: float = 10.0,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
+        super().__init__(
+            secrets=_file_secrets(credentials_file), timeout=timeout, connections=connections
+        )
         credential = credentials.Certificate(str(credentials_file))
         self._app = firebase_admin.initialize_app(
             credential,
@@ -112,12 +156,13 @@ class FcmProvider(Adapter):
             name=f"outbox-fcm-{uuid.uuid4().hex}",
         )
         self._google_credential = credential.get_credential()
-        self._secrets = tuple(_file_secrets(credentials_file))
         self._auth_request = _TimedRequest(timeout)
         self._refresh_lock = asyncio.Lock()
         self._service = _SdkBridge.service(self._app)
         if base_url:
             _SdkBridge.point_at(self._service, base_url, project_id)
+        self._url = _SdkBridge.send_url(self._service)
+        self._headers = {**_SdkBridge.headers(self._service), "Content-Type": "application/json"}
 
     @property
     def send_url(self) -> str:
@@ -130,7 +175,8 @@ class FcmProvider(Adapter):
         return (*self._secrets, token or "")
 
     async def aclose(self) -> None:
-        """Close the SDK's HTTP client and delete this adapter's firebase App."""
+        """Close our connections and the SDK's HTTP client; delete this adapter's firebase App."""
+        await super().aclose()
         await _SdkBridge.close_async_client(self._service)
         # delete_app calls the service's close(), which runs asyncio.run(): off the loop.
         await asyncio.to_thread(firebase_admin.delete_app, self._app)
@@ -138,7 +184,8 @@ class FcmProvider(Adapter):
     async def _send(self, message: Message, left: float | None) -> Outcome:
         try:
             fcm_message, size = _build(message, left)
-        except ValueError as exc:  # the SDK validates fields as the message is built
+            body = json.dumps({"message": _SdkBridge.encode(fcm_message)}).encode()
+        except ValueError as exc:  # the SDK validates fields as the message is built and encoded
             return Outcome.permanent(f"invalid FCM message: {short(exc)}", error="invalid")
         if size > MAX_PAYLOAD_BYTES:
             return Outcome.permanent(
@@ -146,28 +193,38 @@ class FcmProvider(Adapter):
                 error="payload_too_large",
                 size=size,
             )
-        refresh_failed = await self._ensure_access_token()
-        if refresh_failed is not None:
-            return refresh_failed
-        try:
-            batch = await messaging.send_each_async([fcm_message], app=self._app)
-        except exceptions.FirebaseError as exc:
-            return classify(exc)
-        except ValueError as exc:
-            return Outcome.permanent(f"invalid FCM message: {short(exc)}", error="invalid")
-        result = batch.responses[0]
-        if result.success:
-            return Outcome.sent(result.message_id)
-        return classify(result.exception)
+        refused: str | None = None
+        for _ in range(2):
+            refresh_failed = await self._ensure_access_token(refused)
+            if refresh_failed is not None:
+                return refresh_failed
+            token = self._google_credential.token
+            headers = {**self._headers, "Authorization": f"Bearer {token}"}
+            try:
+                answer = await self._http.request("POST", self._url, data=body, headers=headers)
+            except TRANSPORT_ERRORS as exc:
+                return transport_outcome(exc)
+            if answer.status != 401:
+                break
+            refused = token  # refresh it and try once more, as the SDK's auth flow does
+        if 200 <= answer.status < 300:
+            try:
+                return Outcome.sent(str(answer.json()["name"]))
+            except (ValueError, KeyError, TypeError):
+                return Outcome.unknown("FCM answered success with an unreadable body")
+        return classify(_SdkBridge.error(self._service, answer))
 
-    async def _ensure_access_token(self) -> Outcome | None:
-        if self._google_credential.valid:
+    async def _ensure_access_token(self, refused: str | None = None) -> Outcome | None:
+        """Refresh the access token when it is not valid, or is the one FCM just refused."""
+        credential = self._google_credential
+        if credential.valid and (refused is None or credential.token != refused):
             return None
         async with self._refresh_lock:
-            if self._google_credential.valid:  # another send refreshed it meanwhile
+            # Another send may have refreshed it meanwhile.
+            if credential.valid and (refused is None or credential.token != refused):
                 return None
             try:
-                await asyncio.to_thread(self._google_credential.refresh, self._auth_request)
+                await asyncio.to_thread(credential.refresh, self._auth_request)
             except google.auth.exceptions.GoogleAuthError as exc:
                 return _auth_outcome(exc)
         return None

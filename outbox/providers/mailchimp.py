@@ -1,4 +1,4 @@
-"""Email through Mailchimp Transactional (Mandrill), ``messages/send``, with httpx.
+"""Email through Mailchimp Transactional (Mandrill), ``messages/send``, with aiohttp.
 
 The API key travels in the JSON body (Mandrill's convention). Our ids go in
 ``metadata`` (echoed on webhooks). A 200 answer holds one result per
@@ -9,10 +9,16 @@ decide the outcome. Errors come back as ``{"status": "error", "name": ...}``
 
 from __future__ import annotations
 
-import httpx
-
 from outbox.providers.base import Message, Outcome
-from outbox.providers.transport import HttpAdapter, header_retry_after, short, transport_outcome
+from outbox.providers.transport import (
+    DEFAULT_CONNECTIONS,
+    TRANSPORT_ERRORS,
+    Answer,
+    HttpAdapter,
+    header_retry_after,
+    short,
+    transport_outcome,
+)
 
 MANDRILL_URL = "https://mandrillapp.com/api/1.0"
 
@@ -58,8 +64,14 @@ class MailchimpProvider(HttpAdapter):
         from_email: str,
         base_url: str | None = None,
         timeout: float = 10.0,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
-        super().__init__(secrets=(api_key,), timeout=timeout, base_url=base_url or MANDRILL_URL)
+        super().__init__(
+            secrets=(api_key,),
+            timeout=timeout,
+            base_url=base_url or MANDRILL_URL,
+            connections=connections,
+        )
         self._api_key = api_key
         self._from = from_email
 
@@ -83,14 +95,14 @@ class MailchimpProvider(HttpAdapter):
 
     async def _send(self, message: Message, left: float | None) -> Outcome:
         try:
-            response = await self._client.post("/messages/send", json=self.request_body(message))
-        except httpx.HTTPError as exc:
+            response = await self._post("/messages/send", json=self.request_body(message))
+        except TRANSPORT_ERRORS as exc:
             return transport_outcome(exc)
         return _classify_response(response)
 
 
-def _classify_response(response: httpx.Response) -> Outcome:
-    status = response.status_code
+def _classify_response(response: Answer) -> Outcome:
+    status = response.status
     try:
         answer = response.json()
     except ValueError:

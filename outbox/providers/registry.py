@@ -6,7 +6,9 @@ settings, and fails at start-up, naming the setting, when one is missing:
 better than a worker discovering it on its first send.
 
 To add a provider, add one entry to :data:`BUILDERS`: a name and a function
-``(Settings) -> Provider``.
+``(Settings) -> Provider``. An adapter that pools connections keeps up to
+``settings.worker_concurrency`` of them: one per send in flight, so no send
+waits for a connection, and none kept idle beyond that.
 """
 
 from __future__ import annotations
@@ -119,6 +121,7 @@ def _apns(settings: Settings) -> Provider:
             sandbox_base_url=settings.apns_sandbox_base_url,
             ca_file=settings.apns_ca_file,
             timeout=settings.provider_timeout_seconds,
+            connections=settings.worker_concurrency,
         )
     except ValueError as exc:
         if isinstance(exc, ProviderConfigError):
@@ -151,6 +154,7 @@ def _fcm(settings: Settings) -> Provider:
             credentials_file=credentials_file,
             base_url=settings.fcm_base_url,
             timeout=settings.provider_timeout_seconds,
+            connections=settings.worker_concurrency,
         )
     except (OSError, ValueError) as exc:
         raise need.invalid(
@@ -175,6 +179,7 @@ def _twilio(settings: Settings) -> Provider:
         status_callback_url=settings.twilio_status_callback_url,
         base_url=settings.twilio_base_url,
         timeout=settings.provider_timeout_seconds,
+        connections=settings.worker_concurrency,
     )
 
 
@@ -188,6 +193,7 @@ def _vonage(settings: Settings) -> Provider:
         sender=need("vonage_from"),
         base_url=settings.vonage_base_url,
         timeout=settings.provider_timeout_seconds,
+        connections=settings.worker_concurrency,
     )
 
 
@@ -200,6 +206,7 @@ def _sendgrid(settings: Settings) -> Provider:
         from_email=need("sendgrid_from_email"),
         base_url=settings.sendgrid_base_url,
         timeout=settings.provider_timeout_seconds,
+        connections=settings.worker_concurrency,
     )
 
 
@@ -212,6 +219,7 @@ def _mailchimp(settings: Settings) -> Provider:
         from_email=need("mailchimp_from_email"),
         base_url=settings.mailchimp_base_url,
         timeout=settings.provider_timeout_seconds,
+        connections=settings.worker_concurrency,
     )
 
 
@@ -260,12 +268,18 @@ def listed_providers(settings: Settings) -> dict[str, list[str]]:
     return listed
 
 
-def build_providers(settings: Settings) -> dict[str, Provider]:
+def build_providers(settings: Settings, *, connections: int | None = None) -> dict[str, Provider]:
     """Build every provider listed in ``settings.providers_*``, keyed by name.
+
+    ``connections``: the most HTTP connections each adapter keeps to its
+    provider (default ``settings.worker_concurrency``); the worker passes its
+    own concurrency, which its command line may have changed.
 
     Raises ProviderConfigError, naming the setting, when a listed provider is
     unknown, lacks a credential, or is listed under a channel it cannot serve.
     """
+    if connections is not None:
+        settings = settings.model_copy(update={"worker_concurrency": connections})
     built: dict[str, Provider] = {}
     for name, channels in listed_providers(settings).items():
         builder = BUILDERS.get(name)

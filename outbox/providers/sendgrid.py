@@ -1,49 +1,40 @@
-"""Email through SendGrid's v3 Mail Send API, with the sendgrid SDK.
+"""Email through SendGrid's v3 Mail Send API: the sendgrid SDK's request, sent with aiohttp.
 
-``sg.send(mail)`` has no timeout, so we call ``sg.client.mail.send.post``
-with one. The SDK is synchronous (urllib), so the call runs in a thread.
+The SDK builds the request: the JSON body from its ``Mail`` helper, the
+headers (``Authorization``, ``User-Agent``) from ``SendGridAPIClient``. Its
+HTTP client is synchronous (urllib, a thread per send, a new connection per
+request, no timeout unless passed), so the request goes out on our pooled
+async connections (:class:`~outbox.providers.transport.HttpPool`) instead.
 
 202 means *accepted*, not delivered: the address may still bounce, which
 SendGrid reports later on the event webhook. So this adapter cannot answer
 ``dead_destination`` itself; the webhook receiver does. Our ids travel in
 ``custom_args`` and come back on every event; ``X-Message-Id`` is kept as the
 provider message id (events carry it as the prefix of ``sg_message_id``).
-
-The SDK logs request headers, API key included, at DEBUG on the
-``python_http_client.client`` logger; a filter installed here drops any
-record of that logger that contains the key.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import urllib.error
+import json
 
-from python_http_client import exceptions as http_errors
 from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import CustomArg, Mail
 
 from outbox.providers.base import Message, Outcome
-from outbox.providers.transport import Adapter, header_retry_after, short
+from outbox.providers.transport import (
+    DEFAULT_CONNECTIONS,
+    TRANSPORT_ERRORS,
+    HttpAdapter,
+    header_retry_after,
+    short,
+    transport_outcome,
+)
 
 SENDGRID_URL = "https://api.sendgrid.com"
-_SDK_LOGGER = "python_http_client.client"
+MAIL_SEND_PATH = "/v3/mail/send"
 
 
-class _DropSecrets(logging.Filter):
-    """Drops log records whose message contains one of the secrets."""
-
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        super().__init__()
-        self.secrets = secrets
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        return not any(s and s in text for s in self.secrets)
-
-
-class SendGridProvider(Adapter):
+class SendGridProvider(HttpAdapter):
     """Sends email through SendGrid.
 
     SendGrid has no TTL: not sending a message whose time is up (the base
@@ -60,17 +51,15 @@ class SendGridProvider(Adapter):
         from_email: str,
         base_url: str | None = None,
         timeout: float = 10.0,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
+        host = (base_url or SENDGRID_URL).rstrip("/")
+        super().__init__(
+            secrets=(api_key,), timeout=timeout, base_url=host, connections=connections
+        )
         self._from = from_email
-        self._timeout = timeout
-        self._secrets = (api_key,)
-        self._sg = SendGridAPIClient(api_key=api_key, host=(base_url or SENDGRID_URL).rstrip("/"))
-        self._log_filter = _DropSecrets(self._secrets)
-        logging.getLogger(_SDK_LOGGER).addFilter(self._log_filter)
-
-    async def aclose(self) -> None:
-        """Nothing stays open between sends (urllib); remove the log filter."""
-        logging.getLogger(_SDK_LOGGER).removeFilter(self._log_filter)
+        sdk = SendGridAPIClient(api_key=api_key, host=host)
+        self._headers = {**sdk.client.request_headers, "Content-Type": "application/json"}
 
     def request_body(self, message: Message) -> dict:
         """The Mail Send JSON for one message, our ids in ``custom_args``."""
@@ -90,33 +79,16 @@ class SendGridProvider(Adapter):
 
     async def _send(self, message: Message, left: float | None) -> Outcome:
         try:
-            body = self.request_body(message)
+            body = json.dumps(self.request_body(message)).encode()
         except (ValueError, TypeError) as exc:
             return Outcome.permanent(f"invalid email: {short(exc)}", error="invalid")
         try:
-            response = await asyncio.to_thread(
-                self._sg.client.mail.send.post, request_body=body, timeout=self._timeout
-            )
-        except http_errors.HTTPError as exc:
-            return classify(exc.status_code, exc.body, exc.headers)
-        except urllib.error.URLError as exc:
-            # urllib wraps failures while *sending* (connect refused, connect
-            # timeout) in URLError: the request never reached SendGrid.
-            return Outcome.retry(
-                f"could not reach SendGrid ({type(exc.reason).__name__})", error="URLError"
-            )
-        except TimeoutError as exc:  # socket.timeout is TimeoutError
-            return Outcome.unknown(
-                f"no answer from SendGrid before the timeout ({type(exc).__name__})",
-                error="timeout",
-            )
-        except OSError as exc:  # connection dropped while reading the answer
-            return Outcome.unknown(
-                f"connection to SendGrid failed after sending ({type(exc).__name__})",
-                error=type(exc).__name__,
-            )
-        headers = response.headers
-        return Outcome.sent(headers.get("X-Message-Id"), status=response.status_code)
+            answer = await self._post(MAIL_SEND_PATH, data=body, headers=self._headers)
+        except TRANSPORT_ERRORS as exc:
+            return transport_outcome(exc)
+        if not 200 <= answer.status < 300:
+            return classify(answer.status, answer.body, answer.headers)
+        return Outcome.sent(answer.headers.get("X-Message-Id"), status=answer.status)
 
 
 def _error_text(body: bytes | str | None) -> str:

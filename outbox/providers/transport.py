@@ -8,7 +8,8 @@ Every adapter ends in the same few questions, answered once here:
   connection, connect timeout, no free connection) is a plain ``retry``: the
   provider never saw it. A failure after (read timeout, connection dropped
   mid-response) is ``unknown``: the provider may have accepted it, and a retry
-  may duplicate.
+  may duplicate. The same question for both HTTP clients we use: aiohttp
+  (HTTP/1.1 APIs) and httpx (HTTP/2: APNs).
 - *How long may the message still live?* ``expires_at`` becomes the provider's
   TTL; a message whose time is up is ``permanent`` rather than sent late.
 - *Is there a secret in this text?* Reasons are stored in the database, so
@@ -18,26 +19,38 @@ Every adapter ends in the same few questions, answered once here:
 what differs: its request, its client and its classification. It is a
 convenience for writing adapters, not part of the seam: the worker knows only
 the :class:`~outbox.providers.base.Provider` protocol.
+
+Why two HTTP clients: per request on these 2-core machines, httpx costs
+1.6-4.7 ms of CPU over HTTP/1.1 with 1-50 requests in flight (its pool walks
+every connection, twice over, each time a request starts or ends), aiohttp
+0.4-0.6 ms (``benchmarks/provider_clients.py``). aiohttp does not speak
+HTTP/2, which APNs requires; there one httpx connection multiplexes every
+send, and the pool walk is short.
 """
 
 from __future__ import annotations
 
 import abc
 import email.utils
+import json
 import ssl
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import httpx
 
 from outbox.providers.base import Message, Outcome
 from outbox.schedule import past_expiry
 
 REDACTED = "[redacted]"
+# Connections an adapter keeps to its provider unless told: the worker's default
+# concurrency (the worker passes its own), so no send waits for a connection.
+DEFAULT_CONNECTIONS = 50
 # Provider error texts can be long (HTML error pages); a reason is a summary.
 REASON_LIMIT_CHARS = 300
 
@@ -82,18 +95,28 @@ def header_retry_after(headers: Mapping[str, str] | None, now: float | None = No
     return wait
 
 
-# Raised before a single byte of the request reached the provider.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Raised before a single byte of the request reached the provider. aiohttp's
+# ConnectionTimeoutError covers both the connect and the wait for a free connection.
+_NOT_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+)
+_BAD_URL = (httpx.UnsupportedProtocol, httpx.InvalidURL, aiohttp.InvalidURL)
+# What the adapters catch around a request: every failure of either client.
+TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, TimeoutError)
 
 
 def transport_outcome(exc: Exception) -> Outcome:
-    """Classify an httpx failure by whether the request may have reached the provider."""
+    """Classify an httpx or aiohttp failure by whether the request may have reached the provider."""
     kind = type(exc).__name__
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
+    if isinstance(exc, _BAD_URL):
         return Outcome.config(f"bad provider URL ({kind})", error=kind)
     if isinstance(exc, _NOT_SENT):
         return Outcome.retry(f"could not reach the provider ({kind})", error=kind)
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return Outcome.unknown(f"no answer before the timeout ({kind})", error=kind)
     return Outcome.unknown(f"connection failed after the request was sent ({kind})", error=kind)
 
@@ -213,8 +236,68 @@ class Adapter(abc.ABC):
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A provider's HTTP answer, read whole: what an adapter classifies."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        """The body as JSON (ValueError when it is not)."""
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+class HttpPool:
+    """Pooled HTTP/1.1 connections to one provider (aiohttp), up to ``connections`` open.
+
+    The session is made at the first request, not here: an aiohttp session
+    belongs to the event loop it was made in, and adapters are built before
+    the worker's loop starts. ``timeout`` bounds the connect (including the
+    wait for a free connection: a ``retry``, nothing was sent) and each read
+    of the answer (an ``unknown``); the whole request is bounded at three
+    times that, like httpx's separate connect, write and read timeouts.
+    """
+
+    def __init__(self, *, timeout: float, connections: int = DEFAULT_CONNECTIONS) -> None:
+        if connections < 1:
+            raise ValueError(f"connections must be at least 1, not {connections}")
+        self.connections = connections
+        self._timeout = aiohttp.ClientTimeout(
+            total=3 * timeout, connect=timeout, sock_connect=timeout, sock_read=timeout
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The session, made now if there is none (in the running loop)."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.connections, limit_per_host=self.connections
+            )
+            # Providers' errors are answers to classify, never exceptions: no raise_for_status.
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def request(self, method: str, url: str, **options: Any) -> Answer:
+        """One request, its answer read whole; raises aiohttp's errors (see transport_outcome)."""
+        async with self.session.request(method, url, allow_redirects=False, **options) as r:
+            return Answer(r.status, r.headers, await r.read())
+
+    async def aclose(self) -> None:
+        """Close the connections (a later request opens new ones)."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class HttpAdapter(Adapter):
-    """An adapter that speaks to its provider through one httpx client, ``self._client``."""
+    """An adapter that speaks HTTP/1.1 to its provider through one :class:`HttpPool`."""
 
     def __init__(
         self,
@@ -222,11 +305,39 @@ class HttpAdapter(Adapter):
         secrets: Iterable[str],
         timeout: float,
         base_url: str = "",
+        connections: int = DEFAULT_CONNECTIONS,
+    ) -> None:
+        self._secrets = tuple(secrets)
+        self._base_url = base_url.rstrip("/")
+        self._http = HttpPool(timeout=timeout, connections=connections)
+
+    async def _post(self, path: str, **options: Any) -> Answer:
+        return await self._http.request("POST", self._base_url + path, **options)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._http.aclose()
+
+
+class Http2Adapter(Adapter):
+    """An adapter that speaks HTTP/2 to its provider through one httpx client, ``self._client``.
+
+    Up to ``connections`` connections (one suffices while the provider allows
+    as many concurrent streams as there are sends in flight).
+    """
+
+    def __init__(
+        self,
+        *,
+        secrets: Iterable[str],
+        timeout: float,
+        connections: int = DEFAULT_CONNECTIONS,
         **client_options: Any,
     ) -> None:
         self._secrets = tuple(secrets)
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), timeout=httpx.Timeout(timeout), **client_options
+            http2=True, timeout=httpx.Timeout(timeout), limits=limits, **client_options
         )
 
     async def aclose(self) -> None:

@@ -1,11 +1,13 @@
 """SMS through Twilio, with the twilio SDK (``messages.create_async``).
 
 The SDK's async path needs an async HTTP client; we give it our own
-(:class:`_HttpxTwilioClient`, built on the SDK's public ``AsyncHttpClient``
-base class) for three reasons: an explicit timeout; the one documented place
-where the API host is rewritten to a base-URL override (the provider
-sandbox); and access to response headers, which the SDK's exceptions do not
-carry (Twilio's 429 may say ``Retry-After``).
+(:class:`_PooledTwilioClient`, built on the SDK's public ``AsyncHttpClient``
+base class, on aiohttp like the SDK's own ``AsyncTwilioHttpClient``) for four
+reasons: an explicit timeout; connections pooled to the worker's concurrency
+(the SDK's client makes a session per request unless handed one); the one
+documented place where the API host is rewritten to a base-URL override (the
+provider sandbox); and access to response headers, which the SDK's
+exceptions do not carry (Twilio's 429 may say ``Retry-After``).
 
 Codes (PROVIDERS.md, Twilio): the destination is dead when Twilio says the
 number is invalid, not mobile, a landline, unreachable, or the recipient
@@ -16,19 +18,27 @@ timeouts may have been accepted, so they are ``unknown``.
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import logging
 import math
 from dataclasses import dataclass, field
 
-import httpx
 from twilio.base.exceptions import TwilioRestException, TwilioServiceException
 from twilio.http import AsyncHttpClient
 from twilio.http.response import Response
 from twilio.rest import Client
 
 from outbox.providers.base import Message, Outcome
-from outbox.providers.transport import Adapter, header_retry_after, short, transport_outcome
+from outbox.providers.transport import (
+    DEFAULT_CONNECTIONS,
+    TRANSPORT_ERRORS,
+    Adapter,
+    HttpPool,
+    header_retry_after,
+    short,
+    transport_outcome,
+)
 
 TWILIO_API_URL = "https://api.twilio.com"
 MAX_VALIDITY_SECONDS = 36_000
@@ -78,8 +88,8 @@ _LAST_RESPONSE: contextvars.ContextVar[_LastResponse | None] = contextvars.Conte
 )
 
 
-class _HttpxTwilioClient(AsyncHttpClient):
-    """The SDK's async HTTP seam, on httpx, with a base-URL override.
+class _PooledTwilioClient(AsyncHttpClient):
+    """The SDK's async HTTP seam, on our :class:`HttpPool`, with a base-URL override.
 
     The SDK builds absolute URLs on ``https://api.twilio.com``; when a base URL
     is configured (the provider sandbox), that prefix is replaced here and
@@ -87,10 +97,10 @@ class _HttpxTwilioClient(AsyncHttpClient):
     on IP addresses.
     """
 
-    def __init__(self, base_url: str | None, timeout: float) -> None:
+    def __init__(self, base_url: str | None, timeout: float, connections: int) -> None:
         super().__init__(logger=_log, is_async=True, timeout=timeout)
         self._base_url = base_url.rstrip("/") if base_url else None
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(timeout))
+        self._http = HttpPool(timeout=timeout, connections=connections)
 
     def rebase(self, url: str) -> str:
         """The URL the request really goes to."""
@@ -109,23 +119,26 @@ class _HttpxTwilioClient(AsyncHttpClient):
         timeout: float | None = None,
         allow_redirects: bool = False,
     ) -> Response:
-        response = await self._client.request(
-            method,
+        # ``timeout`` is the one this client was made with (the SDK passes ours
+        # back), and Twilio's API does not redirect: both are the pool's own.
+        headers = dict(headers or {})
+        if auth is not None:
+            basic = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+            headers["Authorization"] = f"Basic {basic}"
+        answer = await self._http.request(
+            method.upper(),
             self.rebase(url),
-            params=params,  # type: ignore[arg-type]
+            params=params,
             data=data,
             headers=headers,
-            auth=auth,
-            timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            follow_redirects=allow_redirects,
         )
         holder = _LAST_RESPONSE.get()
         if holder is not None:
-            holder.headers = dict(response.headers)
-        return Response(response.status_code, response.text, response.headers)
+            holder.headers = dict(answer.headers)
+        return Response(answer.status, answer.text, answer.headers)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._http.aclose()
 
 
 class TwilioProvider(Adapter):
@@ -146,6 +159,7 @@ class TwilioProvider(Adapter):
         status_callback_url: str | None = None,
         base_url: str | None = None,
         timeout: float = 10.0,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
         if not (from_number or messaging_service_sid):
             raise ValueError("Twilio needs a from number or a messaging service SID")
@@ -153,7 +167,7 @@ class TwilioProvider(Adapter):
         self._service_sid = messaging_service_sid
         self._status_callback = status_callback_url
         self._secrets = (auth_token,)
-        self._http = _HttpxTwilioClient(base_url, timeout)
+        self._http = _PooledTwilioClient(base_url, timeout, connections)
         self._client = Client(
             account_sid,
             auth_token,
@@ -190,7 +204,7 @@ class TwilioProvider(Adapter):
             return classify(
                 exc.status, exc.code, _error_text(exc), header_retry_after(holder.headers)
             )
-        except httpx.HTTPError as exc:
+        except TRANSPORT_ERRORS as exc:
             return transport_outcome(exc)
         except ValueError:
             # A 2xx whose body is not JSON (a proxy page): Twilio may have taken it.

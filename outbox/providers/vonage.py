@@ -1,7 +1,7 @@
-"""SMS through Vonage (Nexmo)'s SMS API, ``POST /sms/json``, with httpx.
+"""SMS through Vonage (Nexmo)'s SMS API, ``POST /sms/json``, with aiohttp.
 
 Credentials travel in the form body, never in the URL, so no access log or
-httpx log line carries them. ``client-ref`` is our delivery id: Vonage echoes
+HTTP client log line carries them. ``client-ref`` is our delivery id: Vonage echoes
 it on delivery receipts. Vonage answers HTTP 200 for most failures and puts a
 per-part ``status`` in the body; a long text is split into parts, and the
 message counts as sent only when every part was accepted.
@@ -14,10 +14,16 @@ the rest -> permanent.
 
 from __future__ import annotations
 
-import httpx
-
 from outbox.providers.base import Message, Outcome
-from outbox.providers.transport import HttpAdapter, header_retry_after, short, transport_outcome
+from outbox.providers.transport import (
+    DEFAULT_CONNECTIONS,
+    TRANSPORT_ERRORS,
+    Answer,
+    HttpAdapter,
+    header_retry_after,
+    short,
+    transport_outcome,
+)
 
 VONAGE_URL = "https://rest.nexmo.com"
 # Vonage's ttl bounds, in milliseconds.
@@ -43,8 +49,14 @@ class VonageProvider(HttpAdapter):
         sender: str,
         base_url: str | None = None,
         timeout: float = 10.0,
+        connections: int = DEFAULT_CONNECTIONS,
     ) -> None:
-        super().__init__(secrets=(api_secret,), timeout=timeout, base_url=base_url or VONAGE_URL)
+        super().__init__(
+            secrets=(api_secret,),
+            timeout=timeout,
+            base_url=base_url or VONAGE_URL,
+            connections=connections,
+        )
         self._api_key = api_key
         self._api_secret = api_secret
         self._sender = sender
@@ -70,14 +82,14 @@ class VonageProvider(HttpAdapter):
 
     async def _send(self, message: Message, left: float | None) -> Outcome:
         try:
-            response = await self._client.post("/sms/json", data=self._form(message, left))
-        except httpx.HTTPError as exc:
+            response = await self._post("/sms/json", data=self._form(message, left))
+        except TRANSPORT_ERRORS as exc:
             return transport_outcome(exc)
         return _classify_response(response)
 
 
-def _classify_response(response: httpx.Response) -> Outcome:
-    status = response.status_code
+def _classify_response(response: Answer) -> Outcome:
+    status = response.status
     if status == 429:
         return Outcome.retry(
             "Vonage 429: throughput limit", header_retry_after(response.headers), status=429

@@ -33,6 +33,9 @@ class Recorded:
     environment: str | None = None  # APNs: production | sandbox
     ids: dict[str, Any] = field(default_factory=dict)
     fields: dict[str, Any] = field(default_factory=dict)
+    # The client's address and port: requests on one connection share it, so
+    # tests can see connection reuse and HTTP/2 multiplexing.
+    connection: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

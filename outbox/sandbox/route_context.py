@@ -23,6 +23,11 @@ from outbox.sandbox.receipts import ReceiptSender
 from outbox.sandbox.recorder import Recorder
 
 
+def _connection(request: Request) -> str | None:
+    client = request.client
+    return f"{client.host}:{client.port}" if client is not None else None
+
+
 @dataclass
 class SandboxContext:
     """Everything a provider route needs: keys, faults, recorder, receipts."""
@@ -65,6 +70,7 @@ class SandboxContext:
             environment=environment,
             ids=ids or {},
             fields=fields or {},
+            connection=_connection(request),
         )
         if decision.latency_s:
             await asyncio.sleep(decision.latency_s)
@@ -98,5 +104,6 @@ class SandboxContext:
             answer=answer,
             status=response.status_code,
             fields=fields or {},
+            connection=_connection(request),
         )
         return response

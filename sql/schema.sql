@@ -230,7 +230,7 @@ CREATE TABLE outbox.events (
                          'created', 'processing', 'sent', 'delivered', 'retry', 'dead',
                          'expired', 'cancelled', 'suppressed', 'released', 'recovered',
                          'deferred', 'requeued', 'receipt', 'device_deactivated',
-                         'template_activated')),
+                         'template_activated', 'erased')),
     attempt          integer,
     worker           text,
     detail           jsonb,

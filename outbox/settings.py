@@ -143,6 +143,15 @@ class Settings(BaseSettings):
         default="md5hash", pattern="^(md5hash|md5|sha1|sha256|sha512)$"
     )
 
+    # --- the HTTP API (`outbox api`, docs/api.md) --------------------------------
+    # Loopback by default: run several behind a load balancer / TLS proxy.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=4030, ge=0, le=65535)
+    # Larger request bodies get 413 before anything else is done with them. A bulk
+    # enqueue of 1000 notifications with ~1 KB of data each fits.
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    api_db_pool_size: int = Field(default=8, ge=1, le=100)
+
     # --- observability --------------------------------------------------------
     log_format: str = Field(default="console", pattern="^(console|json)$")
     log_level: str = "INFO"

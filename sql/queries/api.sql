@@ -35,6 +35,10 @@ SELECT outbox.set_preference(
 -- name: cancel
 SELECT outbox.cancel(message_id => %(message_id)s, reason => %(reason)s);
 
+-- name: erase_recipient
+-- Erase a recipient and their data (GDPR); returns the counts as jsonb.
+SELECT outbox.erase_recipient(recipient => %(recipient)s, actor => %(actor)s);
+
 -- name: create_template
 SELECT outbox.create_template(
     key => %(key)s, channel => %(channel)s, body => %(body)s, subject => %(subject)s,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from datetime import UTC
 from typing import Annotated
 
@@ -51,15 +49,7 @@ def api(
         url, pool_size=settings.api_db_pool_size, max_body_bytes=settings.api_max_body_bytes
     )
     typer.echo(f"api: listening on {server.url}  (OpenAPI: {server.url}/openapi.json)")
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await server.serve(app, stop)
-
-    asyncio.run(run())
+    server.run(app)
     typer.echo("api stopped")
 
 

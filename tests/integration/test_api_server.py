@@ -139,6 +139,20 @@ ENDPOINTS = [
 ]
 
 
+def _drain(db_url: str, provider: Any) -> None:
+    """A real worker sends everything due through ``provider``, then stops."""
+
+    async def drain() -> None:
+        worker = make_worker(db_url, provider)
+        try:
+            while await worker.run_once():
+                pass
+        finally:
+            await worker.close()
+
+    asyncio.run(drain())
+
+
 def _call(client: httpx.Client, method: str, path: str, body: Any) -> httpx.Response:
     if body is None:
         return client.request(method.upper(), path)
@@ -232,17 +246,7 @@ def test_an_enqueue_through_the_api_is_delivered_by_a_worker(world, api, db_url,
         again = client.post("/v1/notifications", json=ENQUEUE)
         assert again.json() == first.json()  # the same message id is the same notification
 
-        provider = RecordingProvider(tmp_path / "sent.jsonl")
-
-        async def drain() -> None:
-            worker = make_worker(db_url, provider)
-            try:
-                while await worker.run_once():
-                    pass
-            finally:
-                await worker.close()
-
-        asyncio.run(drain())
+        _drain(db_url, RecordingProvider(tmp_path / "sent.jsonl"))
         sent = read_records(tmp_path / "sent.jsonl")
         assert sorted(r["destination"] for r in sent) == [
             "+14155550107",
@@ -441,17 +445,7 @@ def test_erasure_removes_the_person_and_keeps_the_trail(world, api, db_url):
     refusal = Outcome.permanent(
         f"twilio: 21211 invalid To {phone}", message=f"The 'To' number {phone} is not valid."
     )
-    provider = ScriptedProvider(script={phone: [refusal]})
-
-    async def drain() -> None:
-        worker = make_worker(db_url, provider)
-        try:
-            while await worker.run_once():
-                pass
-        finally:
-            await worker.close()
-
-    asyncio.run(drain())
+    _drain(db_url, ScriptedProvider(script={phone: [refusal]}))
     later = datetime(2099, 1, 1, tzinfo=UTC)
     factories.enqueue_committed(world, "order-2", send_at=later)  # still pending
     assert (

@@ -4,11 +4,12 @@
 --   outbox_owner   owns the schema and runs `outbox migrate`; not a superuser, so
 --                  the SECURITY DEFINER producer functions it owns can do no more
 --                  than it can.
---   outbox_producer, outbox_worker, outbox_reader
---                  the group roles migration 0003 grants to (sql/roles.sql). Made
---                  here, so the owner needs no CREATEROLE.
+--   outbox_producer, outbox_worker, outbox_reader, outbox_api
+--                  the group roles migrations 0003 and 0011 grant to (sql/roles.sql,
+--                  sql/api_roles.sql). Made here, so the owner needs no CREATEROLE.
 --   outbox_app     an application (enqueue/register only)      -> outbox_producer
 --   outbox_svc     the workers and the webhook receiver          -> outbox_worker
+--   outbox_api_svc the HTTP API (`outbox api`)                   -> outbox_api
 --   grafana        dashboards                                    -> outbox_reader
 
 CREATE ROLE outbox_owner LOGIN PASSWORD 'outbox_owner';
@@ -17,9 +18,11 @@ ALTER DATABASE outbox OWNER TO outbox_owner;
 CREATE ROLE outbox_producer NOLOGIN;
 CREATE ROLE outbox_worker NOLOGIN;
 CREATE ROLE outbox_reader NOLOGIN;
+CREATE ROLE outbox_api NOLOGIN;
 
 CREATE ROLE outbox_app LOGIN PASSWORD 'outbox_app' IN ROLE outbox_producer;
 CREATE ROLE outbox_svc LOGIN PASSWORD 'outbox_svc' IN ROLE outbox_worker;
+CREATE ROLE outbox_api_svc LOGIN PASSWORD 'outbox_api_svc' IN ROLE outbox_api;
 CREATE ROLE grafana LOGIN PASSWORD 'grafana' IN ROLE outbox_reader;
 -- pg_stat_activity shows other sessions' queries only to pg_read_all_stats members.
 GRANT pg_monitor TO grafana;

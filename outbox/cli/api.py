@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
@@ -119,25 +119,14 @@ def list_(as_json: Json = False) -> None:
         output.print_json(rows)
         return
     out = output.console()
-    table = output.table(out, f"API keys ({len(rows)}, times in UTC)")
-    for column in (
-        "id",
-        "name",
-        "key",
-        "scopes",
-        "rate/s",
-        "burst",
-        "created",
-        "last used",
-        "revoked",
-    ):
-        table.add_column(column, no_wrap=True)
+    title = f"API keys ({len(rows)}, times in UTC)"
+    headers = ("id", "name", "key", "scopes", "rate/s", "burst", "created", "last used", "revoked")
 
-    def when(value: object) -> str:
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else ""  # type: ignore[attr-defined]
+    def when(value: datetime | None) -> str:
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else ""
 
-    for r in rows:
-        table.add_row(
+    cells = [
+        (
             str(r["id"]),
             escape(r["name"]),
             r["prefix"] + "…",
@@ -148,7 +137,20 @@ def list_(as_json: Json = False) -> None:
             when(r["last_used_at"]),
             when(r["revoked_at"]),
         )
-    out.print(table)
+        for r in rows
+    ]
+    table = output.table(out, title)
+    for column in headers:
+        table.add_column(column, no_wrap=True)
+    for row in cells:
+        table.add_row(*row)
+    if output.fits(out, table):
+        out.print(table)
+        return
+    # Narrower than the table: one block per key.
+    out.print(f"[bold]{escape(title)}[/bold]")
+    for row in cells:
+        output.print_fields(out, f"key {row[0]}", list(zip(headers[1:], row[1:], strict=True)))
 
 
 @keys_app.command()

@@ -75,11 +75,12 @@ def test_compose_has_every_service_wired():
         "worker-1",
         "worker-2",
         "webhooks",
+        "api",
         "sandbox",
         "prometheus",
         "grafana",
     } <= set(services)
-    for name in ("worker-1", "worker-2", "webhooks"):
+    for name in ("worker-1", "worker-2", "webhooks", "api"):
         assert (
             services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         )
@@ -105,6 +106,11 @@ def test_compose_has_every_service_wired():
     assert "outbox_owner" in services["migrate"]["environment"]["OUTBOX_DATABASE_URL"]
     for name in ("worker-1", "worker-2", "webhooks"):
         assert "outbox_svc" in services[name]["environment"]["OUTBOX_DATABASE_URL"]
+    # The API as its own role's login, made by the init script.
+    assert services["api"]["command"] == ["api"]
+    assert "outbox_api_svc:" in services["api"]["environment"]["OUTBOX_DATABASE_URL"]
+    init = (DEPLOY / "postgres" / "init.sql").read_text(encoding="utf-8")
+    assert "CREATE ROLE outbox_api_svc LOGIN PASSWORD 'outbox_api_svc' IN ROLE outbox_api" in init
     # Files the compose file mounts exist.
     for service in services.values():
         for volume in service.get("volumes", []):

@@ -19,12 +19,13 @@ LIMIT %(limit)s;
 
 -- name: dlq_requeue
 -- Give dead deliveries a fresh start: pending now, attempts reset. The event
--- records who did it and the error it had.
+-- records who did it and the error it had. Deliveries of an erased recipient
+-- (outbox.erase_recipient: destination 'erased:<id>') have no one to go to.
 WITH target AS (
     SELECT d.id
     FROM outbox.deliveries d
     JOIN outbox.notifications n ON n.id = d.notification_id
-    WHERE d.status = 'dead'
+    WHERE d.status = 'dead' AND d.destination NOT LIKE 'erased:%%'
       AND (%(ids)s::bigint[] IS NULL OR d.id = ANY (%(ids)s::bigint[]))
       AND (%(message_ids)s::text[] IS NULL OR n.message_id = ANY (%(message_ids)s::text[]))
       AND (%(channel)s::text IS NULL OR d.channel::text = %(channel)s::text)

@@ -24,6 +24,7 @@ import structlog
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from typer.testing import CliRunner
 
+from outbox import dlq
 from outbox.apiserver import ApiServer, ApiThread, create_app, keys
 from outbox.cli import _register, app
 from outbox.providers.base import Outcome
@@ -500,6 +501,39 @@ def test_erasure_removes_the_person_and_keeps_the_trail(world, api, db_url):
         world.execute("SELECT count(*) FROM outbox.events WHERE kind = 'erased'").fetchone()[0] == 3
     )  # one per notification, one for the recipient
     assert world.execute("SELECT data FROM outbox.notifications").fetchall() == [({},), ({},)]
+    # Their dead SMS has no one to go to any more: the DLQ passes over it.
+    assert dlq.requeue(world, actor="test", everything=True) == 0
+
+
+def test_erasure_stops_a_delivery_in_flight(world, api, db_url):
+    factories.enqueue_committed(world, "order-1", channels=["sms"])
+    provider = ScriptedProvider()
+    provider.gate = asyncio.Event()
+    key = _key(world, "recipients")
+
+    async def scenario() -> httpx.Response:
+        worker = make_worker(db_url, provider)
+        try:
+            sending = asyncio.create_task(worker.run_once())
+            while not provider.calls:  # the worker holds the lease and is at the provider
+                await asyncio.sleep(0.01)
+            with _client(api, key) as client:
+                erased = await asyncio.to_thread(client.delete, "/v1/recipients/user-7")
+            provider.gate.set()  # the provider accepts; the worker's record is fenced out
+            await sending
+            return erased
+        finally:
+            await worker.close()
+
+    erased = asyncio.run(scenario())
+    assert erased.status_code == 200 and erased.json()["cancelled"] == 1, erased.text
+    row = world.execute(
+        "SELECT status::text, in_doubt, destination, lease_owner FROM outbox.deliveries"
+    ).fetchone()
+    assert row[0] == "cancelled" and row[1] == 1 and row[2].startswith("erased:")
+    assert row[3] is None
+    kinds = [k for (k,) in world.execute("SELECT kind FROM outbox.events ORDER BY id").fetchall()]
+    assert "sent" not in kinds and kinds[-2:] == ["erased", "erased"]
 
 
 def _name(conn) -> str:
@@ -608,6 +642,24 @@ def test_the_api_role_changes_nothing_but_through_the_functions(world, api_login
                 api_conn.execute(statement)
             api_conn.rollback()
         assert api_conn.execute("SELECT count(*) FROM outbox.recipients").fetchone()[0] == 1
+    # erase_recipient is a producer function like the others (sql/api_roles.sql).
+    definer, config, public, producer, api_role = world.execute("""
+        SELECT p.prosecdef, p.proconfig, has_function_privilege('public', p.oid, 'EXECUTE'),
+               has_function_privilege('outbox_producer', p.oid, 'EXECUTE'),
+               has_function_privilege('outbox_api', p.oid, 'EXECUTE')
+        FROM pg_proc p WHERE p.oid = 'outbox.erase_recipient(text, text)'::regprocedure
+    """).fetchone()
+    assert definer and config == ["search_path=pg_catalog, pg_temp"]
+    assert not public and producer and api_role
+    # Nobody but the owner reads key hashes; the reader sees the rest.
+    for role, column, allowed in (
+        ("outbox_reader", "name", True),
+        ("outbox_reader", "key_hash", False),
+        ("outbox_worker", "name", False),
+        ("outbox_api", "key_hash", False),
+    ):
+        query = "SELECT has_column_privilege(%s, 'outbox.api_keys', %s, 'SELECT')"
+        assert world.execute(query, [role, column]).fetchone()[0] is allowed, (role, column)
 
 
 # -- logs ----------------------------------------------------------------------------------------

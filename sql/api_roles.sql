@@ -23,6 +23,7 @@
 DO $api$
 DECLARE
     f  regprocedure;
+    r  text;
     api_functions CONSTANT text[] := ARRAY[
         'enqueue', 'enqueue_many', 'upsert_recipient', 'register_device', 'deactivate_device',
         'set_preference', 'cancel', 'erase_recipient', 'api_authenticate'];
@@ -59,12 +60,18 @@ BEGIN
     GRANT SELECT ON outbox.recipients, outbox.devices, outbox.preferences, outbox.notifications,
                     outbox.deliveries, outbox.events TO outbox_api;
 
-    -- The default privileges of sql/roles.sql gave both roles SELECT on api_keys.
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_worker') THEN
-        REVOKE SELECT ON outbox.api_keys FROM outbox_worker;
-    END IF;
+    -- Default privileges (sql/roles.sql's, and any a DBA or a later revision adds)
+    -- give every table to some roles: not this one. Only its owner holds it whole;
+    -- the reader gets every column but the hash.
+    FOR r IN
+        SELECT DISTINCT a.grantee::regrole::text
+        FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+        WHERE c.oid = 'outbox.api_keys'::regclass AND a.grantee NOT IN (0, c.relowner)
+    LOOP
+        EXECUTE format('REVOKE ALL ON outbox.api_keys FROM %s', r);
+    END LOOP;
+    REVOKE ALL ON outbox.api_keys FROM PUBLIC;
     IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_reader') THEN
-        REVOKE SELECT ON outbox.api_keys FROM outbox_reader;
         GRANT SELECT (id, name, prefix, scopes, created_at, created_by, last_used_at, revoked_at)
             ON outbox.api_keys TO outbox_reader;
     END IF;

@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from starlette.exceptions import HTTPException
 
 from outbox import aio, errors
 from outbox.apiserver import models
@@ -120,6 +121,14 @@ def _install_errors(app: FastAPI) -> None:
     async def refused(request: Request, exc: Refused) -> JSONResponse:
         response = _error(exc.status, exc.error, exc.detail)
         response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def no_route(request: Request, exc: HTTPException) -> JSONResponse:
+        # No such path (404) or method (405): in the one error shape too.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        response = _error(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -266,6 +266,10 @@ def test_an_enqueue_through_the_api_is_delivered_by_a_worker(world, api, db_url,
         assert kinds.count("created") == 4 and kinds.count("sent") == 4
         missing = client.get("/v1/notifications/never-sent")
         assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+        nowhere = client.get("/v2/anything")
+        assert nowhere.status_code == 404 and nowhere.json()["error"] == "not_found"
+        wrong = client.patch("/v1/notifications")
+        assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
 
 
 def test_cancel_and_message_ids_with_slashes(world, api):

@@ -139,18 +139,7 @@ def list_(as_json: Json = False) -> None:
         )
         for r in rows
     ]
-    table = output.table(out, title)
-    for column in headers:
-        table.add_column(column, no_wrap=True)
-    for row in cells:
-        table.add_row(*row)
-    if output.fits(out, table):
-        out.print(table)
-        return
-    # Narrower than the table: one block per key.
-    out.print(f"[bold]{escape(title)}[/bold]")
-    for row in cells:
-        output.print_fields(out, f"key {row[0]}", list(zip(headers[1:], row[1:], strict=True)))
+    output.print_rows(out, title, headers, cells, label="key")
 
 
 @keys_app.command()

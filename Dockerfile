@@ -1,4 +1,4 @@
-# The Outbox application image: `outbox worker`, `outbox webhooks`, `outbox migrate`,
+# The Outbox application image: `outbox worker`, `outbox webhooks`, `outbox api`, `outbox migrate`,
 # `outbox sandbox`, `outbox status`, ... (the ENTRYPOINT is the `outbox` command).
 #
 #   docker build -t outbox .

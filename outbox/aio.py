@@ -32,6 +32,7 @@ __all__ = [
     "deactivate_device",
     "enqueue",
     "enqueue_many",
+    "erase_recipient",
     "register_device",
     "set_preference",
     "upsert_recipient",
@@ -119,6 +120,7 @@ create_template = _async(calls.create_template)
 deactivate_device = _async(calls.deactivate_device)
 enqueue = _async(calls.enqueue)
 enqueue_many = _async(calls.enqueue_many)
+erase_recipient = _async(calls.erase_recipient)
 register_device = _async(calls.register_device)
 set_preference = _async(calls.set_preference)
 upsert_recipient = _async(calls.upsert_recipient)

@@ -40,6 +40,7 @@ __all__ = [
     "deactivate_device",
     "enqueue",
     "enqueue_many",
+    "erase_recipient",
     "register_device",
     "set_preference",
     "upsert_recipient",
@@ -137,6 +138,7 @@ create_template = _sync(calls.create_template)
 deactivate_device = _sync(calls.deactivate_device)
 enqueue = _sync(calls.enqueue)
 enqueue_many = _sync(calls.enqueue_many)
+erase_recipient = _sync(calls.erase_recipient)
 register_device = _sync(calls.register_device)
 set_preference = _sync(calls.set_preference)
 upsert_recipient = _sync(calls.upsert_recipient)

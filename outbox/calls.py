@@ -540,6 +540,24 @@ def cancel(message_id: str, reason: str = "cancelled by the application") -> Cal
     )
 
 
+def erase_recipient(recipient: str, *, actor: str | None = None) -> Call[dict[str, int]]:
+    """Erase ``recipient`` and their data (GDPR); return what was erased, as counts.
+
+    Their unsent deliveries are cancelled (in flight ones included), their
+    addresses and tokens scrubbed from every delivery and event of their
+    notifications, their notifications' data emptied, and the recipient deleted
+    with their devices and preferences; an ``erased`` event records it, by
+    ``actor`` (e.g. ``"cli:ada"``). Message ids stay, so a retried enqueue of one
+    is still a no-op. Raises :class:`~outbox.NotFound` for an unknown recipient.
+    See ``outbox.erase_recipient`` in ``sql/functions/registry.sql``.
+    """
+    return Call(
+        "erase_recipient",
+        {"recipient": _text(recipient, "recipient"), "actor": _optional_text(actor, "actor")},
+        dict,
+    )
+
+
 def create_template(
     key: str,
     channel: str,
@@ -606,6 +624,7 @@ CALLS: tuple[Callable[..., Call[Any]], ...] = (
     deactivate_device,
     enqueue,
     enqueue_many,
+    erase_recipient,
     register_device,
     set_preference,
     upsert_recipient,

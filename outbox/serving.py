@@ -1,16 +1,19 @@
 """Serving an ASGI app with hypercorn: a socket bound first, and a background thread to serve in.
 
-Both of Outbox's HTTP servers (the provider sandbox, the webhooks receiver) bind
-their socket before anything else, so that ``port=0`` yields a port known at
-once (webhook URLs are signed with it, settings point at it), then hand it to
+Outbox's HTTP servers (the provider sandbox, the webhooks receiver, the API)
+bind their socket before anything else, so that ``port=0`` yields a port known
+at once (webhook URLs are signed with it, settings point at it), then hand it to
 hypercorn by file descriptor. Tests and the demo run them in a thread of the
-same process: :class:`ServerThread`.
+same process: :class:`ServerThread`. The webhooks receiver and the API are both
+an :class:`AppServer` (serve one app until told to stop) and, in a thread, an
+:class:`AppThread`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 import threading
 import time
@@ -18,6 +21,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import httpx
+from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 START_TIMEOUT_S = 15.0
@@ -116,3 +121,71 @@ class ServerThread:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._thread = None
+
+
+class AppServer:
+    """A socket bound at creation (its URL is known before any app exists); serves in :meth:`serve`.
+
+    ``errorlog`` names the logger hypercorn reports its own errors to.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, errorlog: str) -> None:
+        self._sock = listen(host, port)
+        self._errorlog = logging.getLogger(errorlog)
+        self.port: int = self._sock.getsockname()[1]
+        url_host = f"[{host}]" if ":" in host else host
+        self.url = f"http://{url_host}:{self.port}"
+
+    async def serve(self, app: Any, stop: asyncio.Event) -> None:
+        """Serve ``app`` until ``stop`` is set, then finish requests in flight (5 s at most)."""
+        config = hypercorn_config(self._sock, errorlog=self._errorlog, graceful_timeout=5.0)
+        await serve(app, config, shutdown_trigger=stop.wait)
+
+    def run(self, app: Any) -> None:
+        """Serve ``app`` in this process until SIGINT or SIGTERM (a CLI command's main loop)."""
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await self.serve(app, stop)
+
+        asyncio.run(main())
+
+
+class AppThread:
+    """An app served by an :class:`AppServer` in a background thread, as a context manager.
+
+    Started once ``/healthz`` answers (whatever its status: the database may be down).
+    """
+
+    def __init__(self, server: AppServer, app: Any, *, name: str) -> None:
+        self.server = server
+        self.app = app
+        self.url = server.url
+        self._thread = ServerThread(
+            lambda stop: server.serve(app, stop), name=name, ready=self._answers
+        )
+
+    def _answers(self) -> bool:
+        try:
+            httpx.get(self.url + "/healthz", timeout=1.0)
+        except httpx.HTTPError:
+            return False
+        return True
+
+    def __enter__(self) -> AppThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start serving and wait until ``/healthz`` answers."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread to end."""
+        self._thread.stop()

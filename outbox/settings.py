@@ -157,11 +157,20 @@ class Settings(BaseSettings):
     # changing it logs everyone out; consoles sharing it accept each other's cookies.
     console_token: SecretStr | None = None
     console_host: str = "127.0.0.1"
-    console_port: int = Field(default=4030, ge=0, le=65535)
+    console_port: int = Field(default=4040, ge=0, le=65535)
     # How long a login lasts.
     console_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
     # Mark the session cookie Secure (sent over HTTPS only): set it behind TLS.
     console_secure_cookie: bool = False
+
+    # --- the HTTP API (`outbox api`, docs/api.md) --------------------------------
+    # Loopback by default: run several behind a load balancer / TLS proxy.
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=4030, ge=0, le=65535)
+    # Larger request bodies get 413 before anything else is done with them. A bulk
+    # enqueue of 1000 notifications with ~1 KB of data each fits.
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    api_db_pool_size: int = Field(default=8, ge=1, le=100)
 
     # --- observability --------------------------------------------------------
     log_format: str = Field(default="console", pattern="^(console|json)$")

@@ -36,7 +36,9 @@ def read(relative_path: str) -> str:
 # Order matters where one file acts on what another created: roles.sql grants on
 # every table and function (the retention functions included) and alters the
 # producer functions, so it comes after them, and breaker_grants.sql needs both
-# the breaker table and the roles.
+# the breaker table and the roles; api_keys.sql comes after roles.sql so that its
+# table gets the default privileges a migrated one gets, which api_roles.sql then
+# narrows.
 CURRENT_SCHEMA: tuple[str, ...] = (
     "schema.sql",
     "functions/enqueue.sql",
@@ -49,6 +51,8 @@ CURRENT_SCHEMA: tuple[str, ...] = (
     "retention.sql",
     "roles.sql",
     "breaker_grants.sql",
+    "api_keys.sql",
+    "api_roles.sql",
 )
 
 

@@ -22,7 +22,7 @@
 -- ---------------------------------------------------------------------------
 CREATE TABLE outbox.rate_limits (
     scope            text NOT NULL
-                     CONSTRAINT rate_limits_scope_known CHECK (scope IN ('provider', 'recipient')),
+                     CONSTRAINT rate_limits_scope_known CHECK (scope IN ('provider', 'recipient', 'api_key')),
     name             text NOT NULL,
     rate_per_second  double precision NOT NULL
                      -- 1e-9/s is one token in ~32 years; 'NaN' and 'Infinity' fail the upper bound.
@@ -37,7 +37,9 @@ CREATE TABLE outbox.rate_limits (
     CONSTRAINT rate_limits_recipient_name_is_channel
         CHECK (scope <> 'recipient' OR name IN ('email', 'sms', 'push')),
     CONSTRAINT rate_limits_provider_name_valid
-        CHECK (scope <> 'provider' OR name ~ '^[a-z0-9][a-z0-9_.-]{0,63}$')
+        CHECK (scope <> 'provider' OR name ~ '^[a-z0-9][a-z0-9_.-]{0,63}$'),
+    CONSTRAINT rate_limits_api_key_name_valid
+        CHECK (scope <> 'api_key' OR name = '*' OR name ~ '^[1-9][0-9]{0,18}$')
 );
 COMMENT ON TABLE outbox.rate_limits IS
     'Token-bucket limits a DBA edits; changes apply to the next claimed batch. Examples: '
@@ -46,10 +48,12 @@ COMMENT ON TABLE outbox.rate_limits IS
     'Over-limit deliveries are deferred (next_attempt_at), never dropped, never counted as attempts.';
 COMMENT ON COLUMN outbox.rate_limits.scope IS
     '''provider'': one bucket shared by every send through that provider; '
-    '''recipient'': one bucket per recipient (email, sms) or per device (push) on that channel.';
+    '''recipient'': one bucket per recipient (email, sms) or per device (push) on that channel; '
+    '''api_key'': one bucket per API key of `outbox api`, one token per request.';
 COMMENT ON COLUMN outbox.rate_limits.name IS
     'For scope provider: the provider name (twilio, vonage, sendgrid, mailchimp, apns, fcm, console); '
-    'for scope recipient: the channel (email, sms, push).';
+    'for scope recipient: the channel (email, sms, push); '
+    'for scope api_key: ''*'' (every key) or one key''s id (that key instead).';
 COMMENT ON COLUMN outbox.rate_limits.rate_per_second IS
     'Refill rate in tokens per second (one token per delivery). 3 per hour = 3/3600.0.';
 COMMENT ON COLUMN outbox.rate_limits.burst IS

@@ -241,7 +241,7 @@ CREATE TABLE outbox.events (
                          'created', 'processing', 'sent', 'delivered', 'retry', 'dead',
                          'expired', 'cancelled', 'suppressed', 'released', 'recovered',
                          'deferred', 'requeued', 'receipt', 'device_deactivated',
-                         'template_activated', 'cancel_requested')),
+                         'template_activated', 'cancel_requested', 'erased')),
     attempt          integer,
     worker           text,
     detail           jsonb,

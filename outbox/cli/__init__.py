@@ -82,7 +82,7 @@ def schema_checked(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _check_all(group: typer.Typer) -> None:
-    # Every subcommand of `dlq` and `templates` reads the schema.
+    # Every subcommand of `dlq`, `templates` and `api-keys` reads the schema.
     for info in group.registered_commands:
         if info.callback is not None:
             info.callback = schema_checked(info.callback)
@@ -91,6 +91,7 @@ def _check_all(group: typer.Typer) -> None:
 def _register() -> None:
     # Imported here so that `import outbox` stays light for applications.
     from outbox.cli import (
+        api,
         console,
         db,
         demo,
@@ -108,7 +109,9 @@ def _register() -> None:
     _register.done = True  # type: ignore[attr-defined]
     _check_all(dlq.app)
     _check_all(templates.app)
+    _check_all(api.keys_app)
     app.add_typer(db.app, name="db")
+    app.add_typer(api.keys_app, name="api-keys")
     app.add_typer(dlq.app, name="dlq")
     app.add_typer(templates.app, name="templates")
     app.command("demo")(demo.demo)
@@ -117,6 +120,7 @@ def _register() -> None:
     app.command("sandbox")(sandbox.sandbox)
     app.command("webhooks")(webhooks.webhooks)
     app.command("console")(console.console)
+    app.command("api")(api.api)
     app.command("status")(schema_checked(ops.status))
     app.command("inspect")(schema_checked(ops.inspect))
     app.command("prune")(schema_checked(ops.prune))

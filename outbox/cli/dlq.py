@@ -93,7 +93,6 @@ def list_(
         )
         for r in rows
     ]
-    table = output.table(out, title)
     headers = (
         "delivery",
         "message id",
@@ -104,18 +103,8 @@ def list_(
         "died",
         "reason",
     )
-    for column in headers:
-        # Everything but the reason is copied into the next command (--id, --message-id): whole.
-        table.add_column(column, no_wrap=column != "reason", overflow="fold")
-    for row in cells:
-        table.add_row(*row)
-    if output.fits(out, table):
-        out.print(table)
-        return
-    # Narrower than the ids and the reason need: one block per dead delivery.
-    out.print(f"[bold]{escape(title)}[/bold]")
-    for row in cells:
-        output.print_fields(out, f"delivery {row[0]}", list(zip(headers[1:], row[1:], strict=True)))
+    # Everything but the reason is copied into the next command (--id, --message-id): whole.
+    output.print_rows(out, title, headers, cells, label="delivery", folding={"reason"})
 
 
 @app.command()

@@ -15,7 +15,7 @@ they all behave alike:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -24,6 +24,7 @@ from rich import box
 from rich.cells import cell_len
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -59,6 +60,34 @@ def table(out: Console, title: str | None = None, **options: Any) -> Table:
         # over a one-column table became three lines.
         options.setdefault("min_width", min(cell_len(title), out.width))
     return Table(title=title, **options)
+
+
+def print_rows(
+    out: Console,
+    title: str,
+    headers: Sequence[str],
+    cells: Sequence[Sequence[str]],
+    *,
+    label: str,
+    folding: Collection[str] = (),
+) -> None:
+    """``cells`` as a table under ``headers``, or, on a terminal too narrow for it, one
+    :func:`print_fields` block per row titled ``label`` and the row's first cell.
+
+    Columns named in ``folding`` may wrap; the others (ids people copy) stay whole.
+    Cells hold rich markup: escape values that come from the database.
+    """
+    grid = table(out, title)
+    for column in headers:
+        grid.add_column(column, no_wrap=column not in folding, overflow="fold")
+    for row in cells:
+        grid.add_row(*row)
+    if fits(out, grid):
+        out.print(grid)
+        return
+    out.print(f"[bold]{escape(title)}[/bold]")
+    for row in cells:
+        print_fields(out, f"{label} {row[0]}", list(zip(headers[1:], row[1:], strict=True)))
 
 
 def print_fields(out: Console, title: str, rows: Iterable[tuple[str, str]]) -> None:

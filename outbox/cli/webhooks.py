@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from typing import Annotated
 
 import typer
@@ -84,13 +82,5 @@ def webhooks(
     typer.echo(f"webhooks: listening on {server.url}  (public URL: {config.public_url or 'unset'})")
     for path, what in missing.items():
         typer.echo(f"  POST {path:<19} {'ready' if what is None else 'off: set ' + what}")
-
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await server.serve(app, stop)
-
-    asyncio.run(run())
+    server.run(app)
     typer.echo("webhooks stopped")

@@ -37,6 +37,10 @@ SELECT outbox.set_preference(
 SELECT ARRAY[c.cancelled, c.in_flight]
 FROM outbox.cancel_detailed(message_id => %(message_id)s, reason => %(reason)s) c;
 
+-- name: erase_recipient
+-- Erase a recipient and their data (GDPR); returns the counts as jsonb.
+SELECT outbox.erase_recipient(recipient => %(recipient)s, actor => %(actor)s);
+
 -- name: create_template
 SELECT outbox.create_template(
     key => %(key)s, channel => %(channel)s, body => %(body)s, subject => %(subject)s,

@@ -25,12 +25,15 @@ LIMIT %(limit)s;
 -- Never one the application cancelled (its cancel was requested while it was
 -- in flight, and it then died, e.g. by a bounce after it was sent): cancelled
 -- means never sent again.
+-- Nor one of an erased recipient (outbox.erase_recipient: destination
+-- 'erased:<id>'): there is no one to send it to.
 WITH target AS (
     SELECT d.id
     FROM outbox.deliveries d
     JOIN outbox.notifications n ON n.id = d.notification_id
     WHERE d.status = 'dead'
       AND d.cancel_requested_at IS NULL
+      AND d.destination NOT LIKE 'erased:%%'
       AND (%(ids)s::bigint[] IS NULL OR d.id = ANY (%(ids)s::bigint[]))
       AND (%(message_ids)s::text[] IS NULL OR n.message_id = ANY (%(message_ids)s::text[]))
       AND (%(channel)s::text IS NULL OR d.channel::text = %(channel)s::text)

@@ -75,11 +75,12 @@ def test_compose_has_every_service_wired():
         "worker-1",
         "worker-2",
         "webhooks",
+        "api",
         "sandbox",
         "prometheus",
         "grafana",
     } <= set(services)
-    for name in ("worker-1", "worker-2", "webhooks"):
+    for name in ("worker-1", "worker-2", "webhooks", "api"):
         assert (
             services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         )
@@ -113,6 +114,10 @@ def test_compose_has_every_service_wired():
     assert "CREATE ROLE outbox_hooks LOGIN" in init and "IN ROLE outbox_webhooks" in init
     # The group roles are the server's: only this deployment's logins may connect (P1).
     assert "REVOKE CONNECT ON DATABASE outbox FROM PUBLIC" in init
+    # The API as its own role's login, made by the init script.
+    assert services["api"]["command"] == ["api"]
+    assert "outbox_api_svc:" in services["api"]["environment"]["OUTBOX_DATABASE_URL"]
+    assert "CREATE ROLE outbox_api_svc LOGIN PASSWORD 'outbox_api_svc' IN ROLE outbox_api" in init
     # Files the compose file mounts exist.
     for service in services.values():
         for volume in service.get("volumes", []):

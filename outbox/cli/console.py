@@ -18,7 +18,7 @@ def console(
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option(help="Port to listen on (default OUTBOX_CONSOLE_PORT, 4030; 0 = any free)."),
+        typer.Option(help="Port to listen on (default OUTBOX_CONSOLE_PORT, 4040; 0 = any free)."),
     ] = None,
 ) -> None:
     """Serve the operator console until SIGTERM/SIGINT: queue, dead letters, search, providers.

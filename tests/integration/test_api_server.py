@@ -653,7 +653,7 @@ def test_the_api_role_changes_nothing_but_through_the_functions(world, api_login
                has_function_privilege('outbox_api', p.oid, 'EXECUTE')
         FROM pg_proc p WHERE p.oid = 'outbox.erase_recipient(text, text)'::regprocedure
     """).fetchone()
-    assert definer and config == ["search_path=pg_catalog, pg_temp"]
+    assert definer and sorted(config) == ["outbox.retention=on", "search_path=pg_catalog, pg_temp"]
     assert not public and producer and api_role
     # Nobody but the owner reads key hashes; the reader sees the rest.
     for role, column, allowed in (

@@ -1,4 +1,4 @@
-"""enqueue and enqueue_many refuse absurd send_at, unknown keys and badly typed values, naming the field (issue 12: I1, I2, I4, D1).
+"""enqueue, enqueue_many, upsert_recipient: refuse what they let through (issue 12: I1-I4, D1).
 
 Re-creates three producer functions (sql/functions/enqueue.sql and
 upsert_recipient of sql/functions/registry.sql, frozen in

@@ -230,8 +230,10 @@ def _names(exc: psycopg.Error, fields: set[str]) -> bool:
     column = exc.diag.column_name
     if column not in fields:
         return False
+    message = exc.diag.message_primary or ""
     stem = column[:-1] if column.endswith("s") else column
-    return re.search(rf"\b{re.escape(stem)}", exc.diag.message_primary or "") is not None
+    # An unknown key is quoted as a JSON string, control characters escaped.
+    return stem in message or json.dumps(column, ensure_ascii=False) in message
 
 
 @pytest.fixture

@@ -176,13 +176,13 @@ BAD_ITEMS = [
         {"prio": 5},
         "OB001",
         "prio",
-        r"items\[1\] has unknown field\(s\) prio; expected some of address, ",
+        r'items\[1\] has unknown field\(s\) "prio"; expected some of address, ',
     ),
     (
         {"expire_at": "2030-01-01"},
         "OB001",
         "expire_at",
-        r"items\[1\] has unknown field\(s\) expire_at",
+        r'items\[1\] has unknown field\(s\) "expire_at"',
     ),
     (
         {"priority": "high"},

@@ -13,7 +13,10 @@ and JSON that jsonb refuses or that Python cannot serialise (NaN, a set, a
 datetime, nesting past :data:`MAX_DATA_DEPTH`). Such an error never touches the
 connection, so the caller's transaction stays usable. What the database knows
 best (unknown recipient or template, malformed addresses, category names,
-message id length) stays in the SQL functions, which name the field too.
+message id length, blank ids, and the one-year horizon of ``send_at`` and
+``expires_at``, which is measured on the database's clock) stays in the SQL
+functions, which name the field too; :func:`translate` turns their errors into
+the same :class:`~outbox.ValidationError` tree.
 """
 
 from __future__ import annotations
@@ -297,7 +300,9 @@ def enqueue(
 
     The id returned is ``outbox.notifications.id`` (an ``int``), the handle that
     ``outbox inspect`` and the views use. ``message_id`` is the idempotency key:
-    enqueueing it again returns the first notification's id and changes nothing.
+    enqueueing it again returns the first notification's id and changes nothing,
+    whatever the rest of the repeat holds; a malformed repeat still raises (see
+    docs/python-api.md, "Idempotency", for repeats and concurrent enqueues).
 
     Give ``recipient`` (an app user id registered with :func:`upsert_recipient`)
     or ``address`` (an email address or E.164 number, one channel). ``channels``
@@ -306,7 +311,9 @@ def enqueue(
     active device. ``data`` is a JSON object (str keys; str, int, finite float,
     bool, None, list, dict values; at most 32 levels and 65536 bytes) for the
     template. ``priority`` is -100 to 100 (higher first). ``send_at`` and
-    ``expires_at`` are timezone-aware datetimes.
+    ``expires_at`` are timezone-aware datetimes: ``send_at`` within a year of now
+    (either side; ``None`` sends now), ``expires_at`` after it, at most a year
+    after the send and at most a year ago (one in the past is recorded expired).
 
     Raises :class:`~outbox.ValidationError` (or a subclass) naming the field.
     """
@@ -364,8 +371,9 @@ def enqueue_many(notifications: Iterable[Mapping[str, Any]]) -> Call[list[int]]:
     Each item is a mapping with :func:`enqueue`'s arguments as keys
     (``message_id``, ``template``, ``recipient``, ``data``, ...), checked the same
     way. One bad item fails the whole call and nothing is written; the error's
-    message starts with the item's position (``notifications[3]: ...``) and its
-    ``field`` is the argument's name.
+    message starts with the item's position (``notifications[3]: ...`` when
+    refused here, ``outbox.enqueue_many: items[3]: ...`` when refused by the SQL
+    function: the same position, from 0) and its ``field`` is the argument's name.
     """
     if isinstance(notifications, (str, bytes, Mapping)) or not isinstance(notifications, Iterable):
         raise _fail("notifications", f"must be a list of mappings, got {_show(notifications)}")
@@ -417,8 +425,11 @@ def upsert_recipient(
     """Create or update the recipient with the app's user id ``recipient``; return its id.
 
     ``None`` leaves a field unchanged; ``""`` clears email or phone. ``phone`` is
-    E.164 (``+14155550123``), ``timezone`` an IANA name, ``quiet_hours`` a
+    E.164 (``+14155550123``), ``locale`` a BCP 47 tag such as ``"fr"`` or
+    ``"fr-CA"`` (or ``"default"``; ``"fr_ca"`` is stored as ``"fr-CA"``, the form
+    templates are matched on), ``timezone`` an IANA name, ``quiet_hours`` a
     (start, end) pair of local ``datetime.time`` values that may wrap midnight.
+    A blank ``recipient`` (white space only) is refused.
     """
     if quiet_hours is None:
         start = end = None

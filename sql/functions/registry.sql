@@ -3,7 +3,12 @@
 
 -- outbox.upsert_recipient: create or update a recipient by the app's user id.
 -- A NULL argument leaves that field as it is (on update); pass '' to clear
--- email or phone.
+-- email or phone. locale is a BCP 47 language tag, the format of the locale
+-- columns (a language of 2 or 3 letters, then subtags of 2 to 8 letters or
+-- digits: fr, fr-CA, zh-Hant-TW, es-419), or 'default'. '_' is read as '-' and
+-- case is free: fr_ca, FR-ca and fr-CA are all stored in the canonical case of
+-- BCP 47 (language lower, script title, region upper: fr-CA), the form
+-- outbox.templates.locale_chain() gives and template versions are matched on.
 CREATE OR REPLACE FUNCTION outbox.upsert_recipient(
     recipient    text,
     email        text DEFAULT NULL,
@@ -23,6 +28,11 @@ BEGIN
         RAISE EXCEPTION 'outbox.upsert_recipient: recipient must be 1 to 255 characters'
             USING ERRCODE = 'OB001', COLUMN = 'recipient';
     END IF;
+    -- Only white space, as outbox.enqueue spells it (independent of the locale).
+    IF recipient ~ '^[\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$' THEN
+        RAISE EXCEPTION 'outbox.upsert_recipient: recipient is blank (white space only)'
+            USING ERRCODE = 'OB001', COLUMN = 'recipient';
+    END IF;
     IF email IS NOT NULL AND email <> ''
        AND (email !~ '^[^@[:space:]]+@[^@[:space:]]+\.[^@[:space:]]+$' OR length(email) > 254) THEN
         RAISE EXCEPTION 'outbox.upsert_recipient: email % is not a valid email address', quote_literal(email)
@@ -33,15 +43,20 @@ BEGIN
             quote_literal(phone) USING ERRCODE = 'OB001', COLUMN = 'phone';
     END IF;
     IF locale IS NOT NULL THEN
-        -- Accept fr_CA and FR-ca alike; store the canonical fr-CA.
-        locale := CASE WHEN locale = 'default' THEN locale ELSE lower(replace(locale, '_', '-')) END;
-        IF locale !~ '^(default|[a-z]{2,3}(-[a-z0-9]{2,8})*)$' THEN
-            RAISE EXCEPTION 'outbox.upsert_recipient: locale % is not a language tag (like fr-CA)',
+        IF lower(locale) = 'default' THEN
+            locale := 'default';
+        ELSIF replace(locale, '_', '-') ~ '^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$' THEN
+            SELECT string_agg(CASE WHEN t.n = 1 THEN lower(t.part)                   -- language
+                                   WHEN t.part ~ '^[A-Za-z]{4}$' THEN initcap(t.part)  -- script
+                                   WHEN t.part ~ '^([A-Za-z]{2}|[0-9]{3})$' THEN upper(t.part)  -- region
+                                   ELSE lower(t.part) END,                          -- variant
+                              '-' ORDER BY t.n)
+            INTO locale
+            FROM unnest(string_to_array(replace(locale, '_', '-'), '-')) WITH ORDINALITY AS t(part, n);
+        ELSE
+            RAISE EXCEPTION 'outbox.upsert_recipient: locale % is not a language tag (like fr or fr-CA, or ''default'')',
                 quote_literal(locale) USING ERRCODE = 'OB001', COLUMN = 'locale';
         END IF;
-        locale := CASE WHEN locale ~ '-[a-z]{2}$'
-                       THEN substr(locale, 1, length(locale) - 2) || upper(right(locale, 2))
-                       ELSE locale END;
     END IF;
     IF timezone IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = timezone) THEN
         RAISE EXCEPTION 'outbox.upsert_recipient: unknown time zone % (use an IANA name like Europe/Paris)',

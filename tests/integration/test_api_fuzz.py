@@ -68,9 +68,10 @@ def mostly(good: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     return st.integers(0, 5).flatmap(lambda i: junk if i == 0 else good)
 
 
+# Around the one-year horizon of send_at and expires_at (either side of it).
 aware = st.datetimes(
-    min_value=datetime(2000, 1, 1),
-    max_value=datetime(2100, 1, 1),
+    min_value=datetime.now() - timedelta(days=800),
+    max_value=datetime.now() + timedelta(days=800),
     timezones=st.sampled_from([UTC, timezone(timedelta(hours=-7))]),
 )
 

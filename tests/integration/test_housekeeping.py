@@ -122,7 +122,7 @@ def test_gauges_set_the_queue_metrics(world, db_url):
     for i in range(3):
         factories.enqueue_committed(world, f"m-{i}", channels=["email"])
     factories.enqueue_committed(
-        world, "later", channels=["email"], send_at=datetime(2099, 1, 1, tzinfo=UTC)
+        world, "later", channels=["email"], send_at=datetime.now(UTC) + timedelta(days=30)
     )
     values = _run(Gauges(metrics.QueueGauges(interval_seconds=1)).run_once, db_url)
     assert values["due"]["email"] == 3

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
@@ -79,7 +79,7 @@ def _unfinished(db_url: str) -> int:
 def test_a_worker_run_moves_counters_histograms_and_gauges(world, db_url, endpoint):
     for i in range(5):
         _enqueue(world, f"m-{i}")
-    _enqueue(world, "scheduled", send_at=datetime(2099, 1, 1, tzinfo=UTC))
+    _enqueue(world, "scheduled", send_at=datetime.now(UTC) + timedelta(days=30))
     provider = ScriptedProvider(
         script={
             "+14155550107": [Outcome.retry("503")] * 5,  # sms: retried (then waits 10 s+)
@@ -227,7 +227,7 @@ def test_delivery_log_lines_carry_the_ids(world, db_url, monkeypatch):
     import outbox.workers.worker
 
     _enqueue(world, "logged")
-    _enqueue(world, "expired-at-claim", expires_at=datetime(2099, 1, 1, tzinfo=UTC))
+    _enqueue(world, "expired-at-claim", expires_at=datetime.now(UTC) + timedelta(days=30))
     world.execute("""UPDATE outbox.deliveries d SET expires_at = now() - interval '1 second'
                      FROM outbox.notifications n WHERE n.id = d.notification_id
                      AND n.message_id = 'expired-at-claim'""")

@@ -109,7 +109,7 @@ def test_status_reports_depth_oldest_and_dead(world, db_url):
     world.commit()
     for i in range(3):
         _enqueue(world, f"now-{i}")
-    _enqueue(world, "later", send_at=datetime(2099, 1, 1, tzinfo=UTC))
+    _enqueue(world, "later", send_at=datetime.now(UTC) + timedelta(days=30))
     world.execute("""UPDATE outbox.deliveries SET status = 'dead', last_error = 'test: bounced',
                      finished_at = now() WHERE id IN (SELECT id FROM outbox.deliveries
                      WHERE channel = 'sms' ORDER BY id LIMIT 1)""")
@@ -243,7 +243,9 @@ def history(world, db_url):
     world.commit()
     _enqueue(world, "old-done")  # all sent, 40 days ago: goes
     _enqueue(world, "old-mixed")  # sms sent long ago, the rest still pending: stays
-    _enqueue(world, "old-pending", send_at=datetime(2099, 1, 1, tzinfo=UTC))  # never sent: stays
+    _enqueue(
+        world, "old-pending", send_at=datetime.now(UTC) + timedelta(days=30)
+    )  # never sent: stays
     _enqueue(world, "recent-done")  # sent today: stays
     provider = ScriptedProvider()
     worker = make_worker(db_url, provider)

@@ -18,7 +18,8 @@ are never echoed.
                           see outbox/channel_limits.py
 
 What a render may cost (time, output size, the text it builds on the way) is
-bounded by outbox/template_limits.py; the sandbox below calls its checks.
+bounded by outbox/template_limits.py; the sandbox below calls its checks, and
+installs Jinja's built-ins checked by outbox/template_builtins.py.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from jinja2.sandbox import (
 from jinja2.utils import missing
 from markupsafe import Markup
 
+from outbox import template_builtins
 from outbox import template_limits as limits
 
 # Defined in outbox.errors (the whole error tree in one place), re-exported here.
@@ -273,8 +275,8 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.filters = limits.guarded_filters()
-        self.globals["lipsum"] = limits.lipsum
+        self.filters = template_builtins.guarded_filters()
+        self.globals["lipsum"] = template_builtins.lipsum
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "+" and type(left) in _NUMBERS and type(right) in _NUMBERS:
@@ -284,7 +286,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
         limits.tick()
-        checked = limits.method_call(__obj)
+        checked = template_builtins.method_call(__obj)
         if checked is not None:
             return limits.produced(checked(*args, **kwargs))
         return limits.produced(super().call(__context, __obj, *args, **kwargs))

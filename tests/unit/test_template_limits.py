@@ -13,7 +13,7 @@ from itertools import count
 
 import pytest
 
-from outbox import template_limits
+from outbox import template_builtins, template_limits
 from outbox.errors import TemplateTimeout
 from outbox.templates import (
     TemplateError,
@@ -215,7 +215,10 @@ def test_each_checked_filter_takes_what_jinja_passes_first():
     from jinja2.filters import FILTERS
     from jinja2.utils import _PassArg
 
-    for name, checked in {**template_limits._CHECKED, "format": template_limits._format}.items():
+    for name, checked in {
+        **template_builtins._CHECKED,
+        "format": template_builtins._format,
+    }.items():
         passed = _PassArg.from_obj(FILTERS[name])
         first = next(iter(inspect.signature(checked).parameters))
         expected = {None: None, _PassArg.eval_context: "eval_ctx"}.get(passed, "environment")

@@ -31,6 +31,7 @@ from datetime import datetime, time
 from typing import Any, Generic, TypeVar
 
 from outbox import errors
+from outbox.templates import TemplateError, TemplateVersion, check_template
 
 R = TypeVar("R")
 
@@ -584,21 +585,41 @@ def create_template(
 
     Unchanged content creates nothing and returns the newest version. With
     ``activate`` (the default) the new version becomes the one used for sends.
+    A field that does not compile, or is over 256 KiB, is a ValidationError
+    naming the field (and the line), before anything is sent to the database.
     """
-    return Call(
-        "create_template",
-        {
-            "key": _text(key, "key"),
-            "channel": _text(channel, "channel"),
-            "body": _text(body, "body"),
-            "subject": _optional_text(subject, "subject"),
-            "html_body": _optional_text(html_body, "html_body"),
-            "title": _optional_text(title, "title"),
-            "locale": _text(locale, "locale"),
-            "activate": _flag(activate, "activate"),
-        },
-        int,
-    )
+    params = {
+        "key": _text(key, "key"),
+        "channel": _text(channel, "channel"),
+        "body": _text(body, "body"),
+        "subject": _optional_text(subject, "subject"),
+        "html_body": _optional_text(html_body, "html_body"),
+        "title": _optional_text(title, "title"),
+        "locale": _text(locale, "locale"),
+        "activate": _flag(activate, "activate"),
+    }
+    _compiles(params)
+    return Call("create_template", params, int)
+
+
+def _compiles(params: Mapping[str, Any]) -> None:
+    """Refuse a template that the worker could not render (the SQL function cannot tell)."""
+    fields = {name: params[name] for name in ("subject", "body", "html_body", "title")}
+    try:
+        check_template(
+            TemplateVersion(
+                id=0,
+                key=params["key"],
+                channel=params["channel"],
+                locale=params["locale"],
+                version=0,
+                content_hash="",
+                **fields,
+            )
+        )
+    except TemplateError as exc:
+        where = f" (line {exc.line})" if exc.line else ""
+        raise _fail(exc.field or "body", f"{exc.reason}{where}") from None
 
 
 def activate_template(

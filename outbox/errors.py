@@ -22,6 +22,7 @@
     │   │                       a malformed setting (outbox/providers/registry.py)
     │   └── WebhookConfigError  a webhooks setting is unusable (outbox/webhooks/config.py)
     ├── TemplateError           a template cannot be compiled, or rendered with this data
+    │   ├── TemplateTimeout     rendering ran past its time limit
     │   └── LimitError          it rendered, but does not fit its channel
     │                           (defined in outbox/channel_limits.py)
     └── Rejected                a webhook request refused before anything was written
@@ -160,6 +161,10 @@ class TemplateError(OutboxError):
             if self.line is not None:
                 message += f" line {self.line}"
         return message
+
+
+class TemplateTimeout(TemplateError):
+    """Rendering ran past its time limit (``outbox.templates.render``'s ``timeout``)."""
 
 
 # --- webhooks ---------------------------------------------------------------------------

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     # their own; unset = none. Critical categories are never held.
     default_quiet_hours: str | None = None
     config_pause_seconds: float = Field(default=60.0, gt=0)
+    # How long one template may render before its delivery goes dead (docs/templates.md).
+    render_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
     # Max attempts per channel live in the outbox.channel_config table (a DBA edits
     # them there; each delivery copies its channel's value when enqueued).
 

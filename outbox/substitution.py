@@ -21,6 +21,8 @@ from typing import Any
 from jinja2 import nodes
 from markupsafe import escape
 
+from outbox.template_limits import MAX_OUTPUT_CHARS
+
 # A lookup: the variable name, then steps into it: (True, key) for ``.key``
 # (attribute syntax), (False, key) for ``[key]``.
 _Step = tuple[bool, Any]
@@ -55,8 +57,12 @@ class Substitution:
                 parts.append(lookup)
         return cls(parts, autoescape=autoescape)
 
-    def render(self, data: Mapping[str, Any]) -> str | None:
-        """The rendered text, or None if Jinja2 must decide (see the module docstring)."""
+    def render(self, data: Mapping[str, Any], limit: int = MAX_OUTPUT_CHARS) -> str | None:
+        """The rendered text, or None if Jinja2 must decide (see the module docstring).
+
+        Also None past ``limit`` characters: many lookups of one long value are
+        the one way this path builds a long text, and Jinja2 says why it stops.
+        """
         out = []
         for part in self._parts:
             if isinstance(part, str):
@@ -72,7 +78,15 @@ class Substitution:
                 out.append(str(escape(value)) if self._autoescape else str(value))
             else:
                 return None
-        return "".join(out)
+        # Many lookups of one long value could build a huge text: add up first. A few
+        # cannot (each value is already in memory): join, then look.
+        if len(out) > _FEW and sum(map(len, out)) > limit:
+            return None
+        text = "".join(out)
+        return text if len(text) <= limit else None
+
+
+_FEW = 8
 
 
 class _Missing:

@@ -12,9 +12,14 @@ are never echoed.
 
     OutboxError
     └── TemplateError     the template cannot be compiled or rendered with this data
+        ├── TemplateTimeout  rendering ran past its time limit
         └── LimitError    it rendered, but the result is too big or incomplete for its
                           channel (SMS segments, push payload size, email subject);
                           see outbox/channel_limits.py
+
+What a render may cost (time, output size, the text it builds on the way) is
+bounded by outbox/template_limits.py; the sandbox below calls its checks, and
+installs Jinja's built-ins checked by outbox/template_builtins.py.
 """
 
 from __future__ import annotations
@@ -22,18 +27,29 @@ from __future__ import annotations
 import hashlib
 import threading
 import traceback
+import types
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import update_wrapper
 from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.compiler import CodeGenerator, Frame, optimizeconst
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import (
+    ImmutableSandboxedEnvironment,
+    SandboxedEscapeFormatter,
+    SandboxedFormatter,
+)
 from jinja2.utils import missing
+from markupsafe import Markup
+
+from outbox import template_builtins
+from outbox import template_limits as limits
 
 # Defined in outbox.errors (the whole error tree in one place), re-exported here.
-from outbox.errors import TemplateError
+from outbox.errors import TemplateError, TemplateTimeout
 from outbox.substitution import Substitution
 
 __all__ = [
@@ -41,9 +57,12 @@ __all__ = [
     "CompiledTemplate",
     "Rendered",
     "TemplateError",
+    "TemplateTimeout",
     "TemplateVersion",
+    "check_template",
     "compile_template",
     "content_hash",
+    "is_compiled",
     "locale_chain",
     "render",
 ]
@@ -139,14 +158,8 @@ def locale_chain(locale: str | None) -> list[str]:
 
 # --- the sandbox -----------------------------------------------------------------------
 
-# A template can compute things no notification needs and that would stall or
-# exhaust a worker ("{{ 9**9**9 }}", "{{ 'x' * 10**10 }}"); refuse them up front.
-_MAX_POWER_BITS = 4096
-_MAX_REPEAT_ITEMS = 100_000
-
-
-class _SandboxLimit(SecurityError):
-    """An operation refused by our own limits; its message is fixed text, safe to show."""
+# What a template may cost (time, output, the text it builds): outbox/template_limits.py.
+_SandboxLimit = limits.LimitExceeded
 
 
 class _UndefinedAccess(UndefinedError):
@@ -199,35 +212,127 @@ class _Undefined(StrictUndefined):
         super().__init__(hint, obj, name, factory)  # type: ignore[arg-type]
 
 
-class _Sandbox(ImmutableSandboxedEnvironment):
-    """Immutable sandbox (templates cannot change the data) with size limits on ``*`` and ``**``."""
+class _Formatter(SandboxedFormatter):
+    """``str.format`` in templates: widths and the text of each field within the limits."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        if format_spec:
+            limits.check_format_spec(format_spec)
+        if not isinstance(value, str):
+            limits.text_size(value)
+        return limits.produced(super().format_field(value, format_spec))
+
+
+class _EscapeFormatter(_Formatter, SandboxedEscapeFormatter):
+    """The same for ``Markup.format`` (the HTML body): fields are escaped."""
+
+
+class _CodeGenerator(CodeGenerator):
+    """Jinja's code generator, with ``~`` checked before it joins, and slices (which
+    bypass the sandbox's getitem) counted as the copies they are (see template_limits)."""
+
+    @optimizeconst
+    def visit_Getitem(self, node: nodes.Getitem, frame: Frame) -> None:
+        if not isinstance(node.arg, nodes.Slice):
+            super().visit_Getitem(node, frame)
+            return
+        self.write("environment.produced(")
+        super().visit_Getitem(node, frame)
+        self.write(")")
+
+    @optimizeconst
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        if frame.eval_ctx.volatile:
+            join = (
+                "(environment.join_markup if context.eval_ctx.volatile else environment.join_text)"
+            )
+        elif frame.eval_ctx.autoescape:
+            join = "environment.join_markup"
+        else:
+            join = "environment.join_text"
+        self.write(f"{join}((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
+_NUMBERS = frozenset({int, float})
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Immutable sandbox (templates cannot change the data) within the limits of
+    outbox/template_limits.py: every hook below counts a step against the deadline,
+    and refuses what would build a value over the size limit before building it."""
+
+    code_generator_class = _CodeGenerator
+    intercepted_binops = frozenset({"*", "**", "+", "%"})
+    # Every piece of output, block and macro goes through it.
+    concat = staticmethod(limits.concat)
+    join_text = staticmethod(limits.join_text)
+    join_markup = staticmethod(limits.join_markup)
+    produced = staticmethod(limits.produced)
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.filters = template_builtins.guarded_filters()
+        self.globals["lipsum"] = template_builtins.lipsum
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if (
-            operator == "**"
-            and isinstance(left, int)
-            and isinstance(right, int)
-            and abs(left) > 1
-            and right > 0
-            and abs(left).bit_length() * right > _MAX_POWER_BITS
+        if operator == "+" and type(left) in _NUMBERS and type(right) in _NUMBERS:
+            return left + right  # the common case: a total
+        limits.check_binop(operator, left, right)
+        return limits.produced(self.binop_table[operator](left, right))
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        limits.tick()
+        checked = template_builtins.method_call(__obj)
+        if checked is not None:
+            return limits.produced(checked(*args, **kwargs))
+        return limits.produced(super().call(__context, __obj, *args, **kwargs))
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # Jinja's own wrapper, with our formatters (the only change).
+        if not isinstance(value, types.MethodType | types.BuiltinMethodType) or (
+            value.__name__ not in ("format", "format_map")
         ):
-            raise _SandboxLimit("power too large")
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if (
-                    isinstance(seq, str | list | tuple)
-                    and isinstance(times, int)
-                    and len(seq) * times > _MAX_REPEAT_ITEMS
-                ):
-                    raise _SandboxLimit("repetition too large")
-        return super().call_binop(context, operator, left, right)
+            return None
+        owner: Any = value.__self__
+        if not isinstance(owner, str):
+            return None
+        str_type: type[str] = type(owner)
+        is_format_map = value.__name__ == "format_map"
+        formatter: SandboxedFormatter
+        if isinstance(owner, Markup):
+            formatter = _EscapeFormatter(self, escape=owner.escape)
+        else:
+            formatter = _Formatter(self)
+        vformat = formatter.vformat
+
+        def wrapper(*args: Any, **kwargs: Any) -> str:
+            if is_format_map:
+                if kwargs:
+                    raise TypeError("format_map() takes no keyword arguments")
+                if len(args) != 1:
+                    raise TypeError(f"format_map() takes exactly one argument ({len(args)} given)")
+                kwargs = args[0]
+                args = ()
+            return str_type(vformat(owner, args, kwargs))
+
+        return update_wrapper(wrapper, value)
 
 
 def _finalize(value: Any) -> Any:
+    if type(value) in _PLAIN:
+        return value
     # A JSON null in the data should print as nothing, not as "None".
-    return "" if value is None else value
+    if value is None:
+        return ""
+    limits.text_size(value)  # a container prints its repr: not past the size limit
+    return value
+
+
+_PLAIN = frozenset({str, int, float, bool})
 
 
 _TEXT_ENV = _Sandbox(undefined=_Undefined, autoescape=False, finalize=_finalize)
@@ -294,6 +399,11 @@ def _compile_field(env: _Sandbox, source: str) -> _Field:
             paths.setdefault(path[1], set()).add(path[0])
     # Before compiling: the compiler may rewrite the tree.
     substitution = Substitution.from_ast(ast, autoescape=env.autoescape is True)
+    # Every loop counts its steps against the render's deadline (template_limits.guard_loop).
+    for loop in ast.find_all(nodes.For):
+        loop.iter = nodes.Filter(
+            loop.iter, limits.LOOP_FILTER, [], [], None, None, lineno=loop.iter.lineno
+        )
     return _Field(
         template=env.from_string(ast),
         literals=frozenset(literals),
@@ -353,16 +463,46 @@ def _error(template: TemplateVersion, reason: str, **where: Any) -> TemplateErro
 def compile_template(template: TemplateVersion) -> CompiledTemplate:
     """Compile every field of a template version, or return it from the cache.
 
-    Raises TemplateError for a syntax error (with field and line); call it when a
-    template is pushed to refuse broken templates before any notification uses them.
+    Raises TemplateError for a syntax error or a field over
+    :data:`~outbox.template_limits.MAX_SOURCE_BYTES` (with field and line); call
+    it when a template is pushed to refuse broken templates before any
+    notification uses them.
     """
     cached = _CACHE.get(template)
     if cached is not None:
         return cached
+    compiled = CompiledTemplate(version=template, fields=_compile(template))
+    _CACHE.put(compiled)
+    return compiled
+
+
+def check_template(template: TemplateVersion) -> None:
+    """Raise TemplateError if a field of ``template`` does not compile or is too large.
+
+    Like :func:`compile_template`, without keeping the result (for a template that
+    is being created, before it has an id).
+    """
+    _compile(template)
+
+
+def is_compiled(template: TemplateVersion) -> bool:
+    """Whether :func:`render` will find ``template`` compiled (so it starts at once)."""
+    return _CACHE.get(template) is not None
+
+
+def _compile(template: TemplateVersion) -> dict[str, _Field]:
     fields: dict[str, _Field] = {}
     for name, source in zip(FIELDS, _sources(template), strict=True):
         if source is None:
             continue
+        size = len(source.encode("utf-8", "surrogatepass"))
+        if size > limits.MAX_SOURCE_BYTES:
+            raise _error(
+                template,
+                f"source is {size:,} bytes, over the limit of {limits.MAX_SOURCE_BYTES:,} "
+                f"({limits.MAX_SOURCE_BYTES // 1024} KiB)",
+                field=name,
+            )
         env = _HTML_ENV if name == "html_body" else _TEXT_ENV
         try:
             fields[name] = _compile_field(env, source)
@@ -371,9 +511,9 @@ def compile_template(template: TemplateVersion) -> CompiledTemplate:
             raise _error(
                 template, f"syntax error: {exc.message}", field=name, line=exc.lineno
             ) from exc
-    compiled = CompiledTemplate(version=template, fields=fields)
-    _CACHE.put(compiled)
-    return compiled
+        except RecursionError:
+            raise _error(template, "nested too deeply to compile", field=name) from None
+    return fields
 
 
 # --- rendering -------------------------------------------------------------------------
@@ -395,6 +535,8 @@ def _describe(exc: Exception, field: _Field) -> tuple[str, str | None]:
         return f"{exc.message} (sandbox)", None
     if isinstance(exc, SecurityError):
         return "operation not allowed (sandbox)", None
+    if isinstance(exc, RecursionError):
+        return "recursion too deep (sandbox)", None
     if isinstance(exc, _UndefinedAccess):
         if exc.hint:
             # Jinja's own hints ("No first item, sequence was empty.") hold no data.
@@ -412,28 +554,53 @@ def _describe(exc: Exception, field: _Field) -> tuple[str, str | None]:
     return f"rendering failed ({type(exc).__name__})", None
 
 
-def render(template: TemplateVersion, data: Mapping[str, Any]) -> Rendered:
+def render(
+    template: TemplateVersion,
+    data: Mapping[str, Any],
+    *,
+    timeout: float = limits.RENDER_TIMEOUT_SECONDS,
+) -> Rendered:
     """Render every field of ``template`` with ``data`` as the template variables.
 
     Raises TemplateError naming the template, field, line and (for undefined values)
-    the variable; the notification's data never appears in the message.
+    the variable; the notification's data never appears in the message. Rendering
+    stops with :class:`~outbox.errors.TemplateTimeout` after ``timeout`` seconds, and
+    with a TemplateError when the template builds text over the limits of
+    outbox/template_limits.py.
     """
     compiled = compile_template(template)
     out: dict[str, str | None] = dict.fromkeys(FIELDS)
-    for name, field in compiled.fields.items():
-        if field.substitution is not None:
-            text = field.substitution.render(data)
-            if text is not None:
-                out[name] = text
-                continue
-        try:
-            out[name] = field.template.render(data)
-        except Exception as exc:
-            reason, variable = _describe(exc, field)
-            line = _template_line(exc)
-            # Suppress the chain: the original message may quote the notification's data,
-            # and errors end up in logs and delivery events.
-            raise _error(template, reason, field=name, line=line, variable=variable) from None
+    previous: limits.Budget | None = None
+    try:
+        for name, field in compiled.fields.items():
+            if field.substitution is not None:
+                text = field.substitution.render(data)
+                if text is not None:
+                    out[name] = text
+                    continue
+            if previous is None:
+                # Only Jinja needs a budget: plain substitution is linear in its output.
+                previous, limits.current.budget = limits.current.budget, limits.Budget(timeout)
+            try:
+                out[name] = field.template.render(data)
+            except Exception as exc:
+                reason, variable = _describe(exc, field)
+                line = _template_line(exc)
+                # Suppress the chain: the original message may quote the notification's
+                # data, and errors end up in logs and delivery events.
+                error = TemplateTimeout if isinstance(exc, limits.TimeLimit) else TemplateError
+                raise error(
+                    reason,
+                    key=template.key,
+                    version=template.version,
+                    locale=template.locale,
+                    field=name,
+                    line=line,
+                    variable=variable,
+                ) from None
+    finally:
+        if previous is not None:
+            limits.current.budget = previous
     body = out["body"]
     assert body is not None  # body is required, so always compiled
     return Rendered(

@@ -29,6 +29,8 @@ class WorkerConfig:
     # Local quiet hours for recipients who have none of their own (None: no default).
     default_quiet_hours: tuple[time, time] | None = None
     max_sms_segments: int = 10
+    # How long one template may render before its delivery goes dead (a CPU bomb).
+    render_timeout_seconds: float = 1.0
     # Circuit breakers (workers/breaker/rules.py): consecutive transient failures
     # that open one; its first cool-down, doubled per failed probe up to the cap; how
     # long a claimed probe is reserved; how often the shared state is re-read.
@@ -56,6 +58,7 @@ class WorkerConfig:
             "backoff_cap_seconds",
             "config_pause_seconds",
             "breaker_refresh_seconds",
+            "render_timeout_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -105,6 +108,7 @@ class WorkerConfig:
             breaker_cooldown_cap_seconds=settings.breaker_cooldown_cap_seconds,
             breaker_probe_seconds=settings.breaker_probe_seconds,
             breaker_refresh_seconds=settings.breaker_refresh_seconds,
+            render_timeout_seconds=settings.render_timeout_seconds,
         )
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ from outbox import metrics
 from outbox.channel_limits import check_limits
 from outbox.providers.base import Message, Outcome
 from outbox.providers.router import Router
-from outbox.templates import TemplateError, TemplateVersion, render
+from outbox.templates import TemplateError, TemplateVersion
 from outbox.workers.breaker import Breakers
 from outbox.workers.decide import (
     Decision,
@@ -27,6 +27,7 @@ from outbox.workers.decide import (
     failed_before_sending,
 )
 from outbox.workers.delivery import ClaimedDelivery, Leases
+from outbox.workers.rendering import Renderer
 
 # Template versions kept by id (each compiles once; see outbox/templates.py's cache).
 TEMPLATE_CACHE_SIZE = 1024
@@ -41,6 +42,7 @@ class Sender:
         breakers: Breakers,
         leases: Leases,
         policy: RetryPolicy,
+        renderer: Renderer,
         *,
         clock: Callable[[], datetime],
         rand: Callable[[], float],
@@ -51,6 +53,7 @@ class Sender:
         self.breakers = breakers
         self.leases = leases
         self.policy = policy
+        self.renderer = renderer
         self.clock = clock
         self.rand = rand
         self.max_sms_segments = max_sms_segments
@@ -83,7 +86,8 @@ class Sender:
             )
         template = self._template(row.template_id, row)
         try:
-            rendered = render(template, row.data)
+            # Off the loop when it takes more than a moment (workers/rendering.py).
+            rendered = await self.renderer.render(template, row.data)
             check_limits(
                 row.channel,
                 rendered,

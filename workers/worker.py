@@ -6,7 +6,8 @@ One asyncio process; its parts, each in its own module:
   provider call), asks the gate which rows may go, starts a send per row, and
   claims again at once while there is work and free send slots; when the queue
   is empty it waits for a NOTIFY, the poll interval, or stop;
-* one delivery (workers/send.py): render, limits, route, send, decide;
+* one delivery (workers/send.py): render (off the loop when it takes more than a
+  moment: workers/rendering.py), limits, route, send, decide;
 * the recorder (workers/recorder.py): results recorded in batches, fenced by
   lease owner and attempt;
 * housekeeping (workers/housekeeping.py): lease heartbeats, lease recovery,
@@ -52,6 +53,7 @@ from outbox.workers.housekeeping import (
     Task,
 )
 from outbox.workers.recorder import Recorder
+from outbox.workers.rendering import Renderer
 from outbox.workers.send import Sender
 
 log = structlog.get_logger("outbox.worker")
@@ -111,6 +113,7 @@ class Worker:
             RetryPolicy(
                 config.backoff_base_seconds, config.backoff_cap_seconds, config.config_pause_seconds
             ),
+            Renderer(config.render_timeout_seconds),
             clock=clock,
             rand=rand,
             max_sms_segments=config.max_sms_segments,
@@ -274,7 +277,9 @@ class Worker:
         return len(rows)
 
     async def close(self) -> None:
-        """Close the connections (after run_once use; run() closes its own)."""
+        """Close the connections and the render threads (after run_once use; run() closes
+        its own)."""
+        self.sender.renderer.close()
         await self.connections.close_all()
 
     # -- wake-ups and housekeeping ---------------------------------------------------

@@ -1,13 +1,19 @@
-"""Reserved: create_template refuses oversize sources and bad locale/activate values (issue 12: I4, I5).
+"""create_template refuses oversize sources and bad locale/activate values (issue 12: I4, I5).
 
-This revision is a placeholder that changes nothing, so that the work listed
-here can be written in parallel on one chain of revisions; the branch that
-does the work replaces this file's body.
+``outbox.create_template`` gives an OB001 error naming the field for a field
+over 256 KiB (``outbox.template_limits.MAX_SOURCE_BYTES``), a locale that is
+not a language tag, and ``activate => NULL``, instead of storing the template
+or failing on a raw CHECK / NOT NULL violation; ``fr_CA`` is stored as
+``fr-CA``, as ``upsert_recipient`` stores it. Runs
+``frozen/0008_create_template.sql`` (the function from
+``sql/functions/templates.sql``); the downgrade restores 0001's definition.
 
 Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-03
 """
+
+from outbox.migrations import run_frozen
 
 revision = "0008"
 down_revision = "0007"
@@ -16,8 +22,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    run_frozen("0008_create_template.sql")
 
 
 def downgrade() -> None:
-    pass
+    run_frozen("0008_downgrade.sql")

@@ -32,7 +32,12 @@ COMMENT ON FUNCTION outbox.template_content_hash(text, text, text, text) IS
 -- outbox.create_template: add a version of a template and (by default) make it
 -- the active one. If the content equals the newest version's, nothing is
 -- created and that version's number is returned (so pushing an unchanged
--- folder of templates is a no-op).
+-- folder of templates is a no-op). Bad input is an OB001 error naming the
+-- field: a field over 256 KiB, a locale that is not a language tag (fr_CA is
+-- stored as fr-CA, as upsert_recipient stores it), activate NULL. Whether the
+-- template compiles is checked where the renderer is (the Python API's
+-- create_template, `outbox templates push`); a version that does not compile
+-- sends its deliveries to dead with the reason.
 CREATE OR REPLACE FUNCTION outbox.create_template(
     key        text,
     channel    text,
@@ -50,6 +55,9 @@ DECLARE
     v_hash     text;
     v_latest   outbox.templates;
     v_version  integer;
+    v_field    text;
+    v_bytes    integer;
+    v_locale   text;
 BEGIN
     IF channel IS NULL OR channel NOT IN ('email', 'sms', 'push') THEN
         RAISE EXCEPTION 'outbox.create_template: unknown channel % (expected email, sms or push)',
@@ -74,7 +82,32 @@ BEGIN
         RAISE EXCEPTION 'outbox.create_template: title is for push templates only'
             USING ERRCODE = 'OB001', COLUMN = 'title';
     END IF;
-    locale := coalesce(locale, 'default');
+    -- outbox.template_limits.MAX_SOURCE_BYTES: no notification needs a longer
+    -- template, and the renderer's limits assume none is.
+    SELECT f.name, f.bytes INTO v_field, v_bytes
+    FROM (VALUES (1, 'subject', octet_length(subject)), (2, 'body', octet_length(body)),
+                 (3, 'html_body', octet_length(html_body)), (4, 'title', octet_length(title)))
+         AS f(ord, name, bytes)
+    WHERE f.bytes > 262144 ORDER BY f.ord LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'outbox.create_template: % is % bytes, over the limit of 262144 (256 KiB)',
+            v_field, v_bytes USING ERRCODE = 'OB001', COLUMN = v_field;
+    END IF;
+    IF activate IS NULL THEN
+        RAISE EXCEPTION 'outbox.create_template: activate must be true or false, not NULL'
+            USING ERRCODE = 'OB001', COLUMN = 'activate';
+    END IF;
+    -- As upsert_recipient does: fr_CA and FR-ca are stored as fr-CA, the form the
+    -- claim's locale fallback compares; NULL is 'default'.
+    v_locale := CASE WHEN lower(coalesce(locale, 'default')) = 'default' THEN 'default'
+                     ELSE lower(replace(locale, '_', '-')) END;
+    IF v_locale !~ '^(default|[a-z]{2,3}(-[a-z0-9]{2,8})*)$' THEN
+        RAISE EXCEPTION 'outbox.create_template: locale % is not a language tag (like fr or fr-CA) or ''default''',
+            quote_literal(locale) USING ERRCODE = 'OB001', COLUMN = 'locale';
+    END IF;
+    locale := CASE WHEN v_locale ~ '-[a-z]{2}$'
+                   THEN substr(v_locale, 1, length(v_locale) - 2) || upper(right(v_locale, 2))
+                   ELSE v_locale END;
 
     v_hash := outbox.template_content_hash(subject, body, html_body, title);
 

@@ -286,6 +286,24 @@ BAD_INPUT: dict[str, tuple[Callable[[Any], Any], str, str]] = {
         "body",
         "body contains a NUL",
     ),
+    # I5: a template the worker could not render is refused with the field and the line.
+    "create_template_does_not_compile": (
+        lambda c: outbox.create_template(c, "k", "sms", "Hi\n{{ oops"),
+        "body",
+        r"body syntax error: unexpected end of template.* \(line 2\)",
+    ),
+    "create_template_subject_does_not_compile": (
+        lambda c: outbox.create_template(c, "k", "email", "ok", subject="{% if %}"),
+        "subject",
+        r"subject syntax error: .* \(line 1\)",
+    ),
+    "create_template_over_256_kib": (
+        lambda c: outbox.create_template(
+            c, "k", "email", "ok", subject="s", html_body="é" * 131073
+        ),
+        "html_body",
+        r"html_body source is 262,146 bytes, over the limit of 262,144 \(256 KiB\)",
+    ),
     "activate_template_bool_version": (
         lambda c: outbox.activate_template(c, "order_confirmed", "sms", True),
         "version",

@@ -70,3 +70,71 @@ def test_sqlalchemy_session_and_connection(db_url):
         assert [r[0] for r in rows] == ["order-1", "order-2"]
     finally:
         engine.dispose()
+
+
+# I4 and I5 from plain SQL: each refused call names its field and writes nothing.
+SMS = "channel => 'sms', body => 'b', "
+BAD_TEMPLATES = {
+    "body over 256 KiB": (
+        "channel => 'sms', body => repeat('x', 262145)",
+        "body",
+        "body is 262145 bytes, over the limit of 262144 (256 KiB)",
+    ),
+    "html_body over 256 KiB": (
+        "channel => 'email', subject => 's', body => 'b', html_body => repeat('é', 131073)",
+        "html_body",
+        "html_body is 262146 bytes, over the limit of 262144 (256 KiB)",
+    ),
+    "locale with a space": (SMS + "locale => 'fr CA'", "locale", "locale 'fr CA' is not a"),
+    "locale empty": (SMS + "locale => ''", "locale", "locale '' is not a language tag"),
+    "locale too long": (SMS + "locale => 'french'", "locale", "is not a language tag"),
+    "activate NULL": (SMS + "activate => NULL", "activate", "activate must be true or false"),
+}
+
+
+def _create_template(args: str) -> str:
+    return f"SELECT outbox.create_template(key => 'k', {args})"
+
+
+@pytest.mark.parametrize("case", BAD_TEMPLATES, ids=list(BAD_TEMPLATES))
+def test_create_template_refuses_bad_input_naming_the_field(db_url, case):
+    args, field, message = BAD_TEMPLATES[case]
+    with psycopg.connect(db_url) as c:
+        with pytest.raises(psycopg.Error) as info:
+            c.execute(_create_template(args))
+        assert info.value.sqlstate == "OB001"
+        assert info.value.diag.column_name == field
+        assert message in info.value.diag.message_primary
+        c.rollback()
+        assert c.execute("SELECT count(*) FROM outbox.templates").fetchone() == (0,)
+
+
+def test_create_template_stores_locales_as_upsert_recipient_does(db_url):
+    """fr_CA is fr-CA (what the claim's locale fallback compares), as for recipients."""
+    with psycopg.connect(db_url) as c:
+        for given in ("fr_CA", "FR-ca", "pt_br", "es-419", "DEFAULT", None):
+            c.execute(
+                "SELECT outbox.create_template(key => 'k', channel => 'sms', body => %s, "
+                "locale => %s)",
+                (f"b {given}", given),
+            )
+            c.execute(
+                "SELECT outbox.upsert_recipient(recipient => %s, locale => %s)",
+                (f"r-{given}", given),
+            )
+        templates = c.execute("SELECT locale FROM outbox.templates ORDER BY id").fetchall()
+        recipients = c.execute("SELECT locale FROM outbox.recipients ORDER BY id").fetchall()
+        assert [t for (t,) in templates] == [
+            "fr-CA",
+            "fr-CA",
+            "pt-BR",
+            "es-419",
+            "default",
+            "default",
+        ]
+        assert templates == recipients
+        # Exactly at the size limit is fine.
+        c.execute(
+            "SELECT outbox.create_template(key => 'big', channel => 'sms', "
+            "body => repeat('x', 262144))"
+        )

@@ -294,3 +294,17 @@ def test_create_template_stores_the_python_hash(conn):
         "SELECT subject, body, html_body, title, content_hash FROM outbox.templates"
     ).fetchall()
     assert all(row[4] == content_hash(*row[:4]) for row in stored)
+
+
+def test_render_of_a_cpu_bomb_ends_with_the_time_limit(cli, conn):
+    """T1: `outbox templates render` on a CPU-heavy template stops at the time limit
+    (1 s) with a clear error, instead of hanging."""
+    bomb = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}x"
+    outbox.create_template(conn, "cpu", "sms", bomb)
+    conn.commit()
+    result = cli("render", "cpu", "--data", "{}")
+    assert result.exit_code == 1
+    assert (
+        "error: template 'cpu' v1 (default): rendering took longer than the time limit "
+        "of 1 s (sandbox) in body line 1" in result.output
+    )

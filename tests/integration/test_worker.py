@@ -228,6 +228,81 @@ def test_template_error_goes_dead_and_the_worker_goes_on(world, db_url):
     assert [m.message_id for m in provider.calls] == ["good"]
 
 
+# Finite, but far longer than any render time limit: 10**9 loop steps.
+CPU_BOMB = "{% for i in range(100000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}x"
+
+
+def test_a_cpu_bomb_template_goes_dead_while_the_worker_sends_and_records_the_rest(world, db_url):
+    """T1: the bomb renders off the loop until its time limit. Meanwhile the rest of the
+    batch is sent once and recorded, heartbeats keep its lease (another worker's lease
+    recovery finds nothing to take), and the worker stops when told."""
+    outbox.create_template(world, "cpu", "sms", CPU_BOMB)
+    world.commit()
+    _enqueue(world, "cpu-1", template="cpu", channels=["sms"], data={"card": "SECRET-4111"})
+    for i in range(3):
+        _enqueue(world, f"ok-{i}", channels=["sms"])
+    provider = ScriptedProvider()
+    # A lease of 1 s, shorter than the bomb's 3 s of rendering: only heartbeats keep it.
+    worker = make_worker(
+        db_url,
+        provider,
+        worker_id="worker-a",
+        lease_seconds=1.0,
+        recover_interval_seconds=0.3,
+        render_timeout_seconds=3.0,
+    )
+    other = make_worker(db_url, ScriptedProvider(), worker_id="worker-b", lease_seconds=30)
+
+    def rows() -> dict[str, str]:
+        return dict(
+            world.execute(
+                "SELECT n.message_id, d.status::text FROM outbox.deliveries d "
+                "JOIN outbox.notifications n ON n.id = d.notification_id"
+            ).fetchall()
+        )
+
+    async def go() -> list[int]:
+        stop = asyncio.Event()
+        run = asyncio.create_task(worker.run(stop))
+        recovered = []
+        # Until the others are recorded, with the bomb still rendering: another
+        # worker's lease recovery, as in the finding, every 0.2 s.
+        while True:
+            recovered.append((await other.recover_leases()).recovered)
+            now = await asyncio.to_thread(rows)
+            if all(now[f"ok-{i}"] == "sent" for i in range(3)):
+                break
+            await asyncio.sleep(0.2)
+        assert now["cpu-1"] == "processing"
+        stop.set()  # SIGTERM: the bomb finishes at its limit, is recorded, and run() ends
+        await run
+        recovered.append((await other.recover_leases()).recovered)
+        await other.close()
+        return recovered
+
+    recovered = asyncio.run(go())
+    assert sorted(m.message_id for m in provider.calls) == ["ok-0", "ok-1", "ok-2"]
+    assert recovered and set(recovered) == {0}
+    dead = world.execute(
+        "SELECT d.status::text, d.attempts, d.last_error FROM outbox.deliveries d "
+        "JOIN outbox.notifications n ON n.id = d.notification_id WHERE n.message_id = 'cpu-1'"
+    ).fetchone()
+    assert dead[:2] == ("dead", 1)
+    assert "'cpu'" in dead[2] and "time limit of 3 s" in dead[2] and "SECRET" not in dead[2]
+    assert worker.sender.renderer.off_loop == 1
+    kinds = world.execute(
+        "SELECT kind FROM outbox.events WHERE delivery_id IS NOT NULL ORDER BY id"
+    ).fetchall()
+    assert ("recovered",) not in kinds
+    # The rest of the batch was recorded while the bomb was still rendering.
+    order = world.execute(
+        "SELECT n.message_id FROM outbox.events e JOIN outbox.deliveries d ON d.id = e.delivery_id "
+        "JOIN outbox.notifications n ON n.id = d.notification_id "
+        "WHERE e.kind IN ('sent', 'dead') ORDER BY e.id"
+    ).fetchall()
+    assert [m for (m,) in order][-1] == "cpu-1"
+
+
 def test_expired_and_cancelled_are_never_sent(world, db_url):
     soon = datetime.now(UTC) + timedelta(milliseconds=300)
     _enqueue(world, "otp", channels=["sms"], expires_at=soon)

@@ -381,8 +381,15 @@ def test_dead_tokens_from_apns_and_fcm_deactivate_the_devices(conn, db_url, sand
             "fcm: FCM UnregisteredError"
         )
 
-        devices = dict(conn.execute("SELECT token, active FROM outbox.devices").fetchall())
-        assert devices == {DEAD_APNS: False, LIVE_APNS: True, DEAD_FCM: False, LIVE_FCM: True}
+        # The recorder retires dead tokens just after it commits the results
+        # (workers/recorder.py, step 2): wait for that second transaction.
+        expected = {DEAD_APNS: False, LIVE_APNS: True, DEAD_FCM: False, LIVE_FCM: True}
+
+        def devices() -> dict[str, bool]:
+            conn.commit()
+            return dict(conn.execute("SELECT token, active FROM outbox.devices").fetchall())
+
+        wait_until(lambda: devices() == expected, what="the dead tokens deactivated")
 
         outbox.enqueue(
             conn, "second", recipient="user-1", template="order_confirmed", data={"order": 2}

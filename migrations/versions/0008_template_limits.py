@@ -26,4 +26,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    run_frozen("0008_downgrade.sql")
+    # 0001 (rerun by 0002) was the last revision to define the template functions.
+    run_frozen("0001_functions_templates.sql")

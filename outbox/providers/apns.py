@@ -1,4 +1,4 @@
-"""Apple Push Notification service: HTTP/2 with httpx, token (JWT) authentication.
+"""Apple Push Notification service: HTTP/2 (``providers.h2pool``), token (JWT) authentication.
 
 One request per delivery: ``POST /3/device/<token>`` on Apple's production or
 sandbox host, chosen per device from ``Message.device_environment`` (a token
@@ -32,17 +32,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from outbox.providers.base import Message, Outcome
+from outbox.providers.h2pool import Http2Adapter
 from outbox.providers.transport import (
     DEFAULT_CONNECTIONS,
-    Http2Adapter,
+    TRANSPORT_ERRORS,
+    Answer,
     header_retry_after,
-    ssl_context,
     transport_outcome,
 )
 
@@ -182,7 +182,7 @@ class ApnsProvider(Http2Adapter):
             secrets=(private_key,),
             timeout=timeout,
             connections=connections,
-            verify=ssl_context(ca_file),
+            ca_file=ca_file,
         )
         self._production_url = (base_url or PRODUCTION_URL).rstrip("/")
         self._sandbox_url = (sandbox_base_url or base_url or SANDBOX_URL).rstrip("/")
@@ -241,12 +241,12 @@ class ApnsProvider(Http2Adapter):
         self, url: str, headers: dict[str, str], body: bytes, token: str
     ) -> tuple[Outcome, str | None]:
         try:
-            response = await self._client.post(
-                url, content=body, headers={**headers, "authorization": f"bearer {token}"}
+            answer = await self._http.request(
+                "POST", url, {**headers, "authorization": f"bearer {token}"}, body
             )
-        except httpx.HTTPError as exc:
+        except TRANSPORT_ERRORS as exc:
             return transport_outcome(exc), None
-        return _classify(response)
+        return _classify(answer)
 
 
 def _payload(message: Message) -> dict:
@@ -263,8 +263,8 @@ def _payload(message: Message) -> dict:
     return {"aps": aps, **custom}
 
 
-def _classify(response: httpx.Response) -> tuple[Outcome, str | None]:
-    status = response.status_code
+def _classify(response: Answer) -> tuple[Outcome, str | None]:
+    status = response.status
     if status == 200:
         sent: dict[str, Any] = {"status": 200}
         if "apns-unique-id" in response.headers:  # only Apple's sandbox environment sends it

@@ -74,6 +74,16 @@ class _Need:
                 raise self.invalid(
                     field, f"{_shown_url(value)!r} is not an http(s) URL (like https://host:port)"
                 )
+            if value is not None and self.provider in _TLS_ONLY and not value.startswith("https:"):
+                raise self.invalid(
+                    field,
+                    f"{_shown_url(value)!r} must be an https:// URL "
+                    f"({self.provider} speaks HTTP/2 over TLS only)",
+                )
+
+
+# Providers whose API is HTTP/2 over TLS and nothing else.
+_TLS_ONLY = frozenset({"apns"})
 
 
 def _is_http_url(value: str) -> bool:

@@ -9,7 +9,8 @@ Every adapter ends in the same few questions, answered once here:
   provider never saw it. A failure after (read timeout, connection dropped
   mid-response) is ``unknown``: the provider may have accepted it, and a retry
   may duplicate. The same question for both HTTP clients we use: aiohttp
-  (HTTP/1.1 APIs) and httpx (HTTP/2: APNs).
+  (HTTP/1.1 APIs) and our own HTTP/2 pool (APNs, ``outbox.providers.h2pool``),
+  which raises :class:`NotSent` and :class:`Interrupted` to say which.
 - *How long may the message still live?* ``expires_at`` becomes the provider's
   TTL; a message whose time is up is ``permanent`` rather than sent late.
 - *Is there a secret in this text?* Reasons are stored in the database, so
@@ -24,8 +25,8 @@ Why two HTTP clients: per request on these 2-core machines, httpx costs
 1.6-4.7 ms of CPU over HTTP/1.1 with 1-50 requests in flight (its pool walks
 every connection, twice over, each time a request starts or ends), aiohttp
 0.4-0.6 ms (``benchmarks/provider_clients.py``). aiohttp does not speak
-HTTP/2, which APNs requires; there one httpx connection multiplexes every
-send, and the pool walk is short.
+HTTP/2, which APNs requires, and httpx's HTTP/2 costs 2.2-2.7 ms per request;
+``outbox.providers.h2pool`` drives h2 directly for about 0.7 ms.
 """
 
 from __future__ import annotations
@@ -33,12 +34,10 @@ from __future__ import annotations
 import abc
 import email.utils
 import json
-import ssl
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -95,22 +94,42 @@ def header_retry_after(headers: Mapping[str, str] | None, now: float | None = No
     return wait
 
 
+class NotSent(Exception):
+    """The request never reached the provider: a retry cannot duplicate it."""
+
+
+class Interrupted(Exception):
+    """The request was written but no whole answer came: the provider may have it."""
+
+
+class BadURL(ValueError):
+    """A provider URL the client cannot send to (a configuration mistake)."""
+
+
 # Raised before a single byte of the request reached the provider. aiohttp's
 # ConnectionTimeoutError covers both the connect and the wait for a free connection.
 _NOT_SENT = (
+    NotSent,
     httpx.ConnectError,
     httpx.ConnectTimeout,
     httpx.PoolTimeout,
     aiohttp.ClientConnectorError,
     aiohttp.ConnectionTimeoutError,
 )
-_BAD_URL = (httpx.UnsupportedProtocol, httpx.InvalidURL, aiohttp.InvalidURL)
-# What the adapters catch around a request: every failure of either client.
-TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, TimeoutError)
+_BAD_URL = (BadURL, httpx.UnsupportedProtocol, httpx.InvalidURL, aiohttp.InvalidURL)
+# What the adapters catch around a request: every failure of every client.
+TRANSPORT_ERRORS = (
+    NotSent,
+    Interrupted,
+    BadURL,
+    httpx.HTTPError,
+    aiohttp.ClientError,
+    TimeoutError,
+)
 
 
 def transport_outcome(exc: Exception) -> Outcome:
-    """Classify an httpx or aiohttp failure by whether the request may have reached the provider."""
+    """Classify a client's failure by whether the request may have reached the provider."""
     kind = type(exc).__name__
     if isinstance(exc, _BAD_URL):
         return Outcome.config(f"bad provider URL ({kind})", error=kind)
@@ -142,13 +161,6 @@ def expired_outcome(expires_at: datetime) -> Outcome:
     return Outcome.permanent(
         f"expired at {expires_at.isoformat()} before it was sent", error="expired"
     )
-
-
-def ssl_context(ca_file: Path | str | None) -> ssl.SSLContext | bool:
-    """TLS verification: the system/certifi roots, or only the given CA file (the sandbox)."""
-    if ca_file is None:
-        return True
-    return ssl.create_default_context(cafile=str(ca_file))
 
 
 def short(text: Any, limit: int = REASON_LIMIT_CHARS) -> str:
@@ -317,29 +329,3 @@ class HttpAdapter(Adapter):
     async def aclose(self) -> None:
         """Close the HTTP connections."""
         await self._http.aclose()
-
-
-class Http2Adapter(Adapter):
-    """An adapter that speaks HTTP/2 to its provider through one httpx client, ``self._client``.
-
-    Up to ``connections`` connections (one suffices while the provider allows
-    as many concurrent streams as there are sends in flight).
-    """
-
-    def __init__(
-        self,
-        *,
-        secrets: Iterable[str],
-        timeout: float,
-        connections: int = DEFAULT_CONNECTIONS,
-        **client_options: Any,
-    ) -> None:
-        self._secrets = tuple(secrets)
-        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        self._client = httpx.AsyncClient(
-            http2=True, timeout=httpx.Timeout(timeout), limits=limits, **client_options
-        )
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections."""
-        await self._client.aclose()

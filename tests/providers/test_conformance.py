@@ -24,12 +24,12 @@ pytestmark = pytest.mark.anyio
 by_name = pytest.mark.parametrize("spec", SPECS, ids=str)
 
 
-def _closed_port_url() -> str:
+def _closed_port_url(scheme: str = "http") -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     # Nothing listens there now: connecting is refused.
-    return f"http://127.0.0.1:{port}"
+    return f"{scheme}://127.0.0.1:{port}"
 
 
 @by_name
@@ -152,7 +152,7 @@ async def test_unknown_when_no_answer_before_the_timeout(
 async def test_retry_when_the_provider_cannot_be_reached(
     spec: Spec, sandbox: Sandbox, make_settings, sandbox_secrets, debug_logs
 ):
-    url = _closed_port_url()
+    url = _closed_port_url("https" if spec.name == "apns" else "http")
     if spec.name == "mailchimp":
         url += "/api/1.0"
     async with adapter(make_settings(**{spec.url_setting: url}), spec.name) as provider:

@@ -95,6 +95,27 @@ def test_secret_values_never_appear_in_config_errors():
     assert "not really a key" not in str(raised.value)
 
 
+@pytest.mark.parametrize("field", ["apns_base_url", "apns_sandbox_base_url"])
+def test_an_apns_url_must_be_https(field):
+    from outbox.sandbox import make_apns_key
+
+    settings = Settings(
+        _env_file=None,
+        providers_push=["apns"],
+        apns_key_id="K",
+        apns_team_id="T",
+        apns_topic="t",
+        apns_private_key=make_apns_key(),
+        **{field: "http://apns.internal:8443"},
+    )
+    with pytest.raises(ProviderConfigError) as raised:
+        build_providers(settings)
+    assert str(raised.value) == (
+        f"provider 'apns': OUTBOX_{field.upper()}: 'http://apns.internal:8443' must be an "
+        "https:// URL (apns speaks HTTP/2 over TLS only)"
+    )
+
+
 def test_unknown_provider_and_wrong_channel(make_settings):
     with pytest.raises(
         ProviderConfigError, match="unknown provider 'pigeon' in OUTBOX_PROVIDERS_SMS"

@@ -80,16 +80,21 @@ def test_missing_credentials_name_the_setting(settings, names):
         assert name in str(raised.value)
 
 
-def test_secret_values_never_appear_in_config_errors():
-    secret = "-----BEGIN PRIVATE KEY-----\nnot really a key\n-----END PRIVATE KEY-----"
-    settings = Settings(
+def _apns_settings(private_key: str, **overrides: str) -> Settings:
+    return Settings(
         _env_file=None,
         providers_push=["apns"],
         apns_key_id="K",
         apns_team_id="T",
         apns_topic="t",
-        apns_private_key=secret,
+        apns_private_key=private_key,
+        **overrides,
     )
+
+
+def test_secret_values_never_appear_in_config_errors():
+    secret = "-----BEGIN PRIVATE KEY-----\nnot really a key\n-----END PRIVATE KEY-----"
+    settings = _apns_settings(secret)
     with pytest.raises(ProviderConfigError, match="OUTBOX_APNS_PRIVATE_KEY") as raised:
         build_providers(settings)
     assert "not really a key" not in str(raised.value)
@@ -99,15 +104,7 @@ def test_secret_values_never_appear_in_config_errors():
 def test_an_apns_url_must_be_https(field):
     from outbox.sandbox import make_apns_key
 
-    settings = Settings(
-        _env_file=None,
-        providers_push=["apns"],
-        apns_key_id="K",
-        apns_team_id="T",
-        apns_topic="t",
-        apns_private_key=make_apns_key(),
-        **{field: "http://apns.internal:8443"},
-    )
+    settings = _apns_settings(make_apns_key(), **{field: "http://apns.internal:8443"})
     with pytest.raises(ProviderConfigError) as raised:
         build_providers(settings)
     assert str(raised.value) == (

@@ -208,11 +208,6 @@ def test_worker_role_does_all_a_worker_does(world, db_url, login):
         "VALUES ('recipient', 'sms', 100, 100), ('provider', 'scripted', 1000, 1000)"
     )
     world.commit()
-    factories.enqueue_committed(world, "all-sent")
-    factories.enqueue_committed(world, "mixed", data={"order": 2})
-    factories.enqueue_committed(
-        world, "too-late", expires_at=datetime.now(UTC) + timedelta(milliseconds=1)
-    )
     provider = ScriptedProvider(
         script={
             # mixed: the SMS dies (STOP: the number is suppressed), the APNs token is dead
@@ -222,7 +217,15 @@ def test_worker_role_does_all_a_worker_does(world, db_url, login):
             "fcm-token-0002": [Outcome.sent("fcm-1"), Outcome.retry("fcm: 503")],
         }
     )
-    _drain(make_worker(url, provider, backoff_base_seconds=0.01, backoff_cap_seconds=0.01))
+    worker = make_worker(url, provider, backoff_base_seconds=0.01, backoff_cap_seconds=0.01)
+    # One after the other: the script answers each destination's sends in order.
+    factories.enqueue_committed(world, "all-sent")
+    _drain(worker)
+    factories.enqueue_committed(world, "mixed", data={"order": 2})
+    factories.enqueue_committed(
+        world, "too-late", expires_at=datetime.now(UTC) + timedelta(milliseconds=1)
+    )
+    _drain(worker)
     assert _statuses(world, "all-sent") == {"email": "sent", "sms": "sent", "push": "sent"}
     mixed = world.execute(
         """SELECT d.destination, d.status::text, d.attempts FROM outbox.deliveries d

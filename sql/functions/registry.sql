@@ -1,14 +1,37 @@
 -- Registration: recipients, devices, preferences. Callable from any language,
 -- inside the caller's transaction. Errors use SQLSTATE class OB like enqueue.
 
+-- outbox.canonical_locale: a BCP 47 language tag in its canonical case, the one
+-- form every locale column holds (recipients and template versions are matched on
+-- it): language lower, script title, region upper, variants lower; '_' is read as
+-- '-'. fr_ca, FR-ca and fr-CA give fr-CA; zh_hant_tw gives zh-Hant-TW; es-419 stays.
+-- 'default' in any case gives 'default'. NULL for NULL, and NULL for a value that is
+-- not a language tag (a language of 2 or 3 letters, then subtags of 2 to 8 letters
+-- or digits): each caller raises its own error, naming its own argument.
+CREATE OR REPLACE FUNCTION outbox.canonical_locale(locale text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$
+    SELECT CASE
+        WHEN lower(locale) = 'default' THEN 'default'
+        WHEN replace(locale, '_', '-') ~ '^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$' THEN (
+            SELECT string_agg(CASE WHEN t.n = 1 THEN lower(t.part)                            -- language
+                                   WHEN t.part ~ '^[A-Za-z]{4}$' THEN initcap(t.part)           -- script
+                                   WHEN t.part ~ '^([A-Za-z]{2}|[0-9]{3})$' THEN upper(t.part)  -- region
+                                   ELSE lower(t.part) END,                                   -- variant
+                              '-' ORDER BY t.n)
+            FROM unnest(string_to_array(replace(locale, '_', '-'), '-')) WITH ORDINALITY AS t(part, n))
+    END
+$$;
+
 -- outbox.upsert_recipient: create or update a recipient by the app's user id.
 -- A NULL argument leaves that field as it is (on update); pass '' to clear
 -- email or phone. locale is a BCP 47 language tag, the format of the locale
 -- columns (a language of 2 or 3 letters, then subtags of 2 to 8 letters or
 -- digits: fr, fr-CA, zh-Hant-TW, es-419), or 'default'. '_' is read as '-' and
 -- case is free: fr_ca, FR-ca and fr-CA are all stored in the canonical case of
--- BCP 47 (language lower, script title, region upper: fr-CA), the form
--- outbox.templates.locale_chain() gives and template versions are matched on.
+-- BCP 47 (outbox.canonical_locale: language lower, script title, region upper:
+-- fr-CA), the form outbox.templates.locale_chain() gives and template versions
+-- are matched on.
 CREATE OR REPLACE FUNCTION outbox.upsert_recipient(
     recipient    text,
     email        text DEFAULT NULL,
@@ -43,20 +66,11 @@ BEGIN
             quote_literal(phone) USING ERRCODE = 'OB001', COLUMN = 'phone';
     END IF;
     IF locale IS NOT NULL THEN
-        IF lower(locale) = 'default' THEN
-            locale := 'default';
-        ELSIF replace(locale, '_', '-') ~ '^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$' THEN
-            SELECT string_agg(CASE WHEN t.n = 1 THEN lower(t.part)                   -- language
-                                   WHEN t.part ~ '^[A-Za-z]{4}$' THEN initcap(t.part)  -- script
-                                   WHEN t.part ~ '^([A-Za-z]{2}|[0-9]{3})$' THEN upper(t.part)  -- region
-                                   ELSE lower(t.part) END,                          -- variant
-                              '-' ORDER BY t.n)
-            INTO locale
-            FROM unnest(string_to_array(replace(locale, '_', '-'), '-')) WITH ORDINALITY AS t(part, n);
-        ELSE
+        IF outbox.canonical_locale(locale) IS NULL THEN
             RAISE EXCEPTION 'outbox.upsert_recipient: locale % is not a language tag (like fr or fr-CA, or ''default'')',
                 quote_literal(locale) USING ERRCODE = 'OB001', COLUMN = 'locale';
         END IF;
+        locale := outbox.canonical_locale(locale);
     END IF;
     IF timezone IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = timezone) THEN
         RAISE EXCEPTION 'outbox.upsert_recipient: unknown time zone % (use an IANA name like Europe/Paris)',

@@ -97,17 +97,15 @@ BEGIN
         RAISE EXCEPTION 'outbox.create_template: activate must be true or false, not NULL'
             USING ERRCODE = 'OB001', COLUMN = 'activate';
     END IF;
-    -- As upsert_recipient does: fr_CA and FR-ca are stored as fr-CA, the form the
-    -- claim's locale fallback compares; NULL is 'default'.
-    v_locale := CASE WHEN lower(coalesce(locale, 'default')) = 'default' THEN 'default'
-                     ELSE lower(replace(locale, '_', '-')) END;
-    IF v_locale !~ '^(default|[a-z]{2,3}(-[a-z0-9]{2,8})*)$' THEN
+    -- As upsert_recipient does (outbox.canonical_locale): fr_CA and FR-ca are
+    -- stored as fr-CA, zh_hant_tw as zh-Hant-TW, the form the claim's locale
+    -- fallback compares; NULL is 'default'.
+    v_locale := outbox.canonical_locale(coalesce(locale, 'default'));
+    IF v_locale IS NULL THEN
         RAISE EXCEPTION 'outbox.create_template: locale % is not a language tag (like fr or fr-CA) or ''default''',
             quote_literal(locale) USING ERRCODE = 'OB001', COLUMN = 'locale';
     END IF;
-    locale := CASE WHEN v_locale ~ '-[a-z]{2}$'
-                   THEN substr(v_locale, 1, length(v_locale) - 2) || upper(right(v_locale, 2))
-                   ELSE v_locale END;
+    locale := v_locale;
 
     v_hash := outbox.template_content_hash(subject, body, html_body, title);
 

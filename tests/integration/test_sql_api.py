@@ -112,7 +112,16 @@ def test_create_template_refuses_bad_input_naming_the_field(db_url, case):
 def test_create_template_stores_locales_as_upsert_recipient_does(db_url):
     """fr_CA is fr-CA (what the claim's locale fallback compares), as for recipients."""
     with psycopg.connect(db_url) as c:
-        for given in ("fr_CA", "FR-ca", "pt_br", "es-419", "DEFAULT", None):
+        for given in (
+            "fr_CA",
+            "FR-ca",
+            "pt_br",
+            "es-419",
+            "zh_hant_tw",
+            "SR-latn",
+            "DEFAULT",
+            None,
+        ):
             c.execute(
                 "SELECT outbox.create_template(key => 'k', channel => 'sms', body => %s, "
                 "locale => %s)",
@@ -129,6 +138,8 @@ def test_create_template_stores_locales_as_upsert_recipient_does(db_url):
             "fr-CA",
             "pt-BR",
             "es-419",
+            "zh-Hant-TW",
+            "sr-Latn",
             "default",
             "default",
         ]

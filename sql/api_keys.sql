@@ -8,7 +8,9 @@
 -- The first 12 characters are kept in the clear to tell keys apart in lists.
 --
 -- Keys are never deleted: a revoked key keeps its row (revoked_at), so `list`
--- shows what existed and when it stopped working.
+-- shows what existed and when it stopped working. A key may be made to expire
+-- (expires_at, `outbox api-keys create --expires-in 90d`): from then on it is
+-- refused as a revoked key is, and it keeps its name until it is revoked.
 
 CREATE TABLE outbox.api_keys (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -26,7 +28,9 @@ CREATE TABLE outbox.api_keys (
     created_at    timestamptz NOT NULL DEFAULT now(),
     created_by    text,
     last_used_at  timestamptz,
-    revoked_at    timestamptz
+    revoked_at    timestamptz,
+    expires_at    timestamptz
+                  CONSTRAINT api_keys_expires_after_creation CHECK (expires_at > created_at)
 );
 -- One live key per name (a revoked name can be used again).
 CREATE UNIQUE INDEX api_keys_live_name ON outbox.api_keys (name) WHERE revoked_at IS NULL;
@@ -42,6 +46,7 @@ COMMENT ON COLUMN outbox.api_keys.created_at IS 'When the key was created.';
 COMMENT ON COLUMN outbox.api_keys.created_by IS 'Who created it (cli:<user>).';
 COMMENT ON COLUMN outbox.api_keys.last_used_at IS 'Last accepted request, to the minute (updated at most once a minute).';
 COMMENT ON COLUMN outbox.api_keys.revoked_at IS 'When it was revoked; NULL while it works.';
+COMMENT ON COLUMN outbox.api_keys.expires_at IS 'When it stops working by itself; NULL: it does not expire.';
 
 -- Every key's default rate limit (a DBA edits it; a row named by a key's id
 -- replaces it for that key: `outbox api-keys create --rate-per-second`).
@@ -52,13 +57,13 @@ VALUES ('api_key', '*', 20, 100, 'Every API key: 20 requests per second, bursts 
 -- outbox.api_authenticate: the API server's question for each request. Given
 -- the SHA-256 of the key presented, the live key's id, name and scopes and
 -- whether its rate limit lets this request through (wait_seconds = 0), or no
--- row for a key that does not exist or was revoked. Each call takes one token
--- from the key's bucket (outbox.take_tokens, sql/ratelimit.sql): one per
--- request, whether or not the request is then allowed.
+-- row for a key that does not exist, was revoked or has expired. Each call
+-- takes one token from the key's bucket (outbox.take_tokens, sql/ratelimit.sql):
+-- one per request, whether or not the request is then allowed.
 --
 -- SECURITY DEFINER so the API's role reads no key hashes and writes no buckets
 -- itself: it may only ask this.
-CREATE FUNCTION outbox.api_authenticate(key_hash bytea)
+CREATE OR REPLACE FUNCTION outbox.api_authenticate(key_hash bytea)
 RETURNS TABLE (key_id bigint, name text, scopes text[], wait_seconds double precision,
                limited_by text)
 LANGUAGE plpgsql
@@ -73,7 +78,8 @@ DECLARE
 BEGIN
     SELECT k.id, k.name, k.scopes INTO v_id, v_name, v_scopes
     FROM outbox.api_keys k
-    WHERE k.key_hash = api_authenticate.key_hash AND k.revoked_at IS NULL;
+    WHERE k.key_hash = api_authenticate.key_hash AND k.revoked_at IS NULL
+      AND (k.expires_at IS NULL OR k.expires_at > now());
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -93,4 +99,4 @@ $$;
 REVOKE EXECUTE ON FUNCTION outbox.api_authenticate(bytea) FROM PUBLIC;
 COMMENT ON FUNCTION outbox.api_authenticate(bytea) IS
     'The live API key with this SHA-256 (id, name, scopes) and its rate limit''s answer for one request '
-    '(wait_seconds = 0: go ahead); no row for an unknown or revoked key.';
+    '(wait_seconds = 0: go ahead); no row for an unknown, revoked or expired key.';

@@ -83,7 +83,7 @@ def require(scope: str) -> Callable[..., Awaitable[Key]]:
             await cur.execute(query("api_authenticate"), {"key_hash": keys.key_hash(presented)})
             row = await cur.fetchone()
         if row is None:
-            raise _unauthorized(request, "unknown or revoked key")
+            raise _unauthorized(request, "unknown, revoked or expired key")
         key = Key(row["key_id"], row["name"], tuple(row["scopes"]))
         request.state.api_key = key
         if row["wait_seconds"] > 0:

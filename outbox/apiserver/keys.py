@@ -17,6 +17,7 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -39,6 +40,8 @@ _KEY = re.compile(r"^obx_[A-Za-z0-9_-]{43}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 # What `list` shows of a key: "obx_" and 8 characters, not enough to use it.
 SHOWN = 12
+# The longest a key may be made to last (longer: leave it without an expiry).
+MAX_EXPIRES_IN = timedelta(days=3650)
 
 
 def new_key() -> str:
@@ -82,6 +85,7 @@ class Created:
     name: str
     scopes: list[str]
     key: str
+    expires_at: datetime | None = None
 
 
 def create(
@@ -92,12 +96,15 @@ def create(
     created_by: str | None = None,
     rate_per_second: float | None = None,
     burst: float | None = None,
+    expires_in: timedelta | None = None,
 ) -> Created:
     """Create a key named ``name`` with ``scopes``, in the caller's transaction.
 
     ``rate_per_second`` and ``burst`` give this key its own rate limit instead of
-    every key's (``outbox.rate_limits``, scope ``api_key``). ValidationError names
-    a bad name, scope or limit, or a name a live key already has.
+    every key's (``outbox.rate_limits``, scope ``api_key``). ``expires_in``: the
+    key stops working that long from now (refused as a revoked key is); None, it
+    works until revoked. ValidationError names a bad name, scope, limit or
+    expiry, or a name a live key already has.
     """
     import psycopg
 
@@ -116,6 +123,12 @@ def create(
         )
     if burst is not None and not 1 <= burst < float("inf"):
         raise ValidationError(f"burst must be at least 1, got {burst}", field="burst")
+    if expires_in is not None and not timedelta(0) < expires_in <= MAX_EXPIRES_IN:
+        raise ValidationError(
+            f"expires_in must be more than 0 and at most {MAX_EXPIRES_IN.days} days, "
+            f"got {expires_in}",
+            field="expires_in",
+        )
     key = new_key()
     params = {
         "name": name,
@@ -123,6 +136,7 @@ def create(
         "key_hash": key_hash(key),
         "scopes": checked,
         "created_by": created_by,
+        "expires_in": None if expires_in is None else expires_in.total_seconds(),
     }
     try:
         with conn.transaction(), conn.cursor(row_factory=dict_row) as cur:
@@ -143,7 +157,7 @@ def create(
             f"a live key is already named {name!r}: revoke it first, or choose another name",
             field="name",
         ) from None
-    return Created(row["id"], row["name"], list(row["scopes"]), key)
+    return Created(row["id"], row["name"], list(row["scopes"]), key, row["expires_at"])
 
 
 def list_keys(conn: Any) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from outbox.cli import output
-from outbox.cli.common import actor, connection
+from outbox.cli.common import actor, connection, parse_duration
 from outbox.cli.output import Json
 from outbox.errors import NotFound, ValidationError
 from outbox.settings import Settings
@@ -78,6 +78,13 @@ def create(
     burst: Annotated[
         float | None, typer.Option(metavar="N", help="With --rate-per-second: the burst.")
     ] = None,
+    expires_in: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="It stops working this long from now, e.g. 90d (default: when revoked).",
+        ),
+    ] = None,
 ) -> None:
     """Create a key and print it, once, on stdout: it is stored only as a hash.
 
@@ -85,6 +92,7 @@ def create(
     Examples:
       outbox api-keys create mobile-app --scope devices
       KEY=$(outbox api-keys create billing -s enqueue -s read)
+      outbox api-keys create partner -s read --expires-in 30d
     """
     from outbox.apiserver import keys
 
@@ -97,12 +105,18 @@ def create(
                 created_by=actor(),
                 rate_per_second=rate_per_second,
                 burst=burst,
+                expires_in=None if expires_in is None else parse_duration(expires_in),
             )
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
+    until = (
+        ""
+        if made.expires_at is None
+        else f", expires {made.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+    )
     typer.echo(
-        f"API key {made.name!r} (id {made.id}, scopes: {', '.join(made.scopes)}) created; "
-        "it is shown only now:",
+        f"API key {made.name!r} (id {made.id}, scopes: {', '.join(made.scopes)}{until}) "
+        "created; it is shown only now:",
         err=True,
     )
     typer.echo(made.key)
@@ -120,7 +134,18 @@ def list_(as_json: Json = False) -> None:
         return
     out = output.console()
     title = f"API keys ({len(rows)}, times in UTC)"
-    headers = ("id", "name", "key", "scopes", "rate/s", "burst", "created", "last used", "revoked")
+    headers = (
+        "id",
+        "name",
+        "key",
+        "scopes",
+        "rate/s",
+        "burst",
+        "created",
+        "last used",
+        "expires",
+        "revoked",
+    )
 
     def when(value: datetime | None) -> str:
         return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else ""
@@ -135,6 +160,7 @@ def list_(as_json: Json = False) -> None:
             "" if r["burst"] is None else f"{r['burst']:g}",
             when(r["created_at"]),
             when(r["last_used_at"]),
+            when(r["expires_at"]),
             when(r["revoked_at"]),
         )
         for r in rows

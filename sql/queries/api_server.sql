@@ -26,9 +26,11 @@ WHERE r.external_id = %(recipient)s;
 
 -- name: api_key_create
 -- A new key (its hash); the schema owner runs it (`outbox api-keys create`).
-INSERT INTO outbox.api_keys (name, prefix, key_hash, scopes, created_by)
-VALUES (%(name)s, %(prefix)s, %(key_hash)s, %(scopes)s::text[], %(created_by)s)
-RETURNING id, name, prefix, scopes, created_at;
+-- expires_in: seconds from now (the database's clock) until it stops working, or NULL.
+INSERT INTO outbox.api_keys (name, prefix, key_hash, scopes, created_by, expires_at)
+VALUES (%(name)s, %(prefix)s, %(key_hash)s, %(scopes)s::text[], %(created_by)s,
+        now() + %(expires_in)s::float8 * interval '1 second')
+RETURNING id, name, prefix, scopes, created_at, expires_at;
 
 -- name: api_key_rate_limit
 -- One key's own rate limit instead of every key's ('*').
@@ -42,7 +44,7 @@ SET rate_per_second = excluded.rate_per_second, burst = excluded.burst,
 -- Every key, never its hash; live ones first, newest first. The rate limit shown
 -- is the one that applies: the key's own, else every key's.
 SELECT k.id, k.name, k.prefix, k.scopes, k.created_at, k.created_by, k.last_used_at, k.revoked_at,
-       coalesce(own.rate_per_second, every.rate_per_second) AS rate_per_second,
+       k.expires_at, coalesce(own.rate_per_second, every.rate_per_second) AS rate_per_second,
        coalesce(own.burst, every.burst) AS burst
 FROM outbox.api_keys k
 LEFT JOIN outbox.rate_limits own ON own.scope = 'api_key' AND own.name = k.id::text

@@ -236,6 +236,31 @@ def test_api_keys_are_shown_once_and_listed_without_the_key(world, db_url):
     assert world.execute("SELECT count(*) FROM outbox.api_keys").fetchone()[0] == 1
 
 
+def test_an_expired_key_is_refused_as_a_revoked_one(world, api, db_url):
+    created = _cli(db_url, "api-keys", "create", "partner", "-s", "read", "--expires-in", "30d")
+    assert created.exit_code == 0, created.output
+    assert "expires " in created.output
+    key = created.stdout.strip()
+    with _client(api, key) as client:
+        assert client.get("/v1/recipients/user-7").status_code == 200
+        # Its time comes (moved back, as the clock would).
+        world.execute(
+            "UPDATE outbox.api_keys SET created_at = now() - interval '31 days', "
+            "expires_at = now() - interval '1 second' WHERE name = 'partner'"
+        )
+        world.commit()
+        refused = client.get("/v1/recipients/user-7")
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "unauthorized"
+    listed = _cli(db_url, "api-keys", "list", "--json")
+    assert listed.exit_code == 0 and '"expires_at"' in listed.output
+    for bad in ("0s", "soon", "4000d"):
+        refused_cli = _cli(db_url, "api-keys", "create", "x", "-s", "read", "--expires-in", bad)
+        assert refused_cli.exit_code == 2, refused_cli.output
+        assert "expires_in" in refused_cli.output or "duration" in refused_cli.output
+    assert world.execute("SELECT count(*) FROM outbox.api_keys").fetchone()[0] == 1
+
+
 # -- enqueue -------------------------------------------------------------------------------------
 
 

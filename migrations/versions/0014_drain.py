@@ -1,4 +1,4 @@
-"""Less write amplification per delivery, and in-doubt counted only for started sends (issues 13, 12 C1).
+"""Less write amplification per delivery; in-doubt counted only for started sends (13, 12 C1).
 
 Reserved: a no-op until the work lands (it keeps revision numbers stable while
 the pieces are built in parallel).

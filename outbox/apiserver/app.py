@@ -50,7 +50,10 @@ _CODES: tuple[tuple[type[errors.OutboxError], int, str], ...] = (
 )
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"model": models.Error, "description": "No valid API key (missing, unknown, revoked or expired)."},
+    401: {
+        "model": models.Error,
+        "description": "No valid API key (missing, unknown, revoked or expired).",
+    },
     403: {"model": models.Error, "description": "The key's scopes do not cover this endpoint."},
     413: {"model": models.Error, "description": "The body is over the size limit."},
     422: {"model": models.Error, "description": "Bad input; `field` names it. Nothing changed."},

@@ -21,6 +21,7 @@ the one inline script of the page (by nonce).
 from __future__ import annotations
 
 import contextlib
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,6 +48,7 @@ from outbox.console.auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
     AuthError,
+    LoginLimiter,
     Session,
     Sessions,
     check_operator,
@@ -91,7 +93,7 @@ class ConsoleConfig:
     statement_timeout_ms: int = 5000
 
     def __post_init__(self) -> None:
-        # The login has no attempt limit: the token itself must be too long to guess.
+        # The token must be too long to guess; wrong ones are also limited per address.
         if len(self.token) < MIN_TOKEN_CHARS:
             raise ValidationError(
                 f"the console token must be at least {MIN_TOKEN_CHARS} characters "
@@ -121,6 +123,7 @@ class Console:
         self.config = config
         self.pool = pool
         self.sessions = Sessions(config.token, config.session_hours * 3600)
+        self.logins = LoginLimiter()
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=True,
@@ -269,7 +272,23 @@ class Console:
             operator = check_operator(operator)
         except AuthError as exc:
             return self._login_form(request, status=400, error=str(exc), operator=operator)
+        address = request.client.host if request.client else "unknown"
+        now = time.time()
+        wait = self.logins.wait(address, now)
+        if wait > 0:
+            log.warning(
+                "console.login_refused", reason="too many wrong tokens", **client_of(request)
+            )
+            response = self._login_form(
+                request,
+                status=429,
+                error=f"Too many wrong tokens from this address: try again in {math.ceil(wait)} s.",
+                operator=operator,
+            )
+            response.headers["Retry-After"] = str(math.ceil(wait))
+            return response
         if not self.sessions.token_ok(first(form, "token") or ""):
+            self.logins.failed(address, now)
             # The operator's name and address only: never what was typed as the token.
             log.warning(
                 "console.login_refused",
@@ -280,7 +299,8 @@ class Console:
             return self._login_form(
                 request, status=401, error="Wrong console token.", operator=operator
             )
-        cookie, _ = self.sessions.issue(operator, time.time())
+        self.logins.succeeded(address)
+        cookie, _ = self.sessions.issue(operator, now)
         log.info("console.login", operator=operator, **client_of(request))
         response = RedirectResponse(local_path(first(form, "next"), root), status_code=303)
         self._cookie(response, SESSION_COOKIE, cookie, int(self.sessions.lifetime_seconds), root)

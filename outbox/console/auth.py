@@ -10,7 +10,12 @@ shared but the token:
 * every POST carries the session's **CSRF token** in a hidden field, compared
   in constant time. The login form, before any session exists, uses a
   double-submit nonce: a cookie and the same value in the form;
-* the token is compared in constant time and never logged, stored or echoed.
+* the token is compared in constant time and never logged, stored or echoed;
+* wrong tokens are **limited per client address** (:class:`LoginLimiter`): past
+  a few failures in a window, that address is told to wait (429) before it may
+  try again. The token is too long to guess anyway (a minimum length); the
+  limit keeps a script from trying, and the log from filling with its tries.
+  It is per console process: the state is small and needs no database.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import hmac
 import json
 import re
 import secrets
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 SESSION_COOKIE = "outbox_console"
@@ -121,3 +127,51 @@ class Sessions:
 def same(given: str | None, expected: str) -> bool:
     """``given`` equals ``expected`` (a CSRF token or nonce), in constant time; None never does."""
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
+
+
+class LoginLimiter:
+    """At most ``failures`` wrong tokens per client address within ``window_seconds``.
+
+    :meth:`wait` says how long an address must wait before it may try again (0:
+    it may); :meth:`failed` records a wrong token; :meth:`succeeded` forgets the
+    address. At most ``max_addresses`` addresses are remembered, the least
+    recently seen forgotten first, so a flood of addresses cannot grow it.
+    """
+
+    def __init__(
+        self, failures: int = 10, window_seconds: float = 300.0, max_addresses: int = 10_000
+    ) -> None:
+        self.failures = failures
+        self.window_seconds = window_seconds
+        self.max_addresses = max_addresses
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def _recent(self, address: str, now: float) -> deque[float] | None:
+        times = self._seen.get(address)
+        if times is None:
+            return None
+        while times and times[0] <= now - self.window_seconds:
+            times.popleft()
+        if not times:
+            del self._seen[address]
+            return None
+        return times
+
+    def wait(self, address: str, now: float) -> float:
+        """Seconds until ``address`` may try a token again (0: now)."""
+        times = self._recent(address, now)
+        if times is None or len(times) < self.failures:
+            return 0.0
+        return times[0] + self.window_seconds - now
+
+    def failed(self, address: str, now: float) -> None:
+        times = self._recent(address, now)
+        if times is None:
+            times = self._seen[address] = deque(maxlen=self.failures)
+        times.append(now)
+        self._seen.move_to_end(address)
+        while len(self._seen) > self.max_addresses:
+            self._seen.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        self._seen.pop(address, None)

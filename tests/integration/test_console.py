@@ -75,6 +75,20 @@ def test_login_takes_the_token_and_never_logs_it(client):
     assert TOKEN not in page.text
 
 
+def test_after_ten_wrong_tokens_an_address_waits_even_with_the_right_one(client):
+    for _ in range(10):
+        assert login_form(client, token="guess-guess-guess").status_code == 401
+    with capture_logs() as logs:
+        held = login_form(client)  # the right token, but too soon
+    assert held.status_code == 429
+    assert 0 < int(held.headers["retry-after"]) <= 300
+    assert "Too many wrong tokens from this address" in held.text
+    assert [e["reason"] for e in logs if e["event"] == "console.login_refused"] == [
+        "too many wrong tokens"
+    ]
+    assert client.get("/").status_code == 303  # still logged out
+
+
 def test_a_login_form_from_elsewhere_and_a_bad_operator_name_are_refused(client):
     # No nonce cookie/field pair: a form posted from another site.
     forged = client.post("/login", data={"operator": "mallory", "token": TOKEN, "nonce": "x"})

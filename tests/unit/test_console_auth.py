@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from outbox.console.auth import AuthError, Sessions, check_operator, same
+from outbox.console.auth import AuthError, LoginLimiter, Sessions, check_operator, same
 
 TOKEN = "unit-test-console-token"
 
@@ -55,3 +55,24 @@ def test_operator_names_that_go_into_the_audit_trail(name):
 def test_operator_names_refused(name):
     with pytest.raises(AuthError, match="operator:"):
         check_operator(name)
+
+
+def test_wrong_tokens_are_limited_per_address_within_the_window():
+    limiter = LoginLimiter(failures=3, window_seconds=60, max_addresses=100)
+    for t in (0.0, 1.0, 2.0):
+        assert limiter.wait("10.0.0.1", now=t) == 0
+        limiter.failed("10.0.0.1", now=t)
+    assert limiter.wait("10.0.0.1", now=3.0) == 57.0  # until the first failure leaves
+    assert limiter.wait("10.0.0.2", now=3.0) == 0  # another address is not held back
+    assert limiter.wait("10.0.0.1", now=60.0) == 0  # the window moved on
+    limiter.failed("10.0.0.1", now=60.5)  # with those at 1 and 2: three again
+    assert limiter.wait("10.0.0.1", now=60.75) == 0.25
+    limiter.succeeded("10.0.0.1")
+    assert limiter.wait("10.0.0.1", now=60.75) == 0
+
+
+def test_the_limiter_remembers_a_bounded_number_of_addresses():
+    limiter = LoginLimiter(failures=1, window_seconds=60, max_addresses=3)
+    for i in range(10):
+        limiter.failed(f"10.0.0.{i}", now=0.0)
+    assert [limiter.wait(f"10.0.0.{i}", now=1.0) > 0 for i in range(10)] == [False] * 7 + [True] * 3

@@ -172,7 +172,7 @@ def run_one(
     )
     # The previous run's sessions must be gone, or they would count as this run's.
     wait_for(lambda: _listening(url) == 0, 30, "the previous workers' sessions to end")
-    command = [python, "-P", "-m", "outbox", "worker"] if python else worker_command()
+    command = worker_command(python)
     workers = [procs.spawn(command, env=env, name=f"worker-{adapter}") for _ in range(processes)]
     prefix = f"{adapter}-{processes}-{uuid.uuid4().hex[:6]}-"
     recipient = "f" if adapter == "fcm" else "a"

@@ -421,6 +421,19 @@ def diagnosis_markdown(d: dict[str, Any]) -> str:
         f"time. Milliseconds:",
         md_table(["step", "p50", "p95", "p99"], rows),
     ]
+    gcs = {k: v for k, v in d.get("calls", {}).items() if k.startswith("gc")}
+    parts.append(
+        "Garbage collector passes in the worker during that block: "
+        + (
+            ", ".join(
+                f"generation {k[2:]}: {c['calls']} (longest {c['max_ms']:.2f} ms)"
+                for k, c in sorted(gcs.items())
+            )
+            if gcs
+            else "none"
+        )
+        + "."
+    )
     if d.get("slowest"):
         parts.append(
             "The slowest wake-ups of that block, and the worker's calls (and GC passes) "

@@ -436,6 +436,17 @@ def worker_command(python: str | None = None) -> list[str]:
     return [sys.executable, "-m", "outbox", "worker"]
 
 
+def add_before_argument(parser: Any, help: str) -> None:
+    """``--before PYTHON`` (default ``$BENCH_BEFORE_PYTHON``): another checkout's interpreter
+    whose ``outbox`` runs alongside this one's, for before/after in one run."""
+    parser.add_argument(
+        "--before",
+        metavar="PYTHON",
+        default=os.environ.get("BENCH_BEFORE_PYTHON") or None,
+        help=f"{help} (default: $BENCH_BEFORE_PYTHON)",
+    )
+
+
 def clean_env() -> dict[str, str]:
     """This environment without OUTBOX_* (a developer's own settings must not leak in)."""
     return {k: v for k, v in os.environ.items() if not k.startswith("OUTBOX_")}

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import tempfile
 import time
@@ -43,6 +42,7 @@ from benchmarks import peers, profile, trace
 from benchmarks.harness import (
     Processes,
     Server,
+    add_before_argument,
     agent_command,
     fresh_database,
     log,
@@ -471,12 +471,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--blocks", type=int, default=2, help="alternating blocks (worker, bare LISTEN)"
     )
-    parser.add_argument(
-        "--before",
-        metavar="PYTHON",
-        default=os.environ.get("BENCH_BEFORE_PYTHON") or None,
-        help="also run, in every block, the Outbox worker of this interpreter (another "
-        "checkout's .venv/bin/python): before/after in one run (default: $BENCH_BEFORE_PYTHON)",
+    add_before_argument(
+        parser,
+        "also run, in every block, the Outbox worker of this interpreter (another "
+        "checkout's .venv/bin/python): before/after in one run",
     )
     parser.add_argument(
         "--diagnose",

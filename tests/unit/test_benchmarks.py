@@ -299,9 +299,8 @@ def test_issue13_table_marks_each_target_from_the_ratios() -> None:
 def test_issue13_table_says_not_run_without_peer_results() -> None:
     results = {"latency": {"outbox": {"p50": 1.0, "p99": 2.0}}}
     lines = peers.targets_markdown({"service": results}).splitlines()
-    assert lines[2].endswith("| not run |") and lines[3].endswith("| not run |")
-    assert lines[4].endswith("| not run |")
-    assert lines[5].endswith("1.00 ✅ |")
+    # A latency result without the peers is from another run: no target is read from it.
+    assert all(line.endswith("| not run |") for line in lines[2:6])
 
 
 def test_report_renders_the_peers_next_to_outbox() -> None:

@@ -24,8 +24,11 @@ For each process count (1 and 2) and each round, on one fresh database:
   batch in a single statement (one commit, nothing read back). Not a queue
   (a crash mid-batch leaves no trace), but the most the server can do;
   reported alongside.
+* **Peers**: PgQueuer's and procrastinate's own worker processes draining
+  their own jobs (benchmarks/peers.py: each in its own database, enqueued and
+  consumed through its own API; jobs/s from its own tables).
 
-The three alternate within each round, and tables are truncated between
+They alternate within each round, and tables are truncated between
 runs, so all see the same machine and the same table state. Reported: the
 median rate over the rounds, the ratio Outbox / raw (target ≥ 0.80), events
 per delivery, average claim size, the wake-up delay (first claim - t0), and CPU
@@ -52,7 +55,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 import outbox
-from benchmarks import profile, trace
+from benchmarks import peers, profile, trace
 from benchmarks.harness import (
     Processes,
     Server,
@@ -255,6 +258,7 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         fresh_database(server, "drain") as url,
         tempfile.TemporaryDirectory(prefix="outbox-bench-") as tmp,
         Processes(Path(tmp)) as procs,
+        peers.databases(server) as peer_urls,
     ):
         setup(url)
         # The same drain settings for every run of this benchmark.
@@ -285,6 +289,15 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
                     f"({box['rate'] / raw['rate']:.0%} of raw)"
                 )
                 runs += [raw | {"round": r}, floor | {"round": r}, box | {"round": r}]
+                runs += peers.drain_round(
+                    peer_urls,
+                    procs,
+                    workers=count,
+                    n=args.deliveries,
+                    batch=args.batch,
+                    timeout=args.timeout,
+                    round_=r,
+                )
                 if args.variant_pgoptions:
                     variant = drain(workers=count, pgoptions=args.variant_pgoptions)
                     log(
@@ -323,6 +336,7 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
                 "resent": [x["resent"] for x in box],
             }
         )
+        summary[-1]["peers"] = peers.drain_summary(runs, count)
         variant = [x for x in runs if x["system"] == "outbox-variant" and x["processes"] == count]
         if variant:
             summary[-1] |= {
@@ -399,6 +413,8 @@ def markdown(result: dict[str, Any]) -> str:
             ["processes", "raw /s", "Outbox /s", "ratio", "most in processing", "re-sent"], runs
         ),
     ]
+    if peer_table := peers.drain_markdown(result["summary"]):
+        parts.append(peer_table)
     variants = [x for x in result["summary"] if "variant_rate" in x]
     if variants:
         parts.append(

@@ -15,7 +15,9 @@ with an email address, a phone number and two push devices):
    Reported: transactions/s, deliveries/s, and the ratio to the plain INSERT.
 2. bulk — ``outbox.enqueue_many`` with B notifications per call (one round
    trip) and per transaction, to direct addresses and to realistic recipients:
-   notifications/s and deliveries/s.
+   notifications/s and deliveries/s; R rounds on emptied tables, each followed
+   by PgQueuer's and procrastinate's own batch enqueue of as many jobs, B per
+   transaction (benchmarks/peers.py, each in its own database).
 3. concurrent — P producer processes, each doing one ``outbox.enqueue`` (direct
    address) per transaction for D seconds, with the NOTIFY trigger on and off
    (``SET outbox.notify = 'off'``), alternating in rounds. A bare LISTEN
@@ -40,6 +42,7 @@ from typing import Any
 import psycopg
 
 import outbox
+from benchmarks import peers
 from benchmarks.harness import (
     Processes,
     Server,
@@ -201,6 +204,13 @@ def bulk(conn: psycopg.Connection, *, n: int, batch: int, recipients: int) -> li
     return out
 
 
+def bulk_round(conn: psycopg.Connection, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The bulk section once, on emptied tables: peers.bulk_rounds alternates it with the peers'."""
+    conn.execute(sql("outbox_reset"))
+    conn.commit()
+    return bulk(conn, n=args.bulk, batch=args.batch, recipients=args.recipients)
+
+
 def concurrent(
     url: str, *, producers: int, duration: float, rounds: int, kind: str, recipients: int
 ) -> dict[str, Any]:
@@ -301,7 +311,13 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
             result["single"] = single(
                 conn, n=args.single, rounds=args.rounds, recipients=args.recipients
             )
-            result["bulk"] = bulk(conn, n=args.bulk, batch=args.batch, recipients=args.recipients)
+            result["bulk"], result["bulk_peers"] = peers.bulk_rounds(
+                server,
+                lambda: bulk_round(conn, args),
+                rounds=args.rounds,
+                n=args.bulk,
+                batch=args.batch,
+            )
         result["concurrent"] = concurrent(
             url,
             producers=args.producers,
@@ -342,6 +358,7 @@ def markdown(result: dict[str, Any]) -> str:
             f"**Bulk enqueue** (`enqueue_many`, {s['batch']} notifications per call and "
             f"per transaction)",
             md_table(["recipients", "notifications", "notifications/s", "deliveries/s"], bulk_rows),
+            *([peers.bulk_markdown(result["bulk_peers"])] if "bulk_peers" in result else []),
             f"**{c['producers']} concurrent producer processes** (one `enqueue` per transaction, "
             f"{kind}; {c['rounds']} rounds of {c['duration']:g} s per mode, alternating; "
             f"a LISTEN connection attached throughout)",
@@ -373,11 +390,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--single", type=int, default=3000, help="transactions per single-enqueue variant"
     )
     parser.add_argument(
-        "--rounds", type=int, default=3, help="interleaved rounds (single and concurrent)"
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds (single, bulk next to the peers, and concurrent)",
     )
     parser.add_argument("--bulk", type=int, default=20000, help="deliveries per bulk variant")
     parser.add_argument(
-        "--batch", type=int, default=500, help="notifications per enqueue_many call"
+        "--batch",
+        type=int,
+        default=1000,
+        help="notifications per enqueue_many call (and jobs per peer batch; issue 13 states 1000)",
     )
     parser.add_argument(
         "--recipients", type=int, default=500, help="realistic recipients to create"

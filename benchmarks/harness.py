@@ -226,9 +226,12 @@ def _pid_alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def fresh_database(server: Server, purpose: str) -> Iterator[str]:
-    """A new database on ``server``, migrated to head; dropped on exit, even on Ctrl-C."""
-    from outbox import migrate
+def fresh_database(server: Server, purpose: str, *, migrate: bool = True) -> Iterator[str]:
+    """A new database on ``server``, migrated to head; dropped on exit, even on Ctrl-C.
+
+    ``migrate=False``: left empty (a peer job queue installs its own schema there).
+    """
+    from outbox import migrate as migrations
 
     for stale in drop_stale_databases(server):
         log(f"dropped {stale}, left behind by a benchmark process that no longer exists")
@@ -237,7 +240,8 @@ def fresh_database(server: Server, purpose: str) -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
         url = with_dbname(server.url, name)
-        migrate.upgrade(url)
+        if migrate:
+            migrations.upgrade(url)
         yield url
     finally:
         # A second Ctrl-C during the drop must not leave the database behind.
@@ -422,8 +426,25 @@ class Processes:
             self.stop(proc, grace)
 
 
-def worker_command() -> list[str]:
+def worker_command(python: str | None = None) -> list[str]:
+    """``outbox worker`` of this checkout, or of ``python``'s (another checkout's venv).
+
+    ``-P``: the working directory (this checkout) is not put on that one's path.
+    """
+    if python:
+        return [python, "-P", "-m", "outbox", "worker"]
     return [sys.executable, "-m", "outbox", "worker"]
+
+
+def add_before_argument(parser: Any, help: str) -> None:
+    """``--before PYTHON`` (default ``$BENCH_BEFORE_PYTHON``): another checkout's interpreter
+    whose ``outbox`` runs alongside this one's, for before/after in one run."""
+    parser.add_argument(
+        "--before",
+        metavar="PYTHON",
+        default=os.environ.get("BENCH_BEFORE_PYTHON") or None,
+        help=f"{help} (default: $BENCH_BEFORE_PYTHON)",
+    )
 
 
 def clean_env() -> dict[str, str]:

@@ -14,6 +14,9 @@ On a fresh database of its own, in alternating blocks:
 * **bare LISTEN loop** (the floor): a process that LISTENs on the same channel
   and appends ``time.time()`` when a notification arrives; the same enqueue
   transactions; latency = arrival - commit time.
+* **peers** (benchmarks/peers.py): one idle PgQueuer and one idle procrastinate
+  worker process, each in its own database; one job per transaction through
+  its own enqueue API; latency = the handler's ``time.time()`` - commit time.
 
 All clocks are the same host clock. Reported: p50/p95/p99/max over all sends,
 against the targets (p50 < 1.5 ms, p99 < 3 ms).
@@ -35,10 +38,11 @@ from typing import Any
 import psycopg
 
 import outbox
-from benchmarks import profile, trace
+from benchmarks import peers, profile, trace
 from benchmarks.harness import (
     Processes,
     Server,
+    add_before_argument,
     agent_command,
     fresh_database,
     log,
@@ -103,14 +107,21 @@ def _pause() -> None:
 
 
 def outbox_block(
-    url: str, procs: Processes, tmp: Path, block: int, n: int, diagnose_in: Path | None = None
+    url: str,
+    procs: Processes,
+    tmp: Path,
+    block: int,
+    n: int,
+    diagnose_in: Path | None = None,
+    python: str | None = None,
 ) -> list[dict[str, float]]:
     """n enqueues to one idle worker; per send: commit, claim and send times, delivery id.
 
     With ``diagnose_in`` (a directory) the worker is traced (benchmarks/trace.py,
     spans in ``spans.jsonl``) and, if py-spy is installed, sampled (``py-spy.txt``).
+    ``python``: the worker is that interpreter's ``outbox worker`` (``--before``).
     """
-    record = tmp / f"record-{block}.jsonl"
+    record = tmp / f"record-{block}{'-before' if python else ''}.jsonl"
     env = worker_env(
         url,
         providers_email='["record"]',
@@ -118,7 +129,7 @@ def outbox_block(
         providers_push='["record"]',
         record_file=record,
     )
-    command = worker_command()
+    command = worker_command(python)
     if diagnose_in is not None:
         command = trace.command()
         env[trace.ENV] = str(diagnose_in / "spans.jsonl")
@@ -236,6 +247,7 @@ def diagnose(url: str, procs: Processes, tmp: Path, n: int) -> dict[str, Any]:
         "wakeups": n,
         "steps": {key: stats_ms(values) for key, values in steps.items() if values},
         "calls": trace.durations(spans),
+        "slowest": slowest(samples, spans),
     }
     if (where / "py-spy.txt").exists():
         out["profile"] = profile.summarise(where / "py-spy.txt")
@@ -245,15 +257,40 @@ def diagnose(url: str, procs: Processes, tmp: Path, n: int) -> dict[str, Any]:
     return out
 
 
+def slowest(
+    samples: list[dict[str, float]], spans: list[dict[str, Any]], count: int = 5
+) -> list[dict[str, Any]]:
+    """The ``count`` slowest wake-ups, each with what else the worker did meanwhile.
+
+    Per wake-up (commit → provider call): its total, and per span name (claim,
+    record, heartbeat, gc2, ...) the milliseconds of that call overlapping it.
+    A tail that overlaps a ``record`` or a GC pass points there; one that
+    overlaps only its own claim points at the server (the claim's commit).
+    """
+    out = []
+    for sample in sorted(samples, key=lambda s: s["commit"] - s["sent"])[:count]:
+        start, end = sample["commit"], sample["sent"]
+        overlaps: dict[str, float] = {}
+        for span in spans:
+            shared = min(end, span["end"]) - max(start, span["start"])
+            if shared > 0:
+                overlaps[span["name"]] = overlaps.get(span["name"], 0.0) + 1000 * shared
+        out.append({"total_ms": 1000 * (end - start), "overlaps": overlaps})
+    return out
+
+
 def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
     per_block = max(1, args.enqueues // args.blocks)
     box: list[dict[str, float]] = []
+    before: list[dict[str, float]] = []
     bare: list[dict[str, float]] = []
+    others: dict[str, list[dict[str, float]]] = {}
     diagnosis = None
     with (
         fresh_database(server, "latency") as url,
         tempfile.TemporaryDirectory(prefix="outbox-bench-") as tmp,
         Processes(Path(tmp)) as procs,
+        peers.databases(server) as peer_urls,
     ):
         with psycopg.connect(url) as conn:
             outbox.create_template(conn, TEMPLATE, "email", "Hello {{ n }}", subject="Note {{ n }}")
@@ -266,11 +303,26 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
                 f"block {block + 1}/{args.blocks}: outbox p50 "
                 f"{1000 * percentile([s['sent'] - s['commit'] for s in box], 50):.2f} ms"
             )
+            if args.before:
+                before += outbox_block(url, procs, Path(tmp), block, per_block, python=args.before)
+                log(
+                    f"block {block + 1}/{args.blocks}: outbox before ({args.before}) p50 "
+                    f"{1000 * percentile([s['sent'] - s['commit'] for s in before], 50):.2f} ms"
+                )
             bare += listen_block(url, procs, Path(tmp), block, per_block)
             log(
                 f"block {block + 1}/{args.blocks}: bare LISTEN p50 "
                 f"{1000 * percentile([s['sent'] - s['commit'] for s in bare], 50):.2f} ms"
             )
+            for peer, peer_url in peer_urls.items():
+                mine = others.setdefault(peer, [])
+                mine += peers.latency_block(
+                    peer, peer_url, procs, Path(tmp), block, per_block, _Tail, _pause
+                )
+                log(
+                    f"block {block + 1}/{args.blocks}: {peer} p50 "
+                    f"{1000 * percentile([s['sent'] - s['commit'] for s in mine], 50):.2f} ms"
+                )
     split = [(s["claimed"] - s["commit"], s["sent"] - s["claimed"]) for s in box]
     result = {
         "settings": {
@@ -278,11 +330,20 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
             "blocks": args.blocks,
             "provider": "record",
             "pause_ms": "10-30",
+            "before": args.before,
         },
         "outbox": stats_ms([s["sent"] - s["commit"] for s in box]),
         "outbox_wake": stats_ms([w for w, _ in split]),
         "outbox_claim_to_send": stats_ms([c for _, c in split]),
         "listen": stats_ms([s["sent"] - s["commit"] for s in bare]),
+        **(
+            {"outbox_before": stats_ms([s["sent"] - s["commit"] for s in before])} if before else {}
+        ),
+        "peers": {
+            peer: stats_ms([s["sent"] - s["commit"] for s in samples])
+            for peer, samples in others.items()
+        },
+        "peer_versions": peers.versions(),
     }
     if diagnosis is not None:
         result["diagnosis"] = diagnosis
@@ -307,8 +368,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{s['enqueues']} enqueues per system, one per transaction, in {s['blocks']} "
         f"alternating blocks; "
         f"a {s['pause_ms']} ms pause after each send so the worker is idle again. Milliseconds, "
-        f"from `commit()` returning to the provider call (Outbox) or the notification's arrival "
-        f"(bare LISTEN).",
+        f"from `commit()` returning to the provider call (Outbox), the notification's arrival "
+        f"(bare LISTEN) or the job handler's start (peers).",
         md_table(
             ["", "p50", "p95", "p99", "max"],
             [
@@ -320,7 +381,16 @@ def markdown(result: dict[str, Any]) -> str:
                 ),
                 row("… of which commit → claim starts (wake-up)", result["outbox_wake"]),
                 row("… of which claim starts → provider call", result["outbox_claim_to_send"]),
+                *(
+                    [row(f"Outbox worker before (`{s.get('before')}`)", result["outbox_before"])]
+                    if "outbox_before" in result
+                    else []
+                ),
                 row("bare LISTEN loop, commit → notification arrives", result["listen"]),
+                *(
+                    row(f"{peers.TITLES[p]} worker, commit → handler starts", x)
+                    for p, x in result.get("peers", {}).items()
+                ),
             ],
         ),
     ]
@@ -341,7 +411,7 @@ STEPS = (
 
 def diagnosis_markdown(d: dict[str, Any]) -> str:
     rows = [
-        (label, f"{d['steps'][key]['p50']:.2f}", f"{d['steps'][key]['p95']:.2f}")
+        (label, *(f"{d['steps'][key][p]:.2f}" for p in ("p50", "p95", "p99")))
         for key, label in STEPS
         if key in d["steps"]
     ]
@@ -349,8 +419,40 @@ def diagnosis_markdown(d: dict[str, Any]) -> str:
         f"**Where a wake-up's time goes**: an extra, unmeasured block of {d['wakeups']} enqueues "
         f"to a worker whose calls are timed (`benchmarks/trace.py`), same clock as the commit "
         f"time. Milliseconds:",
-        md_table(["step", "p50", "p95"], rows),
+        md_table(["step", "p50", "p95", "p99"], rows),
     ]
+    gcs = {k: v for k, v in d.get("calls", {}).items() if k.startswith("gc")}
+    parts.append(
+        "Garbage collector passes in the worker during that block: "
+        + (
+            ", ".join(
+                f"generation {k[2:]}: {c['calls']} (longest {c['max_ms']:.2f} ms)"
+                for k, c in sorted(gcs.items())
+            )
+            if gcs
+            else "none"
+        )
+        + "."
+    )
+    if d.get("slowest"):
+        parts.append(
+            "The slowest wake-ups of that block, and the worker's calls (and GC passes) "
+            "overlapping each, in ms:\n\n"
+            + md_table(
+                ["commit → provider call", "overlapping calls"],
+                [
+                    (
+                        f"{x['total_ms']:.2f}",
+                        ", ".join(
+                            f"`{name}` {ms:.2f}"
+                            for name, ms in sorted(x["overlaps"].items(), key=lambda kv: -kv[1])
+                        )
+                        or "none",
+                    )
+                    for x in d["slowest"]
+                ],
+            )
+        )
     if "profile" in d:
         p = d["profile"]
         parts.append(
@@ -368,6 +470,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--enqueues", type=int, default=500, help="enqueues per system")
     parser.add_argument(
         "--blocks", type=int, default=2, help="alternating blocks (worker, bare LISTEN)"
+    )
+    add_before_argument(
+        parser,
+        "also run, in every block, the Outbox worker of this interpreter (another "
+        "checkout's .venv/bin/python): before/after in one run",
     )
     parser.add_argument(
         "--diagnose",

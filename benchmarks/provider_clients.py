@@ -484,6 +484,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from benchmarks.harness import add_before_argument
+
     parser.add_argument(
         "--adapters", nargs="+", choices=list(ADAPTERS), default=list(ADAPTERS), help="adapters"
     )
@@ -493,12 +495,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="raw/adapter pairs per adapter")
     parser.add_argument("--timeout", type=float, default=600.0, help="give up on one run")
     parser.add_argument("--profile", action="store_true", help="cProfile each child")
-    parser.add_argument(
-        "--before",
-        metavar="PYTHON",
-        default=os.environ.get("BENCH_BEFORE_PYTHON") or None,
-        help="also run each adapter with this interpreter's outbox, e.g. another checkout's "
-        ".venv/bin/python (default: $BENCH_BEFORE_PYTHON)",
+    add_before_argument(
+        parser,
+        "also run each adapter with this interpreter's outbox, e.g. another checkout's "
+        ".venv/bin/python",
     )
 
 

@@ -32,7 +32,6 @@ import argparse
 import contextlib
 import itertools
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from benchmarks.drain import cpu_seconds
 from benchmarks.harness import (
     Processes,
     Server,
+    add_before_argument,
     clean_env,
     fresh_database,
     log,
@@ -172,7 +172,7 @@ def run_one(
     )
     # The previous run's sessions must be gone, or they would count as this run's.
     wait_for(lambda: _listening(url) == 0, 30, "the previous workers' sessions to end")
-    command = [python, "-P", "-m", "outbox", "worker"] if python else worker_command()
+    command = worker_command(python)
     workers = [procs.spawn(command, env=env, name=f"worker-{adapter}") for _ in range(processes)]
     prefix = f"{adapter}-{processes}-{uuid.uuid4().hex[:6]}-"
     recipient = "f" if adapter == "fcm" else "a"
@@ -348,12 +348,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=600.0, help="give up on one run after this"
     )
-    parser.add_argument(
-        "--before",
-        metavar="PYTHON",
-        default=os.environ.get("BENCH_BEFORE_PYTHON") or None,
-        help="also run each case with this interpreter's outbox worker, alternating, e.g. "
-        "another checkout's .venv/bin/python (default: $BENCH_BEFORE_PYTHON)",
+    add_before_argument(
+        parser,
+        "also run each case with this interpreter's outbox worker, alternating, e.g. "
+        "another checkout's .venv/bin/python",
     )
 
 

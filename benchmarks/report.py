@@ -18,6 +18,7 @@ from benchmarks import (
     gate,
     latency,
     memory,
+    peers,
     provider_clients,
     providers,
     retention,
@@ -67,6 +68,9 @@ Each benchmark creates a database of its own on the server it measures
 ```sh
 # everything, against what the project is configured for (OUTBOX_DATABASE_URL, else embedded):
 .venv/bin/python -m benchmarks
+# only issue 13's comparisons, with PgQueuer and procrastinate alongside (about 10 minutes):
+.venv/bin/pip install -e '.[bench]'
+.venv/bin/python -m benchmarks --issue13
 # both servers of this page, one after the other:
 export OUTBOX_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres
 .venv/bin/python -m benchmarks --target both
@@ -85,6 +89,10 @@ A full run is sized for roughly 15–25 minutes per server on 2 cores, most of
 it building retention's 5-million-row history (bounded by `--build-budget`; its
 progress is logged); each section below says how long it took. `--quick` is a
 smoke run of a few minutes whose sections are marked as such.
+
+`--issue13` runs only enqueue, drain (2 processes), latency and providers, in 3
+interleaved rounds each, sized for about 10 minutes: what issue 13 states its
+targets in, as ratios against the peers measured in the same run.
 
 How each is measured:
 
@@ -133,6 +141,18 @@ How each is measured:
   provider) on a database keeping 0, 1M and 5M finished deliveries vs an empty
   database, rounds alternating between the two; EXPLAIN (ANALYZE, BUFFERS) of
   one claim at each size.
+- **peers** (`benchmarks/peers.py`): PgQueuer and procrastinate (the optional
+  `bench` extra), each in a database of its own on the same server, its schema
+  installed and its jobs enqueued and consumed through its own API, in the same
+  rounds as Outbox: bulk enqueue B jobs per call and transaction (PgQueuer's
+  `Queries.enqueue` with lists, procrastinate's `batch_defer_async`); a drain of
+  N jobs enqueued in one transaction (tables analyzed in it, as Outbox's are)
+  by the peer's own worker processes, idle until its own NOTIFY, no-op handler,
+  jobs/s = N / (last completion − first pick) from its own tables; idle wake-up
+  latency, commit → the handler starts. PgQueuer runs on asyncpg (its own
+  first driver) with `batch_size` = the drain's batch; procrastinate with
+  `concurrency=10` and a pool of 12; everything else their defaults. The
+  module's docstring says why each setting.
 - **diagnostics** (`--diagnose`, on by default in `python -m benchmarks`): one
   extra, unmeasured run of drain and of latency with the worker started through
   `benchmarks/trace.py` (the real `outbox worker` with its database and provider
@@ -303,6 +323,16 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     return md_table(headers, rows)
 
 
+def targets(results: dict[str, dict[str, Any]]) -> str:
+    """Issue 13's targets, each as measured in the stored run, ✅/❌ per server."""
+    by_server = {
+        label: {bench: _get(results[label], bench) for bench in ("enqueue", "drain", "latency")}
+        for label in LABELS
+        if label in results
+    }
+    return peers.targets_markdown(by_server)
+
+
 def server_section(label: str, data: dict[str, Any]) -> str:
     srv = data["server"]
     settings = ", ".join(f"{k}={v}" for k, v in srv["settings"].items())
@@ -383,6 +413,8 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         INTRO.strip(),
         "## Summary",
         summary(results) if results else "No results yet.",
+        "## Issue 13: next to PgQueuer and procrastinate, same run" if results else "",
+        targets(results),
         notes_section(results),
         machine_section(results),
     ]

@@ -3,6 +3,7 @@
     python -m benchmarks                     # every benchmark on the configured server
     python -m benchmarks --target both       # the OUTBOX_DATABASE_URL service, then embedded
     python -m benchmarks --only drain --quick
+    python -m benchmarks --issue13           # issue 13's side-by-side comparisons, ~10 min
 
 The benchmarks, in the order they run: enqueue, drain, latency, providers
 (through the provider sandbox), provider_clients (each adapter alone against
@@ -13,6 +14,11 @@ benchmark's own defaults; ``--quick`` for a smoke run of a few minutes). Most
 of it is retention building its 5M-row history: it logs its progress and stops
 growing after its ``--build-budget`` (600 s), saying so in the results; a
 slow worker makes a drain take longer, each bounded by its ``--timeout``.
+``--issue13`` runs only what issue 13's targets are stated in (enqueue with
+bulk next to the peers, drain with 2 processes, latency, providers), each in
+3 interleaved rounds with PgQueuer and procrastinate alongside
+(benchmarks/peers.py; ``pip install -e '.[bench]'``), sized for about
+10 minutes; the page's issue-13 table reads the ratios from that run.
 Before each benchmark it waits (bounded) for the machine to be mostly idle and
 records how busy it was. Results go to ``benchmarks/results/<server>.json``
 (merged: a partial run keeps the other benchmarks' last results) and the page
@@ -85,17 +91,32 @@ QUICK = {
 }
 
 
-def _options(name: str, quick: bool, diagnose: bool) -> argparse.Namespace:
+# --issue13: the benchmarks issue 13 states its targets in, with these options.
+ISSUE13 = {
+    "enqueue": ["--single", "1000", "--rounds", "3", "--duration", "3"],
+    "drain": ["--processes", "2", "--rounds", "3"],
+    "latency": ["--enqueues", "600", "--blocks", "3"],
+    "providers": ["--processes", "2", "--deliveries", "1000"],
+}
+
+
+def _options(name: str, quick: bool, diagnose: bool, issue13: bool = False) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     MODULES[name].add_arguments(parser)
-    args = QUICK[name] if quick else []
+    args = QUICK[name] if quick else ISSUE13.get(name, []) if issue13 else []
     if name in ("drain", "latency") and diagnose:
         args = [*args, "--diagnose"]
     return parser.parse_args(args)
 
 
 def run_target(
-    target: str, names: list[str], *, quick: bool, diagnose: bool, quiet_wait: float
+    target: str,
+    names: list[str],
+    *,
+    quick: bool,
+    diagnose: bool,
+    quiet_wait: float,
+    issue13: bool = False,
 ) -> Path:
     """Run ``names`` against one server; merge into its results file; return that file."""
     with open_server(target) as server:
@@ -106,7 +127,7 @@ def run_target(
         stored.setdefault("benchmarks", {})
         for name in names:
             busy = wait_quiet(timeout=quiet_wait)
-            args = _options(name, quick, diagnose)
+            args = _options(name, quick, diagnose, issue13)
             log(f"--- {name} ({server.label}) {vars(args)}")
             at_start = machine()
             started = time.monotonic()
@@ -116,6 +137,7 @@ def run_target(
                     "machine": at_start,
                     "cpu_busy_before": busy,
                     "quick": quick,
+                    "issue13": issue13,
                     "wall_seconds": round(time.monotonic() - started, 1),
                     "options": vars(args),
                 },
@@ -144,10 +166,15 @@ def main(argv: list[str] | None = None) -> None:
         "--only",
         nargs="+",
         choices=list(MODULES),
-        default=list(MODULES),
-        help="benchmarks to run (default: all)",
+        help="benchmarks to run (default: all; with --issue13, those it needs)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--issue13",
+        action="store_true",
+        help=f"only {', '.join(ISSUE13)} (unless --only), sized for issue 13's side-by-side "
+        "comparison with the peers (about 10 minutes)",
+    )
     parser.add_argument(
         "--no-diagnose",
         dest="diagnose",
@@ -164,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
         "--no-doc", dest="doc", action="store_false", help="do not rewrite docs/benchmarks.md"
     )
     args = parser.parse_args(argv)
+    if args.only is None:
+        args.only = list(ISSUE13) if args.issue13 else list(MODULES)
     terminate_on_sigterm()
     targets = ["service", "embedded"] if args.target == "both" else [args.target]
     try:
@@ -174,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
                 quick=args.quick,
                 diagnose=args.diagnose,
                 quiet_wait=args.quiet_wait,
+                issue13=args.issue13,
             )
             log(f"results: {path}")
     except KeyboardInterrupt:

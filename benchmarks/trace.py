@@ -11,7 +11,9 @@ wrapping, in this process only, the calls that wait:
   batched result recording), and every other coroutine of ``workers.store``;
 * ``workers.gate.Gate.admit`` (the admission check per claimed batch), if present;
   its rate-limit statement, ``workers.store.admit``, is the span ``admit_tokens``;
-* ``send`` of the ``noop`` and ``record`` providers.
+* ``send`` of the ``noop`` and ``record`` providers;
+* the garbage collector's passes (``gc0``, ``gc1``, ``gc2`` by generation;
+  ``n`` = objects collected), from ``gc.callbacks``.
 
 Each call becomes a span ``{"name", "start", "end", "n"}`` (``time.time()``;
 ``n`` = rows claimed / results recorded / rows checked), written as JSON lines
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import gc
 import inspect
 import json
 import os
@@ -59,8 +62,19 @@ def _traced(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+_gc_started: list[float] = []
+
+
+def _gc_span(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_started[:] = [time.time()]
+    elif _gc_started:
+        _spans.append((f"gc{info['generation']}", _gc_started[0], time.time(), info["collected"]))
+
+
 def install() -> list[str]:
-    """Wrap the waiting calls; the names wrapped."""
+    """Wrap the waiting calls and watch the collector; the names wrapped."""
+    gc.callbacks.append(_gc_span)
     from outbox.providers import testing
     from outbox.workers import store
 
@@ -86,7 +100,7 @@ def install() -> list[str]:
         if cls is not None:
             cls.send = _traced("send", cls.send)  # type: ignore[method-assign]
     wrapped.append("send")
-    return wrapped
+    return [*wrapped, "gc0", "gc1", "gc2"]
 
 
 def _write(path: Path) -> None:

@@ -7,9 +7,11 @@ renders stored results of the shape each ``run`` returns.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from benchmarks import report, run
+from benchmarks import latency, peers, report, run
 from benchmarks.harness import sql
 
 NEW = ("providers", "gate", "memory", "retention")
@@ -188,3 +190,143 @@ def test_report_renders_the_new_sections_and_summary_rows() -> None:
     assert "**Fail**" in page
     # Sections follow the runner's order, whatever order the results file has.
     assert page.index(report.TITLES["providers"]) < page.index(report.TITLES["retention"])
+
+
+# --- peers (benchmarks/peers.py) and the issue-13 table ---------------------------------
+
+
+def test_issue13_preset_runs_what_the_targets_need() -> None:
+    assert set(run.ISSUE13) == {"enqueue", "drain", "latency", "providers"}
+    for name in run.ISSUE13:
+        args = run._options(name, quick=False, diagnose=False, issue13=True)
+        assert vars(args)
+    assert run._options("drain", False, False, issue13=True).processes == [2]
+    assert run._options("enqueue", False, False, issue13=True).batch == 1000
+    # --quick still wins: a smoke run stays small.
+    assert run._options("drain", True, False, issue13=True).deliveries == 5000
+
+
+def test_peer_worker_command_names_each_process_and_passes_settings(tmp_path: Path) -> None:
+    argv = peers.worker_command("pgqueuer", "dbname=x", 1, batch=100, record=None)
+    assert argv[-6:] == [
+        "pgqueuer",
+        "dbname=x",
+        "--name",
+        "bench-peer-pgqueuer-1",
+        "--batch",
+        "100",
+    ]
+    record = tmp_path / "r.txt"
+    argv = peers.worker_command("procrastinate", "dbname=x", 0, batch=None, record=record)
+    assert "--batch" not in argv and argv[-2:] == ["--record", str(record)]
+    assert sql("pgqueuer_drain_result") and sql("procrastinate_reset")
+
+
+def test_peer_handler_records_when_each_job_started(tmp_path: Path) -> None:
+    record = tmp_path / "r.txt"
+    handle = peers._handler(str(record))
+    handle(peers.job(7))
+    handle(peers.job(8))
+    lines = [line.split() for line in record.read_text().splitlines()]
+    assert [n for _, n in lines] == ["7", "8"]
+    assert float(lines[0][0]) <= float(lines[1][0])
+    assert peers._handler(None)(peers.job(1)) is None
+
+
+def test_bulk_rounds_sum_outbox_rows_like_one_round() -> None:
+    runs = [
+        {"system": "outbox", "jobs": 1000, "seconds": 1.0, "rate": 1000.0},
+        {"system": "outbox", "jobs": 1000, "seconds": 0.5, "rate": 2000.0},
+        {"system": "pgqueuer", "jobs": 3000, "seconds": 1.0, "rate": 3000.0},
+    ]
+    by = peers._by_system(runs)
+    assert by["outbox"] == {"rate": 2000 / 1.5, "runs": [1000.0, 2000.0]}
+    assert by["pgqueuer"]["rate"] == 3000.0
+
+
+def _issue13_results(outbox_bulk: float, outbox_drain: float, p50: float, p99: float) -> dict:
+    lat = {"n": 10, "p50": p50, "p95": p99, "p99": p99, "max": p99, "min": 0.1, "mean": p50}
+    return {
+        "enqueue": {
+            "bulk_peers": {
+                "batch": 1000,
+                "rounds": 3,
+                "versions": {"pgqueuer": "1.6.0", "procrastinate": "3.10.0"},
+                "systems": {
+                    "outbox": {"rate": outbox_bulk, "runs": [outbox_bulk]},
+                    "pgqueuer": {"rate": 40_000.0, "runs": [40_000.0]},
+                    "procrastinate": {"rate": 5_000.0, "runs": [5_000.0]},
+                },
+            }
+        },
+        "drain": {
+            "summary": [
+                {
+                    "processes": 2,
+                    "outbox_rate": outbox_drain,
+                    "peers": {
+                        "pgqueuer": {"rate": 10_000.0, "runs": [10_000.0]},
+                        "procrastinate": {"rate": 300.0, "runs": [300.0]},
+                    },
+                }
+            ]
+        },
+        "latency": {
+            "outbox": lat,
+            "listen": lat | {"p99": 2.0},
+            "peers": {"pgqueuer": lat | {"p99": 5.0}, "procrastinate": lat | {"p99": 9.0}},
+        },
+    }
+
+
+def test_issue13_table_marks_each_target_from_the_ratios() -> None:
+    table = peers.targets_markdown(
+        {
+            "service": _issue13_results(50_000.0, 16_000.0, 1.5, 4.0),
+            "embedded": _issue13_results(20_000.0, 14_000.0, 2.0, 6.0),
+        }
+    )
+    lines = table.splitlines()
+    assert lines[0] == "| issue-13 target | service | embedded |"
+    bulk, drain_row, p99, p50 = lines[2:6]
+    assert "**1.25×** ✅" in bulk and "**0.50×** ❌" in bulk
+    assert "**1.60×** ✅" in drain_row and "**1.40×** ❌" in drain_row
+    assert "Outbox 4.00 vs PgQueuer 5.00, procrastinate 9.00" in p99
+    assert p99.count("✅") == 1 and p99.count("❌") == 1
+    assert "1.50 ✅" in p50 and "2.00 ❌" in p50
+
+
+def test_issue13_table_says_not_run_without_peer_results() -> None:
+    results = {"latency": {"outbox": {"p50": 1.0, "p99": 2.0}}}
+    lines = peers.targets_markdown({"service": results}).splitlines()
+    # A latency result without the peers is from another run: no target is read from it.
+    assert all(line.endswith("| not run |") for line in lines[2:6])
+
+
+def test_report_renders_the_peers_next_to_outbox() -> None:
+    full = _issue13_results(50_000.0, 16_000.0, 1.5, 4.0)
+    full["drain"]["summary"][0] |= {"raw_rate": 30_000.0, "floor_rate": 60_000.0}
+    page = report.targets(
+        {"service": _stored({"latency": full["latency"], "enqueue": full["enqueue"]})}
+    )
+    assert "Outbox 4.00 vs PgQueuer 5.00" in page and "| not run |" in page
+    assert "PgQueuer /s" in peers.drain_markdown(full["drain"]["summary"])
+    bulk = peers.bulk_markdown(full["enqueue"]["bulk_peers"])
+    assert "PgQueuer 1.6.0 `Queries.enqueue` (lists) | 40,000" in bulk
+    assert "1.25×" in bulk
+
+
+def test_latency_lists_the_slowest_wakeups_with_what_overlapped() -> None:
+    samples = [
+        {"commit": 10.0, "sent": 10.002},
+        {"commit": 20.0, "sent": 20.010},
+    ]
+    spans = [
+        {"name": "claim", "start": 20.001, "end": 20.009, "n": 1},
+        {"name": "gc2", "start": 20.0005, "end": 20.0015, "n": 3},
+        {"name": "record", "start": 30.0, "end": 30.1, "n": 1},
+    ]
+    worst = latency.slowest(samples, spans, count=1)
+    assert len(worst) == 1 and round(worst[0]["total_ms"], 3) == 10.0
+    assert set(worst[0]["overlaps"]) == {"claim", "gc2"}
+    assert round(worst[0]["overlaps"]["claim"], 3) == 8.0

@@ -1,6 +1,6 @@
 """Chaos: nothing committed is lost, nothing rolled back is sent, duplicates are counted.
 
-The run: 20,000 deliveries (email via SendGrid, SMS via Twilio, push via APNs
+The run: 10,000 deliveries (email via SendGrid, SMS via Twilio, push via APNs
 and FCM) through the provider sandbox, which fails 20% of requests transiently,
 times some out and answers "dead" for a known set of destinations; two worker
 processes, one of them killed with SIGKILL every few seconds and restarted;
@@ -45,7 +45,8 @@ from tests.duplicates import beyond_doubt
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
-EMAILS, SMS, PUSH_APNS, PUSH_FCM = 12_000, 5_000, 1_500, 1_500
+# Sized for 2 shared cores: the kills and the restart, not the volume, are the test.
+EMAILS, SMS, PUSH_APNS, PUSH_FCM = 6_000, 2_500, 750, 750
 DEAD_NUMBERS = [f"+1555000{i:04d}" for i in range(40)]
 DEAD_TOKENS = [f"{i:064x}" for i in range(20)]
 
@@ -126,7 +127,7 @@ class SandboxProcess:
 
 
 def _populate(url: str) -> int:
-    """Recipients/devices for push, templates, and 20,000 deliveries with unique destinations."""
+    """Recipients/devices for push, templates, and 10,000 deliveries with unique destinations."""
     with psycopg.connect(url) as c:
         c.execute("UPDATE outbox.channel_config SET max_attempts = 25")  # 0.2^25: never exhausted
         outbox.create_template(c, "note", "email", "Note {{ n }}", subject="Note {{ n }}")
@@ -214,6 +215,7 @@ def _counts(url: str) -> dict[str, int]:
         )
 
 
+@pytest.mark.timeout(600)  # the drain has its own deadline (300 s); populating and stopping add
 def test_chaos_nothing_lost_duplicates_counted(tmp_path):
     rng = random.Random(20261124)
     data_dir = tmp_path / "pg"

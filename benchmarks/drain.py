@@ -106,8 +106,12 @@ def outbox_run(
     timeout: float,
     pgoptions: str | None = None,
     diagnose_in: Path | None = None,
+    python: str | None = None,
 ) -> dict[str, Any]:
     """One drain of n deliveries by ``workers`` idle `outbox worker` processes.
+
+    ``python``: run the workers with that interpreter's ``outbox`` (``-P``: not
+    this checkout's), e.g. another checkout's .venv/bin/python, for before/after.
 
     With ``diagnose_in`` (a directory): the workers are traced (benchmarks/trace.py)
     and the first one is sampled by py-spy if it is installed; the result then
@@ -127,7 +131,7 @@ def outbox_run(
     )
     if pgoptions:
         env["PGOPTIONS"] = pgoptions  # libpq: server settings for the workers' sessions
-    command = worker_command()
+    command = [python, "-P", "-m", "outbox", "worker"] if python else worker_command()
     if diagnose_in is not None:
         command = trace.command()
         env[trace.ENV] = str(diagnose_in / "spans.jsonl")
@@ -252,6 +256,7 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
             "provider": "noop",
             "worker_pgoptions": args.worker_pgoptions,
             "variant_pgoptions": args.variant_pgoptions,
+            "before": args.before,
         }
     }
     with (
@@ -283,12 +288,19 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
                     f"round {r + 1}/{args.rounds}: one-statement floor x{count}: "
                     f"{floor['rate']:,.0f}/s"
                 )
-                box = drain(workers=count, pgoptions=args.worker_pgoptions)
-                log(
-                    f"round {r + 1}/{args.rounds}: outbox worker x{count}: {box['rate']:,.0f}/s "
-                    f"({box['rate'] / raw['rate']:.0%} of raw)"
-                )
-                runs += [raw | {"round": r}, floor | {"round": r}, box | {"round": r}]
+                # With --before, this checkout's drain and the before one alternate which
+                # goes first, so that neither always follows the raw loops.
+                versions = [None, args.before] if args.before else [None]
+                for python in versions[r % len(versions) :] + versions[: r % len(versions)]:
+                    box = drain(workers=count, pgoptions=args.worker_pgoptions, python=python)
+                    log(
+                        f"round {r + 1}/{args.rounds}: outbox worker x{count}"
+                        f"{' (before)' if python else ''}: {box['rate']:,.0f}/s "
+                        f"({box['rate'] / raw['rate']:.0%} of raw)"
+                    )
+                    system = "outbox-before" if python else "outbox"
+                    runs.append(box | {"round": r, "system": system})
+                runs += [raw | {"round": r}, floor | {"round": r}]
                 runs += peers.drain_round(
                     peer_urls,
                     procs,
@@ -337,16 +349,30 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
             }
         )
         summary[-1]["peers"] = peers.drain_summary(runs, count)
-        variant = [x for x in runs if x["system"] == "outbox-variant" and x["processes"] == count]
-        if variant:
-            summary[-1] |= {
-                "variant_rate": median([x["rate"] for x in variant]),
-                "variant_ratio": median([x["rate"] for x in variant]) / raw_rate,
-                "variant_runs": [x["rate"] for x in variant],
-                "variant_most_processing": max(x["most_processing"] for x in variant),
-                "variant_resent": [x["resent"] for x in variant],
-                "variant_cpu_s_per_1000": median([x["cpu_s_per_1000"] for x in variant]),
-            }
+        for system, key in (("outbox-variant", "variant"), ("outbox-before", "before")):
+            variant = [x for x in runs if x["system"] == system and x["processes"] == count]
+            if variant:
+                summary[-1] |= {
+                    f"{key}_rate": median([x["rate"] for x in variant]),
+                    f"{key}_ratio": median([x["rate"] for x in variant]) / raw_rate,
+                    f"{key}_runs": [x["rate"] for x in variant],
+                    f"{key}_most_processing": max(x["most_processing"] for x in variant),
+                    f"{key}_resent": [x["resent"] for x in variant],
+                    f"{key}_cpu_s_per_1000": median([x["cpu_s_per_1000"] for x in variant]),
+                    f"{key}_events_per_delivery": median(
+                        [x["events_per_delivery"] for x in variant]
+                    ),
+                }
+        if "before_rate" in summary[-1]:
+            # After / before within each round (the two ran back to back).
+            summary[-1]["after_before_ratios"] = [
+                a["rate"] / b["rate"]
+                for a, b in zip(
+                    box,
+                    [x for x in runs if x["system"] == "outbox-before" and x["processes"] == count],
+                    strict=True,
+                )
+            ]
     result["runs"] = runs
     result["summary"] = summary
     return result
@@ -448,6 +474,40 @@ def markdown(result: dict[str, Any]) -> str:
                 ],
             )
         )
+    befores = [x for x in result["summary"] if "before_rate" in x]
+    if befores:
+        parts.append(
+            f"Before/after: the same drain by the workers of `{s['before']}` (another "
+            f"checkout), alternating with this checkout's in every round; after / before is "
+            f"taken within each round, and its median reported:"
+        )
+        parts.append(
+            md_table(
+                [
+                    "processes",
+                    "before /s",
+                    "after /s",
+                    "after / before (median)",
+                    "every round",
+                    "before / raw",
+                    "events per delivery (before / after)",
+                    "worker CPU s per 1,000 (before / after)",
+                ],
+                [
+                    (
+                        x["processes"],
+                        num(x["before_rate"]),
+                        num(x["outbox_rate"]),
+                        f"**{median(x['after_before_ratios']):.3f}**",
+                        ", ".join(f"{v:.3f}" for v in x["after_before_ratios"]),
+                        f"{x['before_ratio']:.0%}",
+                        f"{x['before_events_per_delivery']:.2f} / {x['events_per_delivery']:.2f}",
+                        f"{x['before_cpu_s_per_1000']:.3f} / {x['outbox_cpu_s_per_1000']:.3f}",
+                    )
+                    for x in befores
+                ],
+            )
+        )
     if "diagnosis" in result:
         d = result["diagnosis"]
         parts.append(
@@ -504,6 +564,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PGOPTIONS",
         help="PGOPTIONS for the worker processes, for experiments "
         "(e.g. '-c plan_cache_mode=force_custom_plan'); default: none",
+    )
+    parser.add_argument(
+        "--before",
+        metavar="PYTHON",
+        default=os.environ.get("BENCH_BEFORE_PYTHON") or None,
+        help="also run, in every round, the drain with the workers of another checkout "
+        "(its .venv/bin/python, run with -P), alternating order: before/after in one run "
+        "(default: $BENCH_BEFORE_PYTHON). The schema is this checkout's: only for changes "
+        "the other checkout's worker runs on",
     )
     parser.add_argument(
         "--variant-pgoptions",

@@ -1,6 +1,7 @@
 """The worker's connections, one per role, each reopened with backoff when lost.
 
-Roles: ``claim`` (the claim loop), ``record`` (the recorder), ``house``
+Roles: ``claim`` (the claim loop), ``start`` (the sends' start marks,
+workers/starts.py), ``record`` (the recorder), ``house``
 (housekeeping), ``listen`` (LISTEN outbox_work) and ``prune`` (retention, open
 only while it runs). One connection per role, so a slow statement of one loop
 never queues behind another's, and ``pg_stat_activity`` shows which is which
@@ -26,7 +27,7 @@ from outbox.workers import store
 # Errors after which a connection is thrown away and reopened.
 CONNECTION_ERRORS = (psycopg.OperationalError, psycopg.InterfaceError)
 
-ROLES = ("claim", "record", "house", "listen", "prune")
+ROLES = ("claim", "start", "record", "house", "listen", "prune")
 
 # Reconnect backoff: from the first retry to the longest wait between two.
 FIRST_RETRY_SECONDS = 0.05

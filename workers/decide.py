@@ -177,8 +177,13 @@ def cancel_requested_before_sending() -> Decision:
     the request (cancel_requested_at), records it cancelled instead. A stray
     NOTIFY without a request behind it only costs a deferral of no time.
     """
-    why = "cancel requested before sending"
-    return Decision("pending", "deferred", delay=0.0, error=why, refund=1, detail={"reason": why})
+    return not_started("cancel requested before sending")
+
+
+def not_started(why: str, delay: float = 0.0) -> Decision:
+    """A claimed delivery whose provider call was not made after all: pending again after
+    ``delay`` seconds, the attempt not counted."""
+    return Decision("pending", "deferred", delay=delay, error=why, refund=1, detail={"reason": why})
 
 
 def deferred(delay: float, why: str, **detail: Any) -> Decision:

@@ -1,14 +1,17 @@
 """One delivery, from claimed row to decision: render, check limits, route, send.
 
-No database here: the claim loop hands each admitted row to :meth:`Sender.deliver`
-in a task of its own, and the decision goes to the recorder. The provider call
-is the only wait, and it never runs inside a database transaction.
+No database here but the start mark: the claim loop hands each admitted row to
+:meth:`Sender.deliver` in a task of its own, and the decision goes to the
+recorder. Just before the provider call, ``begin`` (workers/starts.py) commits
+the attempt's 'processing' event, together with the other sends starting at
+that moment; then the provider call, which never runs inside a database
+transaction.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -25,12 +28,16 @@ from outbox.workers.decide import (
     decide,
     deferred_unless_expired,
     failed_before_sending,
+    not_started,
 )
 from outbox.workers.delivery import ClaimedDelivery, Leases
 from outbox.workers.rendering import Renderer
 
 # Template versions kept by id (each compiles once; see outbox/templates.py's cache).
 TEMPLATE_CACHE_SIZE = 1024
+
+# A start mark that failed (not a lost lease): claimed again after this long.
+START_FAILED_RETRY_SECONDS = 1.0
 
 
 class Sender:
@@ -43,6 +50,7 @@ class Sender:
         leases: Leases,
         policy: RetryPolicy,
         renderer: Renderer,
+        begin: Callable[[ClaimedDelivery], Awaitable[bool]],
         *,
         clock: Callable[[], datetime],
         rand: Callable[[], float],
@@ -54,6 +62,8 @@ class Sender:
         self.leases = leases
         self.policy = policy
         self.renderer = renderer
+        # Commits the attempt's start mark (Starts.begin); False: it must not start.
+        self.begin = begin
         self.clock = clock
         self.rand = rand
         self.max_sms_segments = max_sms_segments
@@ -121,6 +131,19 @@ class Sender:
         if not self.leases.may_start(row.id):
             # outbox.cancel was called since the claim; the last moment to hear it.
             return cancel_requested_before_sending()
+        provider = self.router.choose(message)
+        if provider is None:
+            return self._no_provider(row, message)
+        if not await self.begin(row):
+            # The lease is gone (the result will be dropped), or the mark failed: no
+            # call without a committed mark, else a crash now could duplicate uncounted.
+            return not_started(
+                "not started: lease lost or start not recorded", START_FAILED_RETRY_SECONDS
+            )
+        if not self.leases.may_start(row.id):
+            # A cancel heard while the mark was written: the call is still not made.
+            return cancel_requested_before_sending()
+        # Again: a send of the same group may have opened a breaker meanwhile.
         provider = self.router.choose(message)
         if provider is None:
             return self._no_provider(row, message)

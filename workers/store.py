@@ -1,7 +1,7 @@
 """The worker's database calls. The only module of the worker that names queries.
 
-Queries live in sql/queries/worker.sql (claim, record, recovery, heartbeat,
-release), sql/queries/gate.sql (rate-limit tokens) and sql/queries/breaker.sql
+Queries live in sql/queries/worker.sql (claim, start, record, recovery,
+heartbeat, release), sql/queries/gate.sql (rate-limit tokens) and sql/queries/breaker.sql
 (circuit breakers). Every call here is one statement, so one round trip.
 """
 
@@ -76,6 +76,17 @@ async def claim(
         },
     )
     return await cur.fetchall()
+
+
+async def start(conn: Conn, *, worker: str, starting: Sequence[tuple[int, int]]) -> set[int]:
+    """Write the 'processing' event of each (delivery id, attempt) whose provider call is
+    about to begin; the ids this worker still holds at that attempt (those may start)."""
+    ordered = sorted(starting)
+    cur = await conn.execute(
+        query("start"),
+        {"worker": worker, "ids": [s[0] for s in ordered], "attempts": [s[1] for s in ordered]},
+    )
+    return {row["id"] for row in await cur.fetchall()}
 
 
 async def record(

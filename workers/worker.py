@@ -7,7 +7,9 @@ One asyncio process; its parts, each in its own module:
   claims again at once while there is work and free send slots; when the queue
   is empty it waits for a NOTIFY, the poll interval, or stop;
 * one delivery (workers/send.py): render (off the loop when it takes more than a
-  moment: workers/rendering.py), limits, route, send, decide;
+  moment: workers/rendering.py), limits, route, the start mark committed
+  (workers/starts.py: one statement for the sends starting together), send,
+  decide;
 * the recorder (workers/recorder.py): results recorded in batches, fenced by
   lease owner and attempt;
 * housekeeping (workers/housekeeping.py): lease heartbeats, lease recovery,
@@ -55,6 +57,7 @@ from outbox.workers.housekeeping import (
 from outbox.workers.recorder import Recorder
 from outbox.workers.rendering import Renderer
 from outbox.workers.send import Sender
+from outbox.workers.starts import Starts
 
 log = structlog.get_logger("outbox.worker")
 
@@ -114,6 +117,7 @@ class Worker:
                 config.backoff_base_seconds, config.backoff_cap_seconds, config.config_pause_seconds
             ),
             Renderer(config.render_timeout_seconds),
+            Starts(self.id, self.connections, self._log).begin,
             clock=clock,
             rand=rand,
             max_sms_segments=config.max_sms_segments,

@@ -52,10 +52,13 @@ WITH limits AS MATERIALIZED (
     WHERE d.id = due.id
     RETURNING d.*
 ), logged AS (
+    -- Only the expired get an event here: a claimed delivery's 'processing' event
+    -- is written by the start statement, when (and only if) its provider call is
+    -- about to begin.
     INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker)
-    SELECT c.notification_id, c.id, CASE c.status WHEN 'expired' THEN 'expired' ELSE 'processing' END,
-           c.attempts, %(worker)s
+    SELECT c.notification_id, c.id, 'expired', c.attempts, %(worker)s
     FROM claimed c
+    WHERE c.status = 'expired'
 )
 SELECT c.id, c.notification_id, n.message_id, c.channel::text AS channel, c.destination,
        c.status::text AS status, c.attempts, c.max_attempts, c.priority, c.expires_at,
@@ -98,6 +101,34 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) t ON c.status = 'processing'
 ORDER BY c.priority DESC, c.id;
+
+-- name: start
+-- The provider calls of these deliveries (%(ids)s, at the attempts %(attempts)s
+-- they were claimed at) are about to begin: write each one's 'processing' event.
+-- The worker waits for this commit before any request leaves, so an attempt
+-- with a 'processing' event is one that may have reached the provider, and one
+-- without never did: lease recovery counts only the former as in doubt.
+-- Fenced like record: only rows this worker still holds at that attempt; the
+-- ids returned are those that may start (a send whose lease was lost since the
+-- claim is not made). FOR KEY SHARE: lease recovery (FOR UPDATE SKIP LOCKED)
+-- skips a row while its start is being written, and a recovery committed first
+-- makes the row fail the fence here; so recovery never misses a start that
+-- commits. The key-share lock does not conflict with the recorder's UPDATE.
+-- Claimed deliveries that never start (deferred, suppressed, dead on render,
+-- expired, cancelled) get no 'processing' event.
+WITH s AS (
+    SELECT d.id, d.notification_id, d.attempts
+    FROM outbox.deliveries d
+    JOIN unnest(%(ids)s::bigint[], %(attempts)s::integer[]) AS r(id, attempt)
+      ON d.id = r.id AND d.attempts = r.attempt
+    WHERE d.lease_owner = %(worker)s
+    ORDER BY d.id
+    FOR KEY SHARE OF d
+), logged AS (
+    INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker)
+    SELECT s.notification_id, s.id, 'processing', s.attempts, %(worker)s FROM s
+)
+SELECT s.id FROM s;
 
 -- name: record
 -- Record a batch of results in one statement. A row is updated only if this
@@ -195,15 +226,21 @@ ON CONFLICT (channel, destination) DO NOTHING;
 -- name: recover_leases
 -- Deliveries whose lease expired (their worker died or hung) go back to
 -- pending, or to dead if that was their last attempt, or to cancelled if their
--- cancel was requested while they were in flight. The attempt stays counted,
--- and in_doubt grows: the dead worker may have sent it.
+-- cancel was requested while they were in flight. The attempt stays counted.
+-- in_doubt grows only if the attempt started (its 'processing' event exists, see
+-- the start query): then the dead worker may have sent it; a claim that died
+-- before its provider call sent nothing.
 WITH stale AS (
-    SELECT d.id, d.lease_owner
+    SELECT d.id, d.lease_owner,
+           -- Through events_notification: a notification has only a handful of events.
+           EXISTS (SELECT 1 FROM outbox.events e
+                   WHERE e.notification_id = d.notification_id AND e.delivery_id = d.id
+                     AND e.kind = 'processing' AND e.attempt = d.attempts) AS started
     FROM outbox.deliveries d
     WHERE d.status = 'processing' AND d.lease_expires_at < now()
     ORDER BY d.lease_expires_at
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF d SKIP LOCKED
 ), recovered AS (
     UPDATE outbox.deliveries d
     SET status           = CASE WHEN d.cancel_requested_at IS NOT NULL THEN 'cancelled'
@@ -212,7 +249,7 @@ WITH stale AS (
         lease_owner      = NULL,
         lease_expires_at = NULL,
         next_attempt_at  = now(),
-        in_doubt         = d.in_doubt + 1,
+        in_doubt         = d.in_doubt + CASE WHEN s.started THEN 1 ELSE 0 END,
         last_error       = CASE WHEN d.cancel_requested_at IS NOT NULL THEN d.cancel_reason || '; ' ELSE '' END
                            || 'lease of ' || s.lease_owner || ' expired at attempt ' || d.attempts
                            || CASE WHEN d.cancel_requested_at IS NULL AND d.attempts >= d.max_attempts
@@ -222,12 +259,12 @@ WITH stale AS (
         updated_at       = now()
     FROM stale s
     WHERE d.id = s.id
-    RETURNING d.id, d.notification_id, d.attempts, d.status, s.lease_owner, d.cancel_reason
+    RETURNING d.id, d.notification_id, d.attempts, d.status, s.lease_owner, d.cancel_reason, s.started
 ), logged AS (
     INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker, detail)
     SELECT r.notification_id, r.id, CASE r.status WHEN 'pending' THEN 'recovered' ELSE r.status::text END,
            r.attempts, %(worker)s,
-           jsonb_build_object('previous_owner', r.lease_owner, 'in_doubt', true)
+           jsonb_build_object('previous_owner', r.lease_owner, 'in_doubt', r.started)
            || CASE WHEN r.status = 'cancelled' THEN jsonb_build_object('reason', r.cancel_reason) ELSE '{}' END
     FROM recovered r
 )

@@ -46,12 +46,21 @@ def _run(coro_fn, db_url):
     return asyncio.run(go())
 
 
-def _lease_lapsed(conn, owner: str = "gone") -> None:
+def _lease_lapsed(conn, owner: str = "gone", *, started: bool = True) -> None:
+    """Every delivery claimed at attempt 1 by ``owner``, whose lease has lapsed; with
+    ``started``, its provider call had begun (its 'processing' event, as the worker's
+    start statement writes it)."""
     conn.execute(
         """UPDATE outbox.deliveries SET status = 'processing', attempts = 1,
                     lease_owner = %s, lease_expires_at = now() - interval '1 second'""",
         [owner],
     )
+    if started:
+        conn.execute(
+            """INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker)
+               SELECT notification_id, id, 'processing', 1, %s FROM outbox.deliveries""",
+            [owner],
+        )
     conn.commit()
 
 
@@ -74,6 +83,28 @@ def test_lease_recovery_returns_an_expired_lease_to_pending_and_writes_the_event
     # A second pass finds nothing and does not call back.
     assert _run(task.run_once, db_url) == (0, 0, 0)
     assert len(seen) == 1
+
+
+def test_lease_recovery_of_an_attempt_that_never_started_counts_no_doubt(world, db_url):
+    """Claimed, but its worker died before the provider call (no 'processing' event of
+    that attempt): nothing can have been sent, so in_doubt stays 0."""
+    factories.enqueue_committed(world, "m-1", channels=["email"])
+    _lease_lapsed(world, started=False)
+    # A 'processing' event of an earlier attempt does not count for this one.
+    world.execute(
+        """INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, worker)
+           SELECT notification_id, id, 'processing', 0, 'older' FROM outbox.deliveries"""
+    )
+    world.commit()
+    task = LeaseRecovery("w-house", interval_seconds=5.0, on_recovered=lambda _: None)
+
+    assert _run(task.run_once, db_url) == (1, 0, 0)
+    row = world.execute(
+        "SELECT status::text, lease_owner, in_doubt FROM outbox.deliveries"
+    ).fetchone()
+    assert row == ("pending", None, 0)
+    event = world.execute("SELECT detail FROM outbox.events WHERE kind = 'recovered'").fetchone()[0]
+    assert event == {"previous_owner": "gone", "in_doubt": False}
 
 
 def test_lease_recovery_leaves_live_leases_alone(world, db_url):

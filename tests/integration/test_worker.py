@@ -72,6 +72,64 @@ def test_sends_each_delivery_once_and_writes_the_trail(world, db_url):
     )
 
 
+class _WatchingProvider(ScriptedProvider):
+    """Looks, from its own connection, at the events committed when each call begins."""
+
+    def __init__(self, db_url: str) -> None:
+        super().__init__()
+        self.db_url = db_url
+        self.seen: dict[int, list[tuple[str, int]]] = {}
+
+    async def send(self, message):
+        async with await psycopg.AsyncConnection.connect(self.db_url, autocommit=True) as c:
+            cur = await c.execute(
+                "SELECT kind, attempt FROM outbox.events WHERE delivery_id = %s "
+                "AND kind = 'processing' ORDER BY id",
+                (message.delivery_id,),
+            )
+            self.seen[message.delivery_id] = [tuple(r) for r in await cur.fetchall()]
+        return await super().send(message)
+
+
+def test_the_processing_event_is_committed_before_the_provider_call(world, db_url):
+    """Lease recovery counts an attempt in doubt only if its 'processing' event exists,
+    so that event must be visible to others before the request leaves."""
+    for i in range(3):
+        _enqueue(world, f"m-{i}", channels=["email", "sms"], data={"order": i})
+    provider = _WatchingProvider(db_url)
+    _drain(make_worker(db_url, provider))
+    assert _statuses(world) == {"sent": 6}
+    assert len(provider.seen) == 6
+    assert all(seen == [("processing", 1)] for seen in provider.seen.values()), provider.seen
+
+
+def test_a_send_whose_lease_was_lost_before_it_started_is_not_made(world, db_url):
+    """The start statement is fenced: a delivery recovered (and so maybe claimed by another
+    worker) between this worker's claim and its provider call is not sent by it."""
+    _enqueue(world, "m-1", channels=["email"])
+    provider = ScriptedProvider()
+    worker = make_worker(db_url, provider)
+
+    class _LosesTheLease:
+        """A gate that admits everything, after the lease was taken away."""
+
+        async def admit(self, conn, rows):
+            await conn.execute(
+                "UPDATE outbox.deliveries SET status = 'pending', lease_owner = NULL, "
+                "lease_expires_at = NULL"
+            )
+            return {}
+
+    worker.gate = _LosesTheLease()
+    _drain(worker, rounds=1)
+    assert provider.calls == []
+    assert (
+        world.execute("SELECT count(*) FROM outbox.events WHERE kind = 'processing'").fetchone()[0]
+        == 0
+    )
+    assert worker.stats["fenced"] == 1
+
+
 def test_rolled_back_enqueues_are_never_seen(world, db_url):
     outbox.enqueue(
         world, "ghost", recipient="user-7", template="order_confirmed", data={"order": 1}
@@ -376,7 +434,8 @@ def test_lease_recovery_on_last_attempt_goes_dead(world, db_url):
     row = world.execute(
         "SELECT status::text, last_error, in_doubt FROM outbox.deliveries"
     ).fetchone()
-    assert row == ("dead", "lease of gone expired at attempt 1 (attempts exhausted)", 1)
+    # Its provider call never started (no 'processing' event of attempt 1): not in doubt.
+    assert row == ("dead", "lease of gone expired at attempt 1 (attempts exhausted)", 0)
 
 
 def test_high_priority_is_claimed_before_a_low_priority_backlog(world, db_url):

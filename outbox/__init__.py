@@ -20,14 +20,19 @@ Bad input raises :class:`ValidationError` (or a subclass) naming the field.
 from outbox import aio
 from outbox.api import (
     activate_template,
+    broadcast,
     cancel,
+    cancel_broadcast,
     create_template,
+    create_topic,
     deactivate_device,
     enqueue,
     enqueue_many,
     erase_recipient,
     register_device,
     set_preference,
+    subscribe,
+    unsubscribe,
     upsert_recipient,
 )
 from outbox.errors import (
@@ -50,13 +55,18 @@ __all__ = [
     "ValidationError",
     "activate_template",
     "aio",
+    "broadcast",
     "cancel",
+    "cancel_broadcast",
     "create_template",
+    "create_topic",
     "deactivate_device",
     "enqueue",
     "enqueue_many",
     "erase_recipient",
     "register_device",
     "set_preference",
+    "subscribe",
+    "unsubscribe",
     "upsert_recipient",
 ]

@@ -27,14 +27,19 @@ from outbox.sql import query
 
 __all__ = [
     "activate_template",
+    "broadcast",
     "cancel",
+    "cancel_broadcast",
     "create_template",
+    "create_topic",
     "deactivate_device",
     "enqueue",
     "enqueue_many",
     "erase_recipient",
     "register_device",
     "set_preference",
+    "subscribe",
+    "unsubscribe",
     "upsert_recipient",
 ]
 
@@ -115,12 +120,17 @@ def _async(
 
 
 activate_template = _async(calls.activate_template)
+broadcast = _async(calls.broadcast)
 cancel = _async(calls.cancel)
+cancel_broadcast = _async(calls.cancel_broadcast)
 create_template = _async(calls.create_template)
+create_topic = _async(calls.create_topic)
 deactivate_device = _async(calls.deactivate_device)
 enqueue = _async(calls.enqueue)
 enqueue_many = _async(calls.enqueue_many)
 erase_recipient = _async(calls.erase_recipient)
 register_device = _async(calls.register_device)
 set_preference = _async(calls.set_preference)
+subscribe = _async(calls.subscribe)
+unsubscribe = _async(calls.unsubscribe)
 upsert_recipient = _async(calls.upsert_recipient)

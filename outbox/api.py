@@ -35,14 +35,19 @@ from outbox.sql import query
 
 __all__ = [
     "activate_template",
+    "broadcast",
     "cancel",
+    "cancel_broadcast",
     "create_template",
+    "create_topic",
     "deactivate_device",
     "enqueue",
     "enqueue_many",
     "erase_recipient",
     "register_device",
     "set_preference",
+    "subscribe",
+    "unsubscribe",
     "upsert_recipient",
 ]
 
@@ -133,12 +138,17 @@ def _sync(describe: Callable[P, calls.Call[R]]) -> Callable[Concatenate[Any, P],
 
 
 activate_template = _sync(calls.activate_template)
+broadcast = _sync(calls.broadcast)
 cancel = _sync(calls.cancel)
+cancel_broadcast = _sync(calls.cancel_broadcast)
 create_template = _sync(calls.create_template)
+create_topic = _sync(calls.create_topic)
 deactivate_device = _sync(calls.deactivate_device)
 enqueue = _sync(calls.enqueue)
 enqueue_many = _sync(calls.enqueue_many)
 erase_recipient = _sync(calls.erase_recipient)
 register_device = _sync(calls.register_device)
 set_preference = _sync(calls.set_preference)
+subscribe = _sync(calls.subscribe)
+unsubscribe = _sync(calls.unsubscribe)
 upsert_recipient = _sync(calls.upsert_recipient)

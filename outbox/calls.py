@@ -570,6 +570,170 @@ def erase_recipient(recipient: str, *, actor: str | None = None) -> Call[dict[st
     )
 
 
+def create_topic(topic: str, *, description: str | None = None) -> Call[int]:
+    """Create topic ``topic`` (or update its description; ``None`` keeps it); return its id.
+
+    A topic name is 1 to 64 lowercase letters, digits, ``_``, ``.`` or ``-``.
+    """
+    return Call(
+        "create_topic",
+        {
+            "topic": _text(topic, "topic"),
+            "description": _optional_text(description, "description"),
+        },
+        int,
+    )
+
+
+def subscribe(recipient: str, topic: str) -> Call[bool]:
+    """Subscribe ``recipient`` to ``topic``; return False if they already were.
+
+    Raises :class:`~outbox.UnknownRecipient`, or :class:`~outbox.ValidationError`
+    with ``field == "topic"`` for a topic that does not exist.
+    """
+    return Call(
+        "subscribe",
+        {"recipient": _text(recipient, "recipient"), "topic": _text(topic, "topic")},
+        bool,
+    )
+
+
+def unsubscribe(recipient: str, topic: str) -> Call[bool]:
+    """Unsubscribe ``recipient`` from ``topic``; return False if they were not subscribed.
+
+    Notifications a broadcast already enqueued to them stay (cancel one with
+    :func:`cancel`).
+    """
+    return Call(
+        "unsubscribe",
+        {"recipient": _text(recipient, "recipient"), "topic": _text(topic, "topic")},
+        bool,
+    )
+
+
+@dataclass(frozen=True)
+class BroadcastResult:
+    """What one :func:`outbox.broadcast` call (or chunk) did.
+
+    ``targets`` recipients it looked at = ``enqueued`` (notifications created now)
+    + ``already`` (had one from an earlier run of the same message id)
+    + ``unreachable`` (can receive none of the template's channels: skipped, a
+    rerun reaches them once they can) + ``unknown`` (ids no recipient has).
+    ``last_recipient`` is the last recipient id of the chunk (``None`` if it was
+    empty): pass it as ``after_recipient`` to do the next chunk. For a topic it
+    is an ``outbox.recipients.id`` (int), for a segment the segment's own id (str).
+    """
+
+    targets: int
+    enqueued: int
+    already: int
+    unreachable: int
+    unknown: int
+    last_recipient: int | str | None
+
+
+def _broadcast_result(row: Mapping[str, Any]) -> BroadcastResult:
+    return BroadcastResult(**{name: row[name] for name in BroadcastResult.__dataclass_fields__})
+
+
+def broadcast(
+    message_id: str,
+    *,
+    template: str,
+    topic: str | None = None,
+    recipients: Sequence[str] | None = None,
+    segment: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    channels: str | Sequence[str] | None = None,
+    category: str | None = None,
+    priority: int = 0,
+    send_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    after_recipient: int | str | None = None,
+    max_recipients: int | None = None,
+) -> Call[BroadcastResult]:
+    """Enqueue one notification per recipient of a segment, in one statement; return a
+    :class:`BroadcastResult`.
+
+    The segment is one of: ``topic`` (every subscriber of it), ``recipients`` (a
+    list of recipient ids) or ``segment`` (an SQL query returning recipient ids as
+    text, run with the privileges of the connection's role). Each recipient gets
+    the notification :func:`enqueue` would give them (preferences, opt-outs and
+    suppressions honoured), with the message id ``"<message_id>/<recipients.id>"``.
+
+    Idempotent per (``message_id``, recipient): calling it again with the same
+    ``message_id`` reuses the first call's content and enqueues only for the
+    recipients that have no notification of it yet (new subscribers, or the rest
+    of a run that stopped between chunks). ``message_id`` is at most 200
+    characters. ``after_recipient`` and ``max_recipients`` make the call one chunk
+    (topic or segment): the recipients after ``after_recipient`` in id order, at
+    most ``max_recipients`` of them. The other arguments are :func:`enqueue`'s.
+    """
+    targets = [
+        name
+        for name, given in (("topic", topic), ("recipients", recipients), ("segment", segment))
+        if given is not None
+    ]
+    if len(targets) != 1:
+        raise _fail(
+            "topic", f"give exactly one of topic, recipients or segment, got {targets or 'none'}"
+        )
+    params = _enqueue_params(
+        message_id,
+        template=template,
+        data=data,
+        channels=channels,
+        category=category,
+        priority=priority,
+        send_at=send_at,
+        expires_at=expires_at,
+        recipient="",
+    )
+    del params["recipient"], params["address"]
+    if max_recipients is not None:
+        params["max_recipients"] = _integer(
+            max_recipients, "max_recipients", range(1, _INT4_MAX + 1)
+        )
+    elif after_recipient is not None:
+        raise _fail("after_recipient", "needs max_recipients (the size of the chunk)")
+    if topic is not None:
+        params["topic"] = _text(topic, "topic")
+        params["after_recipient"] = (
+            None
+            if after_recipient is None
+            else _integer(after_recipient, "after_recipient", range(0, 2**63))
+        )
+        params.setdefault("max_recipients", None)
+        return Call("broadcast_topic", params, _broadcast_result)
+    if segment is not None:
+        params["segment"] = _text(segment, "segment")
+        params["after_recipient"] = _optional_text(after_recipient, "after_recipient")
+        params.setdefault("max_recipients", None)
+        return Call("broadcast_segment", params, _broadcast_result)
+    if after_recipient is not None or max_recipients is not None:
+        raise _fail("max_recipients", "chunks a topic or a segment, not a list of recipients")
+    if isinstance(recipients, (str, bytes)) or not isinstance(recipients, Iterable):
+        raise _fail("recipients", f"must be a list of recipient ids, got {_show(recipients)}")
+    params["recipients"] = [_text(r, f"recipients[{i}]") for i, r in enumerate(recipients)]
+    return Call("broadcast_list", params, _broadcast_result)
+
+
+def cancel_broadcast(
+    message_id: str, reason: str = "cancelled by the application"
+) -> Call[Cancellation]:
+    """Cancel every unsent delivery of broadcast ``message_id``; return a :class:`Cancellation`.
+
+    As :func:`cancel` does for each of its notifications, summed; the broadcast
+    is marked cancelled, so a rerun of it raises instead of enqueueing more.
+    Raises :class:`~outbox.NotFound` if no broadcast has that message id.
+    """
+    return Call(
+        "cancel_broadcast",
+        {"message_id": _text(message_id, "message_id"), "reason": _text(reason, "reason")},
+        _cancellation,
+    )
+
+
 def create_template(
     key: str,
     channel: str,
@@ -651,13 +815,18 @@ def _nothing(_: Any) -> None:
 #: Every call, in the order of ``__all__``: the API modules build their functions from these.
 CALLS: tuple[Callable[..., Call[Any]], ...] = (
     activate_template,
+    broadcast,
     cancel,
+    cancel_broadcast,
     create_template,
+    create_topic,
     deactivate_device,
     enqueue,
     enqueue_many,
     erase_recipient,
     register_device,
     set_preference,
+    subscribe,
+    unsubscribe,
     upsert_recipient,
 )

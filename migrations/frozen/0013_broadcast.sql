@@ -544,7 +544,8 @@ BEGIN
                        'WHERE x IS NOT NULL AND ($1 IS NULL OR x > $1) ORDER BY x LIMIT $2)', v_query)
             INTO v_ids USING after_recipient, max_recipients;
     EXCEPTION
-        WHEN syntax_error_or_access_rule_violation OR data_exception OR SQLSTATE 'OB001' THEN
+        WHEN syntax_error_or_access_rule_violation OR data_exception OR feature_not_supported
+             OR SQLSTATE 'OB001' THEN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_msg = MESSAGE_TEXT;
             IF v_msg = 'subquery must return only one column' THEN
                 v_msg := 'returns more than one column; it must return one, the recipient ids';

@@ -50,3 +50,43 @@ SELECT outbox.create_template(
 SELECT outbox.activate_template(
     key => %(key)s, channel => %(channel)s, version => %(version)s, locale => %(locale)s,
     actor => %(actor)s);
+
+-- name: create_topic
+SELECT outbox.create_topic(topic => %(topic)s, description => %(description)s);
+
+-- name: subscribe
+SELECT outbox.subscribe(recipient => %(recipient)s, topic => %(topic)s);
+
+-- name: unsubscribe
+SELECT outbox.unsubscribe(recipient => %(recipient)s, topic => %(topic)s);
+
+-- name: broadcast_topic
+-- Broadcast to a topic's subscribers (or one chunk of them); the counts as one jsonb.
+SELECT to_jsonb(b) FROM outbox.broadcast(
+    message_id => %(message_id)s, topic => %(topic)s, template => %(template)s,
+    data => %(data)s::jsonb, channels => %(channels)s::text[], category => %(category)s,
+    priority => %(priority)s::integer, send_at => %(send_at)s::timestamptz,
+    expires_at => %(expires_at)s::timestamptz, after_recipient => %(after_recipient)s::bigint,
+    max_recipients => %(max_recipients)s::integer) b;
+
+-- name: broadcast_list
+-- Broadcast to a list of recipient ids; the counts as one jsonb.
+SELECT to_jsonb(b) FROM outbox.broadcast_list(
+    message_id => %(message_id)s, recipients => %(recipients)s::text[], template => %(template)s,
+    data => %(data)s::jsonb, channels => %(channels)s::text[], category => %(category)s,
+    priority => %(priority)s::integer, send_at => %(send_at)s::timestamptz,
+    expires_at => %(expires_at)s::timestamptz) b;
+
+-- name: broadcast_segment
+-- Broadcast to the recipients an SQL query returns (or one chunk of them); the counts as one jsonb.
+SELECT to_jsonb(b) FROM outbox.broadcast_segment(
+    message_id => %(message_id)s, segment => %(segment)s, template => %(template)s,
+    data => %(data)s::jsonb, channels => %(channels)s::text[], category => %(category)s,
+    priority => %(priority)s::integer, send_at => %(send_at)s::timestamptz,
+    expires_at => %(expires_at)s::timestamptz, after_recipient => %(after_recipient)s,
+    max_recipients => %(max_recipients)s::integer) b;
+
+-- name: cancel_broadcast
+-- outbox.cancel_broadcast's two counts, as one value: [cancelled now, in flight].
+SELECT ARRAY[c.cancelled, c.in_flight]
+FROM outbox.cancel_broadcast(message_id => %(message_id)s, reason => %(reason)s) c;

@@ -13,7 +13,7 @@
 -- docs/operations.md ("Roles") has the table of what each may do and may not.
 --
 -- outbox_producer  the application: EXECUTE on the producer functions (enqueue,
---                  enqueue_many, upsert_recipient, register_device,
+--                  enqueue_many, enqueue_items, upsert_recipient, register_device,
 --                  deactivate_device, set_preference, cancel, cancel_detailed)
 --                  and nothing else:
 --                  no table rights at all. The functions are SECURITY DEFINER,
@@ -58,7 +58,7 @@ DECLARE
     f        regprocedure;
     missing  text[] := '{}';
     producer_functions CONSTANT text[] := ARRAY[
-        'enqueue', 'enqueue_many', 'upsert_recipient', 'register_device', 'deactivate_device',
+        'enqueue', 'enqueue_many', 'enqueue_items', 'upsert_recipient', 'register_device', 'deactivate_device',
         'set_preference', 'cancel', 'cancel_detailed'];
 BEGIN
     FOREACH r IN ARRAY ARRAY['outbox_producer', 'outbox_worker', 'outbox_reader', 'outbox_webhooks'] LOOP

@@ -4,7 +4,7 @@
 --   CREATE ROLE outbox_api_svc LOGIN PASSWORD '...' IN ROLE outbox_api;
 --
 -- outbox_api  EXECUTE on the functions the API calls: the producer functions
---             (enqueue, enqueue_many, upsert_recipient, register_device,
+--             (enqueue, enqueue_many, enqueue_items, upsert_recipient, register_device,
 --             deactivate_device, set_preference, cancel, cancel_detailed,
 --             erase_recipient; create_topic, subscribe, unsubscribe,
 --             broadcast, broadcast_list, cancel_broadcast since 0013) and
@@ -28,7 +28,7 @@ DECLARE
     f  regprocedure;
     r  text;
     api_functions CONSTANT text[] := ARRAY[
-        'enqueue', 'enqueue_many', 'upsert_recipient', 'register_device', 'deactivate_device',
+        'enqueue', 'enqueue_many', 'enqueue_items', 'upsert_recipient', 'register_device', 'deactivate_device',
         'set_preference', 'cancel', 'cancel_detailed', 'erase_recipient', 'api_authenticate',
         'create_topic', 'subscribe', 'unsubscribe', 'broadcast', 'broadcast_list', 'cancel_broadcast'];
 BEGIN

@@ -13,7 +13,7 @@
 -- docs/operations.md ("Roles") has the table of what each may do and may not.
 --
 -- outbox_producer  the application: EXECUTE on the producer functions (enqueue,
---                  enqueue_many, upsert_recipient, register_device,
+--                  enqueue_many, enqueue_items, upsert_recipient, register_device,
 --                  deactivate_device, set_preference, cancel, cancel_detailed;
 --                  create_topic, subscribe, unsubscribe, broadcast,
 --                  broadcast_list, cancel_broadcast since 0013) and nothing else:
@@ -62,7 +62,7 @@ DECLARE
     f        regprocedure;
     missing  text[] := '{}';
     producer_functions CONSTANT text[] := ARRAY[
-        'enqueue', 'enqueue_many', 'upsert_recipient', 'register_device', 'deactivate_device',
+        'enqueue', 'enqueue_many', 'enqueue_items', 'upsert_recipient', 'register_device', 'deactivate_device',
         'set_preference', 'cancel', 'cancel_detailed',
         'create_topic', 'subscribe', 'unsubscribe', 'broadcast', 'broadcast_list', 'cancel_broadcast'];
 BEGIN

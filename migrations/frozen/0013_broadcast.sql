@@ -259,8 +259,11 @@ COMMENT ON FUNCTION outbox.broadcast_open(text, text, bigint, text, jsonb, text[
 
 
 -- outbox.broadcast_insert: enqueue broadcast `b` to the recipients `recipient_ids`
--- (outbox.recipients.id) that have no notification of it yet, in one statement.
--- Returns (enqueued, already, unreachable) as described at the top of this file.
+-- (outbox.recipients.id, each existing) that have no notification of it yet, in
+-- one statement of the set-based enqueue core (outbox.enqueue_items, the one
+-- enqueue and enqueue_many run on), then link the new notifications to the
+-- broadcast. Returns (enqueued, already, unreachable) as described at the top of
+-- this file.
 CREATE OR REPLACE FUNCTION outbox.broadcast_insert(
     fn text, b outbox.broadcasts, recipient_ids bigint[],
     OUT enqueued integer, OUT already integer, OUT unreachable integer
@@ -269,120 +272,49 @@ LANGUAGE plpgsql
 AS $$
 #variable_conflict use_variable
 DECLARE
-    v_channels  outbox.channel[];
-    v_critical  boolean;
+    v_offered  outbox.channel[];
+    v_ids      bigint[];
 BEGIN
     IF b.cancelled_at IS NOT NULL THEN
         RAISE EXCEPTION 'outbox.%: broadcast % was cancelled at % (%); give a new message_id to send it again',
             fn, quote_literal(b.message_id), b.cancelled_at, b.cancel_reason
             USING ERRCODE = 'OB005', COLUMN = 'message_id';
     END IF;
-    -- A rerun enqueues new notifications, so it needs the template still active.
-    SELECT array_agg(DISTINCT t.channel ORDER BY t.channel) INTO v_channels
+    -- A rerun enqueues new notifications, so it needs the template still active
+    -- (enqueue_items says which channel lacks a version).
+    SELECT array_agg(DISTINCT t.channel) INTO v_offered
     FROM outbox.templates t WHERE t.key = b.template_key AND t.active;
-    IF v_channels IS NULL OR NOT b.channels <@ v_channels THEN
-        RAISE EXCEPTION 'outbox.%: template % has no active version for the broadcast''s channels (%)',
-            fn, quote_literal(b.template_key), coalesce(array_to_string(b.channels, ', '), 'any')
+    IF v_offered IS NULL THEN
+        RAISE EXCEPTION 'outbox.%: unknown template % (no active version)', fn, quote_literal(b.template_key)
             USING ERRCODE = 'OB003', COLUMN = 'template';
     END IF;
-    v_critical := coalesce((SELECT c.critical FROM outbox.categories c WHERE c.name = b.category), false);
-
-    WITH targets AS (
-        SELECT r.id, r.email, r.phone,
-               coalesce(b.channels, ARRAY(
-                   SELECT c FROM unnest(v_channels) c
-                   WHERE (c = 'email' AND r.email IS NOT NULL)
-                      OR (c = 'sms' AND r.phone IS NOT NULL)
-                      OR (c = 'push' AND EXISTS (SELECT 1 FROM outbox.devices d
-                                                  WHERE d.recipient_id = r.id AND d.active)))) AS channels
-        FROM outbox.recipients r
-        WHERE r.id = ANY (recipient_ids)
-    ),
-    notified AS (
-        -- No conflict target: a notification of this broadcast for the recipient
-        -- (broadcast_id, recipient_id) or its message id already taken both skip it.
-        INSERT INTO outbox.notifications AS n
-            (message_id, recipient_id, template_key, data, category, priority, channels,
-             send_at, expires_at, broadcast_id)
-        SELECT b.message_id || '/' || t.id, t.id, b.template_key, b.data, b.category, b.priority,
-               t.channels, b.send_at, b.expires_at, b.id
-        FROM targets t
-        WHERE cardinality(t.channels) > 0
-        ORDER BY t.id
-        ON CONFLICT DO NOTHING
-        RETURNING n.id, n.recipient_id, n.channels
-    ),
-    destinations AS (
-        SELECT n.id AS notification_id, n.recipient_id, 'email'::outbox.channel AS channel,
-               coalesce(t.email, '') AS destination, NULL::bigint AS device_id
-        FROM notified n JOIN targets t ON t.id = n.recipient_id WHERE 'email' = ANY (n.channels)
-        UNION ALL
-        SELECT n.id, n.recipient_id, 'sms', coalesce(t.phone, ''), NULL
-        FROM notified n JOIN targets t ON t.id = n.recipient_id WHERE 'sms' = ANY (n.channels)
-        UNION ALL
-        SELECT n.id, n.recipient_id, 'push', d.token, d.id
-        FROM notified n JOIN outbox.devices d ON d.recipient_id = n.recipient_id AND d.active
-        WHERE 'push' = ANY (n.channels)
-        UNION ALL
-        -- Push asked for but no active device: recorded as suppressed, as enqueue does.
-        SELECT n.id, n.recipient_id, 'push', '', NULL
-        FROM notified n
-        WHERE 'push' = ANY (n.channels)
-          AND NOT EXISTS (SELECT 1 FROM outbox.devices d WHERE d.recipient_id = n.recipient_id AND d.active)
-    ),
-    judged AS (
-        SELECT dst.*,
-               CASE
-                   WHEN dst.destination = '' THEN 'no ' || CASE dst.channel WHEN 'push' THEN 'active device'
-                                                                          WHEN 'sms' THEN 'phone number'
-                                                                          ELSE 'email address' END
-                   WHEN s.reason IS NOT NULL THEN 'suppressed address: ' || s.reason
-                   WHEN NOT v_critical AND p.opted_in IS FALSE THEN 'opted out of ' || dst.channel
-                        || CASE WHEN p.category = '*' THEN '' ELSE ' ' || p.category END
-               END AS suppressed_reason
-        FROM destinations dst
-        LEFT JOIN outbox.suppressions s
-               ON s.channel = dst.channel AND s.destination = dst.destination
-        LEFT JOIN LATERAL (
-            SELECT pr.opted_in, pr.category FROM outbox.preferences pr
-            WHERE pr.recipient_id = dst.recipient_id AND pr.channel = dst.channel
-              AND pr.category IN ('*', coalesce(b.category, '*'))
-            ORDER BY pr.opted_in, pr.category DESC  -- an opt-out wins over an opt-in
-            LIMIT 1
-        ) p ON true
-    ),
-    delivered AS (
-        INSERT INTO outbox.deliveries AS dl
-            (notification_id, channel, destination, device_id, status, priority, max_attempts,
-             next_attempt_at, expires_at, last_error, finished_at)
-        SELECT j.notification_id, j.channel, j.destination, j.device_id,
-               CASE WHEN j.suppressed_reason IS NOT NULL THEN 'suppressed'
-                    WHEN b.expires_at <= now() THEN 'expired'
-                    ELSE 'pending' END::outbox.delivery_status,
-               b.priority, cc.max_attempts,
-               greatest(coalesce(b.send_at, now()), now()), b.expires_at,
-               coalesce(j.suppressed_reason, CASE WHEN b.expires_at <= now() THEN 'expired before it was enqueued' END),
-               CASE WHEN j.suppressed_reason IS NOT NULL OR b.expires_at <= now() THEN now() END
-        FROM judged j JOIN outbox.channel_config cc ON cc.channel = j.channel
-        ORDER BY j.notification_id
-        RETURNING dl.id, dl.notification_id, dl.status, dl.last_error
-    ),
-    logged AS (
-        INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, detail)
-        SELECT d.notification_id, d.id, 'created', 0, NULL FROM delivered d
-        UNION ALL
-        SELECT d.notification_id, d.id, d.status::text, 0, jsonb_build_object('reason', d.last_error)
-        FROM delivered d WHERE d.status <> 'pending'
-    )
-    SELECT (SELECT count(*) FROM notified),
-           count(*) FILTER (WHERE cardinality(t.channels) > 0) - (SELECT count(*) FROM notified),
-           count(*) FILTER (WHERE cardinality(t.channels) = 0)
-    INTO enqueued, already, unreachable
-    FROM targets t;
+    -- With no channels given, enqueue refuses a recipient who can receive none of
+    -- the template's: a broadcast leaves them out (unreachable) instead.
+    v_ids := outbox.enqueue_items(
+        ARRAY(SELECT ROW(b.message_id || '/' || r.id, r.external_id, b.template_key, b.data,
+                         b.channels::text[], NULL, b.category, b.priority, b.send_at,
+                         b.expires_at)::outbox.enqueue_item
+              FROM outbox.recipients r
+              WHERE r.id = ANY (recipient_ids)
+                AND (b.channels IS NOT NULL
+                     OR ('email' = ANY (v_offered) AND r.email IS NOT NULL)
+                     OR ('sms' = ANY (v_offered) AND r.phone IS NOT NULL)
+                     OR ('push' = ANY (v_offered)
+                         AND EXISTS (SELECT 1 FROM outbox.devices d WHERE d.recipient_id = r.id AND d.active)))
+              ORDER BY r.id),
+        'outbox.' || fn, NULL);
+    -- The core answers a recipient already covered with the notification it has;
+    -- the ones made by this statement (this transaction's, not linked yet) are
+    -- the new ones.
+    UPDATE outbox.notifications n SET broadcast_id = b.id
+    WHERE n.id = ANY (v_ids) AND n.broadcast_id IS NULL AND n.created_at = now();
+    GET DIAGNOSTICS enqueued = ROW_COUNT;
+    already := cardinality(v_ids) - enqueued;
+    unreachable := cardinality(recipient_ids) - cardinality(v_ids);
 END
 $$;
 COMMENT ON FUNCTION outbox.broadcast_insert(text, outbox.broadcasts, bigint[]) IS
-    'Enqueue a broadcast to the given recipients that have none of its notifications yet, in one statement (helper).';
+    'Enqueue a broadcast to the given recipients that have none of its notifications yet, through outbox.enqueue_items (helper).';
 
 
 -- ---------------------------------------------------------------------------

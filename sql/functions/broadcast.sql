@@ -269,6 +269,10 @@ CREATE OR REPLACE FUNCTION outbox.broadcast_insert(
     OUT enqueued integer, OUT already integer, OUT unreachable integer
 )
 LANGUAGE plpgsql
+-- PL/pgSQL would plan enqueue_items' statement for each of its first calls with
+-- the whole item array as a constant, which costs seconds per thousands of
+-- items; the generic plan is as good and made once per session.
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_variable
 DECLARE

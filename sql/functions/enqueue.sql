@@ -92,8 +92,11 @@ BEGIN
     WITH destination AS (
         SELECT n.id AS notification_id, n.recipient_id, n.category, coalesce(cat.critical, false) AS critical,
                n.priority, n.send_at, n.expires_at, dst.channel, dst.destination, dst.device_id
-        FROM outbox.notifications n
-        LEFT JOIN outbox.recipients r ON r.id = n.recipient_id
+        -- One index probe per id (OFFSET 0 keeps the planner from hashing the table).
+        FROM unnest(notification_ids) AS k(id)
+        CROSS JOIN LATERAL (SELECT n.* FROM outbox.notifications n WHERE n.id = k.id OFFSET 0) n
+        LEFT JOIN LATERAL (SELECT r.email, r.phone FROM outbox.recipients r
+                           WHERE r.id = n.recipient_id OFFSET 0) r ON true
         LEFT JOIN outbox.categories cat ON cat.name = n.category
         CROSS JOIN LATERAL (
             SELECT 'email'::outbox.channel AS channel,
@@ -112,7 +115,6 @@ BEGIN
             WHERE 'push' = ANY (n.channels)
               AND NOT EXISTS (SELECT 1 FROM outbox.devices d WHERE d.recipient_id = n.recipient_id AND d.active)
         ) dst
-        WHERE n.id = ANY (notification_ids)
     ),
     screened AS (
         SELECT dst.*,
@@ -289,9 +291,13 @@ BEGIN
                r.id IS NOT NULL AND EXISTS (SELECT 1 FROM outbox.devices d
                                             WHERE d.recipient_id = r.id AND d.active) AS has_device
         FROM formed f
-        LEFT JOIN outbox.notifications n ON n.message_id = f.message_id
+        -- The lookups by key are kept apart (OFFSET 0) so that each is one index
+        -- probe per item: joined, the planner may hash a whole table for them.
+        LEFT JOIN LATERAL (SELECT n.id FROM outbox.notifications n
+                           WHERE n.message_id = f.message_id OFFSET 0) n ON true
         LEFT JOIN offer o ON o.key = f.template
-        LEFT JOIN outbox.recipients r ON f.address IS NULL AND r.external_id = f.recipient
+        LEFT JOIN LATERAL (SELECT r.id, r.email, r.phone FROM outbox.recipients r
+                           WHERE f.address IS NULL AND r.external_id = f.recipient OFFSET 0) r ON true
     ),
     wanting AS (
         SELECT rs.*,

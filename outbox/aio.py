@@ -35,6 +35,7 @@ __all__ = [
     "deactivate_device",
     "enqueue",
     "enqueue_many",
+    "enqueue_stream",
     "erase_recipient",
     "register_device",
     "set_preference",
@@ -100,6 +101,53 @@ async def _run(conn: Any, function: str, call: calls.Call[R]) -> R:
             raise translated from exc
         raise
     return call.result(calls.single_value(row))
+
+
+async def _run_stream(conn: Any, stream: calls.Stream) -> int:
+    """Run a described streaming enqueue on the caller's async connection (as outbox.api's)."""
+    driver = await _driver_connection(conn, "enqueue_stream")
+    if driver.autocommit:
+        raise errors.UnsupportedConnection(
+            "outbox.aio.enqueue_stream needs a transaction; this connection is in autocommit mode"
+        )
+    done = 0
+    try:
+        async with driver.cursor() as cur:
+            await cur.execute(query("stream_savepoint"))
+            try:
+                await cur.execute(query("stream_stage"))
+                for first, rows in stream.chunks:
+                    async with cur.copy(query("stream_copy")) as copy:
+                        for row in rows:
+                            await copy.write_row(row)
+                    await cur.execute(query("stream_chunk"), {"first": first})
+                    await cur.execute(query("stream_clear"))
+                    done += len(rows)
+                    if stream.progress is not None:
+                        stream.progress(done)
+                await cur.execute(query("stream_unstage"))
+            except BaseException:
+                await cur.execute(query("stream_rollback"))
+                await cur.execute(query("stream_release"))
+                raise
+            await cur.execute(query("stream_release"))
+    except Exception as exc:
+        translated = calls.translate(exc)
+        if translated is not None:
+            raise translated from exc
+        raise
+    return done
+
+
+async def enqueue_stream(conn: Any, /, *args: Any, **kwargs: Any) -> int:
+    _refuse_sync(conn, "enqueue_stream")
+    return await _run_stream(conn, calls.enqueue_stream(*args, **kwargs))
+
+
+enqueue_stream.__doc__ = calls.enqueue_stream.__doc__
+enqueue_stream.__signature__ = calls.signature_with_conn(calls.enqueue_stream).replace(  # type: ignore[attr-defined]
+    return_annotation="int"
+)
 
 
 def _async(

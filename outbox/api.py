@@ -43,6 +43,7 @@ __all__ = [
     "deactivate_device",
     "enqueue",
     "enqueue_many",
+    "enqueue_stream",
     "erase_recipient",
     "register_device",
     "set_preference",
@@ -119,6 +120,61 @@ def _run(conn: Any, function: str, call: calls.Call[R]) -> R:
     finally:
         cur.close()
     return call.result(calls.single_value(row))
+
+
+def _run_stream(conn: Any, stream: calls.Stream) -> int:
+    """Run a described streaming enqueue on the caller's connection (see calls.Stream)."""
+    raw = _dbapi_connection(conn, "enqueue_stream")
+    if getattr(raw, "autocommit", False):
+        raise errors.UnsupportedConnection(
+            "outbox.enqueue_stream needs a transaction; this connection is in autocommit mode"
+        )
+    cur = raw.cursor()
+    if not callable(getattr(cur, "copy", None)):
+        cur.close()
+        raise errors.UnsupportedConnection(
+            f"outbox.enqueue_stream streams with psycopg 3's COPY; {type(cur).__module__} "
+            "cursors have none (use a psycopg 3 connection, or outbox.enqueue_many)"
+        )
+    done = 0
+    try:
+        cur.execute(query("stream_savepoint"))
+        try:
+            cur.execute(query("stream_stage"))
+            for first, rows in stream.chunks:
+                with cur.copy(query("stream_copy")) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+                cur.execute(query("stream_chunk"), {"first": first})
+                cur.execute(query("stream_clear"))
+                done += len(rows)
+                if stream.progress is not None:
+                    stream.progress(done)
+            cur.execute(query("stream_unstage"))
+        except BaseException:
+            cur.execute(query("stream_rollback"))
+            cur.execute(query("stream_release"))
+            raise
+        cur.execute(query("stream_release"))
+    except Exception as exc:
+        translated = calls.translate(exc)
+        if translated is not None:
+            raise translated from exc
+        raise
+    finally:
+        cur.close()
+    return done
+
+
+def enqueue_stream(conn: Any, /, *args: Any, **kwargs: Any) -> int:
+    _refuse_async(conn, "enqueue_stream")
+    return _run_stream(conn, calls.enqueue_stream(*args, **kwargs))
+
+
+enqueue_stream.__doc__ = calls.enqueue_stream.__doc__
+enqueue_stream.__signature__ = calls.signature_with_conn(calls.enqueue_stream).replace(  # type: ignore[attr-defined]
+    return_annotation="int"
+)
 
 
 def _sync(describe: Callable[P, calls.Call[R]]) -> Callable[Concatenate[Any, P], R]:

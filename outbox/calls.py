@@ -25,7 +25,7 @@ import inspect
 import json
 import math
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any, Generic, TypeVar
@@ -388,6 +388,18 @@ def enqueue_many(notifications: Iterable[Mapping[str, Any]]) -> Call[list[int]]:
 
 
 def _enqueue_many_item(i: int, item: Any) -> str:
+    """Item ``i`` of enqueue_many as a JSON object for ``outbox.enqueue_many``."""
+    params = _item_params(i, item)
+    data = params.pop("data")
+    for moment in ("send_at", "expires_at"):
+        if params[moment] is not None:
+            params[moment] = params[moment].isoformat()
+    return json.dumps(params, ensure_ascii=False)[:-1] + ', "data": ' + data + "}"
+
+
+def _item_params(i: int, item: Any) -> dict[str, Any]:
+    """Item ``i`` of a bulk call checked as :func:`enqueue` checks its arguments;
+    errors start with ``notifications[i]``."""
     where = f"notifications[{i}]"
     if not isinstance(item, Mapping):
         raise errors.ValidationError(
@@ -404,14 +416,95 @@ def _enqueue_many_item(i: int, item: Any) -> str:
         if required not in item:
             raise errors.ValidationError(f"{where} has no {required}", field=required)
     try:
-        params = _enqueue_params(**item)
+        return _enqueue_params(**item)
     except errors.ValidationError as exc:
         raise errors.ValidationError(f"{where}: {exc}", field=exc.field) from None
-    data = params.pop("data")
-    for moment in ("send_at", "expires_at"):
-        if params[moment] is not None:
-            params[moment] = params[moment].isoformat()
-    return json.dumps(params, ensure_ascii=False)[:-1] + ', "data": ' + data + "}"
+
+
+#: How many notifications :func:`outbox.enqueue_stream` copies and enqueues at a
+#: time: big enough that a chunk's statements cost little per notification, small
+#: enough that a chunk's rows (and ids) stay a few hundred KiB.
+STREAM_CHUNK = 1000
+
+#: The staging table's columns, in COPY order: the position in the whole stream,
+#: then ``outbox.enqueue_item``'s fields (sql/functions/enqueue.sql).
+STREAM_COLUMNS = (
+    "message_id",
+    "recipient",
+    "template",
+    "data",
+    "channels",
+    "address",
+    "category",
+    "priority",
+    "send_at",
+    "expires_at",
+)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A streaming enqueue, described: its chunks (checked lazily, one at a time, as
+    the runner asks for them) and who to tell as each is done.
+
+    Each chunk is ``(first, rows)``: the index in the whole stream of its first
+    item, and its rows for the staging table (position, then
+    :data:`STREAM_COLUMNS`). The runner stages a temporary table
+    (``stream_stage``), and per chunk COPYs the rows in (``stream_copy``), runs
+    ``stream_chunk`` with ``first`` and calls ``progress`` with the count so far;
+    all of it inside a savepoint, rolled back on any error.
+    """
+
+    chunks: Iterator[tuple[int, list[tuple[Any, ...]]]]
+    progress: Callable[[int], object] | None
+
+
+def enqueue_stream(
+    notifications: Iterable[Mapping[str, Any]],
+    *,
+    chunk_size: int = STREAM_CHUNK,
+    progress: Callable[[int], object] | None = None,
+) -> Stream:
+    """Enqueue notifications from any iterable (a generator, a query's cursor...),
+    streamed to the database in chunks; return how many were enqueued.
+
+    Each item is a mapping with :func:`enqueue`'s arguments as keys, checked the
+    same way, as for :func:`enqueue_many`; repeats of a message id (stored, or
+    earlier in the stream) change nothing, as always. Items are read
+    ``chunk_size`` at a time, copied (COPY) into a temporary table and enqueued by
+    one set-based call per chunk, so memory stays bounded however long the stream
+    is. ``progress``, if given, is called with the number of items done so far
+    after each chunk.
+
+    It runs in the caller's transaction (which must not be in autocommit mode)
+    and commits nothing. A bad item raises :class:`~outbox.ValidationError` (or a
+    subclass) naming the field and the item's index in the whole stream
+    (``notifications[123456]: ...`` when refused in Python,
+    ``outbox.enqueue_stream: items[123456]: ...`` when refused by the database),
+    and everything the call wrote is undone: it runs inside a savepoint, so the
+    caller's transaction stays usable.
+    """
+    if isinstance(notifications, (str, bytes, Mapping)) or not isinstance(notifications, Iterable):
+        raise _fail("notifications", f"must be an iterable of mappings, got {_show(notifications)}")
+    size = _integer(chunk_size, "chunk_size", range(1, 100_001))
+    if progress is not None and not callable(progress):
+        raise _fail("progress", f"must be callable, got {_show(progress)}")
+    return Stream(_stream_chunks(notifications, size), progress)
+
+
+def _stream_chunks(
+    notifications: Iterable[Mapping[str, Any]], size: int
+) -> Iterator[tuple[int, list[tuple[Any, ...]]]]:
+    chunk: list[tuple[Any, ...]] = []
+    first = 0
+    for i, item in enumerate(notifications):
+        params = _item_params(i, item)
+        chunk.append((i, *(params[name] for name in STREAM_COLUMNS)))
+        if len(chunk) == size:
+            yield first, chunk
+            first, chunk = i + 1, []
+    if chunk:
+        yield first, chunk
 
 
 def upsert_recipient(

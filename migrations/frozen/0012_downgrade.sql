@@ -3,4 +3,5 @@
 -- pins them again): drop what 0012 added.
 DROP FUNCTION outbox.enqueue_items(outbox.enqueue_item[], text, bigint);
 DROP FUNCTION outbox.timestamptz_problem(text);
+DROP FUNCTION outbox.enqueue_deliveries(bigint[]);
 DROP TYPE outbox.enqueue_item;

@@ -1,7 +1,8 @@
 -- Revision 0012: one set-based core, outbox.enqueue_items (and its row type
--- outbox.enqueue_item), under outbox.enqueue and outbox.enqueue_many, which no
--- longer loop per item; outbox.timestamptz_problem for enqueue_many's timestamps
--- (sql/functions/enqueue.sql at 0012).
+-- outbox.enqueue_item, and outbox.enqueue_deliveries, the expansion of new
+-- notifications into deliveries), under outbox.enqueue and outbox.enqueue_many,
+-- which no longer loop per item; outbox.timestamptz_problem for enqueue_many's
+-- timestamps (sql/functions/enqueue.sql at 0012).
 
 -- outbox.enqueue: the producer's one call, inside the producer's own transaction.
 --
@@ -73,9 +74,109 @@ COMMENT ON TYPE outbox.enqueue_item IS
     'One notification for outbox.enqueue_items: enqueue''s parameters (data and priority required: ''{}'' and 0 are enqueue''s defaults).';
 
 
+-- outbox.enqueue_deliveries: the deliveries of notifications just inserted, and
+-- their events, as enqueue makes them, read from the notification rows (channels,
+-- recipient or address, category, priority, send_at, expires_at): one per
+-- destination (the address; the recipient's email address or phone number; each
+-- active device for push, or one '' row when none), recorded already terminal
+-- when it cannot be sent ('suppressed': no destination, a suppressed address, an
+-- opt-out unless the category is critical; 'expired': expires_at past), with a
+-- 'created' event each and one for the terminal status. Returns how many
+-- deliveries it wrote. For each notification once, in the transaction that
+-- inserted it (outbox.enqueue_items; a broadcast's own INSERT). It runs with its
+-- caller's rights (not a producer function): the producer role, which has no
+-- table rights, can only reach it through the definer functions.
+CREATE OR REPLACE FUNCTION outbox.enqueue_deliveries(notification_ids bigint[]) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    IF coalesce(cardinality(notification_ids), 0) = 0 THEN
+        RETURN 0;
+    END IF;
+    WITH destination AS (
+        SELECT n.id AS notification_id, n.recipient_id, n.category, coalesce(cat.critical, false) AS critical,
+               n.priority, n.send_at, n.expires_at, dst.channel, dst.destination, dst.device_id
+        -- One index probe per id (OFFSET 0 keeps the planner from hashing the table).
+        FROM unnest(notification_ids) AS k(id)
+        CROSS JOIN LATERAL (SELECT n.* FROM outbox.notifications n WHERE n.id = k.id OFFSET 0) n
+        LEFT JOIN LATERAL (SELECT r.email, r.phone FROM outbox.recipients r
+                           WHERE r.id = n.recipient_id OFFSET 0) r ON true
+        LEFT JOIN outbox.categories cat ON cat.name = n.category
+        CROSS JOIN LATERAL (
+            SELECT 'email'::outbox.channel AS channel,
+                   coalesce(n.address, r.email, '') AS destination, NULL::bigint AS device_id
+            WHERE 'email' = ANY (n.channels)
+            UNION ALL
+            SELECT 'sms', coalesce(n.address, r.phone, ''), NULL
+            WHERE 'sms' = ANY (n.channels)
+            UNION ALL
+            SELECT 'push', d.token, d.id
+            FROM outbox.devices d
+            WHERE 'push' = ANY (n.channels) AND d.recipient_id = n.recipient_id AND d.active
+            UNION ALL
+            -- Push asked for but no active device: recorded as suppressed, not silently dropped.
+            SELECT 'push', '', NULL
+            WHERE 'push' = ANY (n.channels)
+              AND NOT EXISTS (SELECT 1 FROM outbox.devices d WHERE d.recipient_id = n.recipient_id AND d.active)
+        ) dst
+    ),
+    screened AS (
+        SELECT dst.*,
+               CASE
+                   WHEN dst.destination = '' THEN 'no ' || CASE dst.channel WHEN 'push' THEN 'active device'
+                                                                          WHEN 'sms' THEN 'phone number'
+                                                                          ELSE 'email address' END
+                   WHEN s.reason IS NOT NULL THEN 'suppressed address: ' || s.reason
+                   WHEN NOT dst.critical AND p.opted_in IS FALSE THEN 'opted out of ' || dst.channel
+                        || CASE WHEN p.category = '*' THEN '' ELSE ' ' || p.category END
+               END AS suppressed_reason
+        FROM destination dst
+        LEFT JOIN outbox.suppressions s
+               ON s.channel = dst.channel AND s.destination = dst.destination
+        LEFT JOIN LATERAL (
+            SELECT pr.opted_in, pr.category FROM outbox.preferences pr
+            WHERE pr.recipient_id = dst.recipient_id AND pr.channel = dst.channel
+              AND pr.category IN ('*', coalesce(dst.category, '*'))
+            ORDER BY pr.opted_in, pr.category DESC  -- an opt-out wins over an opt-in
+            LIMIT 1
+        ) p ON true
+    ),
+    delivered AS (
+        INSERT INTO outbox.deliveries AS dl
+            (notification_id, channel, destination, device_id, status, priority, max_attempts,
+             next_attempt_at, expires_at, last_error, finished_at)
+        SELECT so.notification_id, so.channel, so.destination, so.device_id,
+               CASE WHEN so.suppressed_reason IS NOT NULL THEN 'suppressed'
+                    WHEN so.expires_at <= now() THEN 'expired'
+                    ELSE 'pending' END::outbox.delivery_status,
+               so.priority, cc.max_attempts,
+               greatest(coalesce(so.send_at, now()), now()), so.expires_at,
+               coalesce(so.suppressed_reason, CASE WHEN so.expires_at <= now() THEN 'expired before it was enqueued' END),
+               CASE WHEN so.suppressed_reason IS NOT NULL OR so.expires_at <= now() THEN now() END
+        FROM screened so JOIN outbox.channel_config cc ON cc.channel = so.channel
+        RETURNING dl.id, dl.notification_id, dl.status, dl.last_error
+    ),
+    logged AS (
+        INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, detail)
+        SELECT d.notification_id, d.id, 'created', 0, NULL FROM delivered d
+        UNION ALL
+        SELECT d.notification_id, d.id, d.status::text, 0, jsonb_build_object('reason', d.last_error)
+        FROM delivered d WHERE d.status <> 'pending'
+    )
+    SELECT count(*) INTO v_count FROM delivered;
+    RETURN v_count;
+END
+$$;
+
+COMMENT ON FUNCTION outbox.enqueue_deliveries(bigint[]) IS
+    'Write the deliveries and events of notifications just inserted, as enqueue does; returns how many deliveries.';
+
+
 -- outbox.enqueue_items: the set-based core. Checks every item as enqueue checks
--- it and writes the new ones (notifications, deliveries, their events) in one
--- statement; returns the notification ids in the order of items (a repeat gets
+-- it and writes the new notifications in one statement, then their deliveries and
+-- events with outbox.enqueue_deliveries in a second; returns the notification ids in the order of items (a repeat gets
 -- the first id). An empty or NULL array returns '{}'.
 --
 -- caller and first_index only shape the error message of the first bad item:
@@ -99,6 +200,7 @@ DECLARE
     v_bad_pos    bigint;
     v_bad        text[];  -- SQLSTATE, COLUMN, problem
     v_ids        bigint[];
+    v_new        bigint[];  -- the notifications inserted
 BEGIN
     IF coalesce(cardinality(items), 0) = 0 THEN
         RETURN '{}';
@@ -193,13 +295,15 @@ BEGIN
                o.channels AS offered,
                r.id AS recipient_id, r.email AS recipient_email, r.phone AS recipient_phone,
                r.id IS NOT NULL AND EXISTS (SELECT 1 FROM outbox.devices d
-                                            WHERE d.recipient_id = r.id AND d.active) AS has_device,
-               coalesce(cat.critical, false) AS critical
+                                            WHERE d.recipient_id = r.id AND d.active) AS has_device
         FROM formed f
-        LEFT JOIN outbox.notifications n ON n.message_id = f.message_id
+        -- The lookups by key are kept apart (OFFSET 0) so that each is one index
+        -- probe per item: joined, the planner may hash a whole table for them.
+        LEFT JOIN LATERAL (SELECT n.id FROM outbox.notifications n
+                           WHERE n.message_id = f.message_id OFFSET 0) n ON true
         LEFT JOIN offer o ON o.key = f.template
-        LEFT JOIN outbox.recipients r ON f.address IS NULL AND r.external_id = f.recipient
-        LEFT JOIN outbox.categories cat ON cat.name = f.category
+        LEFT JOIN LATERAL (SELECT r.id, r.email, r.phone FROM outbox.recipients r
+                           WHERE f.address IS NULL AND r.external_id = f.recipient OFFSET 0) r ON true
     ),
     wanting AS (
         SELECT rs.*,
@@ -262,83 +366,20 @@ BEGIN
         -- first: its id is looked up below.
         ON CONFLICT ON CONSTRAINT notifications_message_id_key DO NOTHING
         RETURNING n.id, n.message_id
-    ),
-    destination AS (
-        SELECT m.id AS notification_id, f.recipient_id, f.category, f.critical, f.priority,
-               f.send_at, f.expires_at, dst.channel, dst.destination, dst.device_id
-        FROM made m
-        JOIN fresh f ON f.message_id = m.message_id
-        CROSS JOIN LATERAL (
-            SELECT 'email'::outbox.channel AS channel,
-                   coalesce(f.address, f.recipient_email, '') AS destination, NULL::bigint AS device_id
-            WHERE 'email' = ANY (f.wanted)
-            UNION ALL
-            SELECT 'sms', coalesce(f.address, f.recipient_phone, ''), NULL
-            WHERE 'sms' = ANY (f.wanted)
-            UNION ALL
-            SELECT 'push', d.token, d.id
-            FROM outbox.devices d
-            WHERE 'push' = ANY (f.wanted) AND d.recipient_id = f.recipient_id AND d.active
-            UNION ALL
-            -- Push asked for but no active device: recorded as suppressed, not silently dropped.
-            SELECT 'push', '', NULL
-            WHERE 'push' = ANY (f.wanted) AND NOT f.has_device
-        ) dst
-    ),
-    screened AS (
-        SELECT dst.*,
-               CASE
-                   WHEN dst.destination = '' THEN 'no ' || CASE dst.channel WHEN 'push' THEN 'active device'
-                                                                          WHEN 'sms' THEN 'phone number'
-                                                                          ELSE 'email address' END
-                   WHEN s.reason IS NOT NULL THEN 'suppressed address: ' || s.reason
-                   WHEN NOT dst.critical AND p.opted_in IS FALSE THEN 'opted out of ' || dst.channel
-                        || CASE WHEN p.category = '*' THEN '' ELSE ' ' || p.category END
-               END AS suppressed_reason
-        FROM destination dst
-        LEFT JOIN outbox.suppressions s
-               ON s.channel = dst.channel AND s.destination = dst.destination
-        LEFT JOIN LATERAL (
-            SELECT pr.opted_in, pr.category FROM outbox.preferences pr
-            WHERE pr.recipient_id = dst.recipient_id AND pr.channel = dst.channel
-              AND pr.category IN ('*', coalesce(dst.category, '*'))
-            ORDER BY pr.opted_in, pr.category DESC  -- an opt-out wins over an opt-in
-            LIMIT 1
-        ) p ON true
-    ),
-    delivered AS (
-        INSERT INTO outbox.deliveries AS dl
-            (notification_id, channel, destination, device_id, status, priority, max_attempts,
-             next_attempt_at, expires_at, last_error, finished_at)
-        SELECT so.notification_id, so.channel, so.destination, so.device_id,
-               CASE WHEN so.suppressed_reason IS NOT NULL THEN 'suppressed'
-                    WHEN so.expires_at <= now() THEN 'expired'
-                    ELSE 'pending' END::outbox.delivery_status,
-               so.priority, cc.max_attempts,
-               greatest(coalesce(so.send_at, now()), now()), so.expires_at,
-               coalesce(so.suppressed_reason, CASE WHEN so.expires_at <= now() THEN 'expired before it was enqueued' END),
-               CASE WHEN so.suppressed_reason IS NOT NULL OR so.expires_at <= now() THEN now() END
-        FROM screened so JOIN outbox.channel_config cc ON cc.channel = so.channel
-        RETURNING dl.id, dl.notification_id, dl.status, dl.last_error
-    ),
-    logged AS (
-        INSERT INTO outbox.events (notification_id, delivery_id, kind, attempt, detail)
-        SELECT d.notification_id, d.id, 'created', 0, NULL FROM delivered d
-        UNION ALL
-        SELECT d.notification_id, d.id, d.status::text, 0, jsonb_build_object('reason', d.last_error)
-        FROM delivered d WHERE d.status <> 'pending'
     )
     SELECT (SELECT b.pos FROM bad b), (SELECT b.error FROM bad b),
            ARRAY(SELECT coalesce(j.stored_id, m.id) FROM judged j
-                 LEFT JOIN made m ON m.message_id = j.message_id ORDER BY j.pos)
-    INTO v_bad_pos, v_bad, v_ids;
-
+                 LEFT JOIN made m ON m.message_id = j.message_id ORDER BY j.pos),
+           ARRAY(SELECT m.id FROM made m)
+    INTO v_bad_pos, v_bad, v_ids, v_new;
     IF v_bad IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = v_bad[1], COLUMN = v_bad[2],
             MESSAGE = CASE WHEN first_index IS NULL THEN format('%s: %s', caller, v_bad[3])
                            ELSE format('%s: items[%s]: %s', caller, first_index + v_bad_pos - 1, v_bad[3]) END;
     END IF;
+    -- A second statement: it sees the notifications the first one inserted.
+    PERFORM outbox.enqueue_deliveries(v_new);
     IF array_position(v_ids, NULL) IS NOT NULL THEN
         -- Lost a race (see Concurrency above): the winner has committed, and a new
         -- statement sees its row.

@@ -259,25 +259,27 @@ COMMENT ON FUNCTION outbox.broadcast_open(text, text, bigint, text, jsonb, text[
 
 
 -- outbox.broadcast_insert: enqueue broadcast `b` to the recipients `recipient_ids`
--- (outbox.recipients.id, each existing) that have no notification of it yet, in
--- one statement of the set-based enqueue core (outbox.enqueue_items, the one
--- enqueue and enqueue_many run on), then link the new notifications to the
--- broadcast. Returns (enqueued, already, unreachable) as described at the top of
--- this file.
+-- (outbox.recipients.id, each existing) that have no notification of it yet: one
+-- INSERT of their notifications (linked to the broadcast, the content checked
+-- once by broadcast_open rather than per recipient), then the deliveries and
+-- events of the new ones by outbox.enqueue_deliveries, the expansion enqueue
+-- itself runs on. Returns (enqueued, already, unreachable) as described at the
+-- top of this file.
 CREATE OR REPLACE FUNCTION outbox.broadcast_insert(
     fn text, b outbox.broadcasts, recipient_ids bigint[],
     OUT enqueued integer, OUT already integer, OUT unreachable integer
 )
 LANGUAGE plpgsql
--- PL/pgSQL would plan enqueue_items' statement for each of its first calls with
--- the whole item array as a constant, which costs seconds per thousands of
--- items; the generic plan is as good and made once per session.
+-- PL/pgSQL would plan these statements for each of their first calls with the
+-- whole id array as a constant, which costs seconds per thousands of ids; the
+-- generic plan is as good and made once per session.
 SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_variable
 DECLARE
     v_offered  outbox.channel[];
-    v_ids      bigint[];
+    v_new      bigint[];
+    v_wanted   integer;
 BEGIN
     IF b.cancelled_at IS NOT NULL THEN
         RAISE EXCEPTION 'outbox.%: broadcast % was cancelled at % (%); give a new message_id to send it again',
@@ -285,40 +287,54 @@ BEGIN
             USING ERRCODE = 'OB005', COLUMN = 'message_id';
     END IF;
     -- A rerun enqueues new notifications, so it needs the template still active
-    -- (enqueue_items says which channel lacks a version).
-    SELECT array_agg(DISTINCT t.channel) INTO v_offered
+    -- for the broadcast's channels.
+    SELECT array_agg(DISTINCT t.channel ORDER BY t.channel) INTO v_offered
     FROM outbox.templates t WHERE t.key = b.template_key AND t.active;
-    IF v_offered IS NULL THEN
-        RAISE EXCEPTION 'outbox.%: unknown template % (no active version)', fn, quote_literal(b.template_key)
+    IF v_offered IS NULL OR NOT b.channels <@ v_offered THEN
+        RAISE EXCEPTION 'outbox.%: template % has no active version for the broadcast''s channels (%)',
+            fn, quote_literal(b.template_key), coalesce(array_to_string(b.channels, ', '), 'any')
             USING ERRCODE = 'OB003', COLUMN = 'template';
     END IF;
-    -- With no channels given, enqueue refuses a recipient who can receive none of
-    -- the template's: a broadcast leaves them out (unreachable) instead.
-    v_ids := outbox.enqueue_items(
-        ARRAY(SELECT ROW(b.message_id || '/' || r.id, r.external_id, b.template_key, b.data,
-                         b.channels::text[], NULL, b.category, b.priority, b.send_at,
-                         b.expires_at)::outbox.enqueue_item
-              FROM outbox.recipients r
-              WHERE r.id = ANY (recipient_ids)
-                AND (b.channels IS NOT NULL
-                     OR ('email' = ANY (v_offered) AND r.email IS NOT NULL)
-                     OR ('sms' = ANY (v_offered) AND r.phone IS NOT NULL)
-                     OR ('push' = ANY (v_offered)
-                         AND EXISTS (SELECT 1 FROM outbox.devices d WHERE d.recipient_id = r.id AND d.active)))
-              ORDER BY r.id),
-        'outbox.' || fn, NULL);
-    -- The core answers a recipient already covered with the notification it has;
-    -- the ones made by this statement (this transaction's, not linked yet) are
-    -- the new ones.
-    UPDATE outbox.notifications n SET broadcast_id = b.id
-    WHERE n.id = ANY (v_ids) AND n.broadcast_id IS NULL AND n.created_at = now();
-    GET DIAGNOSTICS enqueued = ROW_COUNT;
-    already := cardinality(v_ids) - enqueued;
-    unreachable := cardinality(recipient_ids) - cardinality(v_ids);
+
+    WITH wanted AS (
+        -- The channels of each notification, as enqueue resolves them: the ones
+        -- asked for, or every channel the template has and the recipient can
+        -- receive. Where that is none, enqueue refuses the recipient; a broadcast
+        -- leaves them out (unreachable).
+        SELECT r.id,
+               coalesce(b.channels, ARRAY(
+                   SELECT c FROM unnest(v_offered) c
+                   WHERE (c = 'email' AND r.email IS NOT NULL)
+                      OR (c = 'sms' AND r.phone IS NOT NULL)
+                      OR (c = 'push' AND EXISTS (SELECT 1 FROM outbox.devices d
+                                                  WHERE d.recipient_id = r.id AND d.active)))) AS channels
+        FROM outbox.recipients r
+        WHERE r.id = ANY (recipient_ids)
+    ),
+    made AS (
+        -- No conflict target: a notification of this broadcast for the recipient
+        -- (broadcast_id, recipient_id), or its message id taken, both skip it.
+        INSERT INTO outbox.notifications AS n
+            (message_id, recipient_id, template_key, data, category, priority, channels,
+             send_at, expires_at, broadcast_id)
+        SELECT b.message_id || '/' || w.id, w.id, b.template_key, b.data, b.category, b.priority,
+               w.channels, b.send_at, b.expires_at, b.id
+        FROM wanted w
+        WHERE cardinality(w.channels) > 0
+        ORDER BY w.id
+        ON CONFLICT DO NOTHING
+        RETURNING n.id
+    )
+    SELECT ARRAY(SELECT m.id FROM made m), (SELECT count(*) FROM wanted w WHERE cardinality(w.channels) > 0)
+    INTO v_new, v_wanted;
+    PERFORM outbox.enqueue_deliveries(v_new);
+    enqueued := cardinality(v_new);
+    already := v_wanted - enqueued;
+    unreachable := cardinality(recipient_ids) - v_wanted;
 END
 $$;
 COMMENT ON FUNCTION outbox.broadcast_insert(text, outbox.broadcasts, bigint[]) IS
-    'Enqueue a broadcast to the given recipients that have none of its notifications yet, through outbox.enqueue_items (helper).';
+    'Enqueue a broadcast to the given recipients that have none of its notifications yet (helper; deliveries by outbox.enqueue_deliveries).';
 
 
 -- ---------------------------------------------------------------------------

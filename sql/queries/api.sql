@@ -90,3 +90,52 @@ SELECT to_jsonb(b) FROM outbox.broadcast_segment(
 -- outbox.cancel_broadcast's two counts, as one value: [cancelled now, in flight].
 SELECT ARRAY[c.cancelled, c.in_flight]
 FROM outbox.cancel_broadcast(message_id => %(message_id)s, reason => %(reason)s) c;
+
+-- The streaming bulk path (outbox.enqueue_stream): a savepoint around it all, a
+-- temporary staging table, per chunk a COPY into it and one set-based
+-- outbox.enqueue_items over its rows; the table is dropped at the end (and at
+-- commit, or with the savepoint, whatever happens).
+
+-- name: stream_savepoint
+SAVEPOINT outbox_enqueue_stream;
+
+-- name: stream_release
+RELEASE SAVEPOINT outbox_enqueue_stream;
+
+-- name: stream_rollback
+-- After an error: undo everything the stream wrote, keep the caller's transaction.
+ROLLBACK TO SAVEPOINT outbox_enqueue_stream;
+
+-- name: stream_stage
+CREATE TEMPORARY TABLE outbox_enqueue_stream (
+    pos         bigint NOT NULL,
+    message_id  text,
+    recipient   text,
+    template    text,
+    data        jsonb,
+    channels    text[],
+    address     text,
+    category    text,
+    priority    integer,
+    send_at     timestamptz,
+    expires_at  timestamptz
+) ON COMMIT DROP;
+
+-- name: stream_copy
+COPY pg_temp.outbox_enqueue_stream (pos, message_id, recipient, template, data, channels, address,
+                                    category, priority, send_at, expires_at) FROM STDIN;
+
+-- name: stream_chunk
+-- Enqueue the staged chunk; errors name items by their index in the whole stream
+-- (first: the index of the chunk's first item). Returns how many were enqueued.
+SELECT cardinality(outbox.enqueue_items(
+    ARRAY(SELECT ROW(s.message_id, s.recipient, s.template, s.data, s.channels, s.address,
+                     s.category, s.priority, s.send_at, s.expires_at)::outbox.enqueue_item
+          FROM pg_temp.outbox_enqueue_stream s ORDER BY s.pos),
+    'outbox.enqueue_stream', %(first)s));
+
+-- name: stream_clear
+TRUNCATE pg_temp.outbox_enqueue_stream;
+
+-- name: stream_unstage
+DROP TABLE pg_temp.outbox_enqueue_stream;

@@ -3,15 +3,18 @@ Python API and as the roles that call them, against a real PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import psycopg
 import pytest
 
 import outbox
+import outbox.aio
 from outbox.calls import BroadcastResult
 from outbox.errors import IllegalTransition
 from tests import factories
+from tests.integration.worker_helpers import ScriptedProvider, make_worker
 
 
 def _deliveries(conn: Any, broadcast: str) -> list[tuple[str, str, str, str, str | None]]:
@@ -300,3 +303,53 @@ def test_the_broadcast_functions_are_definer_pinned_but_the_segment_runs_as_its_
         "SELECT has_function_privilege('public', 'outbox.broadcast_segment(text, text, text, jsonb,"
         " text[], text, integer, timestamptz, timestamptz, text, integer)', 'EXECUTE')"
     ).fetchone()[0]
+
+
+def test_a_worker_delivers_a_broadcast_to_the_subscribers_only(news, db_url):
+    outbox.subscribe(news, "d", "news")
+    outbox.unsubscribe(news, "a", "news")
+    outbox.broadcast(news, "deliver-1", topic="news", template="promo", data={"order": 1})
+    news.commit()
+    provider = ScriptedProvider()
+
+    async def drain() -> None:
+        worker = make_worker(db_url, provider)
+        try:
+            while await worker.run_once():
+                pass
+        finally:
+            await worker.close()
+
+    asyncio.run(drain())
+    # b: email (its sms opted out: recorded suppressed); d: email and sms;
+    # a unsubscribed; c unreachable.
+    sent = sorted(m.destination for m in provider.calls)
+    emails = {
+        r: news.execute(
+            "SELECT email FROM outbox.recipients WHERE external_id = %s", [r]
+        ).fetchone()[0]
+        for r in ("b", "d")
+    }
+    d_phone = news.execute(
+        "SELECT phone FROM outbox.recipients WHERE external_id = 'd'"
+    ).fetchone()[0]
+    assert sent == sorted([emails["b"], emails["d"], d_phone])
+    news.rollback()
+    assert sorted(r[3] for r in _deliveries(news, "deliver-1")) == [
+        "sent",
+        "sent",
+        "sent",
+        "suppressed",
+    ]
+
+
+def test_the_asyncio_api_broadcasts_too(news, db_url):
+    async def go() -> tuple[bool, Any]:
+        async with await psycopg.AsyncConnection.connect(db_url) as aconn:
+            joined = await outbox.aio.subscribe(aconn, "d", "news")
+            result = await outbox.aio.broadcast(aconn, "aio-1", topic="news", template="promo")
+            await aconn.commit()
+            return joined, result
+
+    joined, result = asyncio.run(go())
+    assert joined is True and (result.targets, result.enqueued) == (4, 3)

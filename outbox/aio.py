@@ -91,15 +91,10 @@ async def _run(conn: Any, function: str, call: calls.Call[R]) -> R:
     if call.query is None:
         return call.result(None)
     driver = await _driver_connection(conn, function)
-    try:
+    with calls.translating():
         async with driver.cursor() as cur:
             await cur.execute(query(call.query), call.params)
             row = await cur.fetchone()
-    except Exception as exc:
-        translated = calls.translate(exc)
-        if translated is not None:
-            raise translated from exc
-        raise
     return call.result(calls.single_value(row))
 
 
@@ -111,7 +106,7 @@ async def _run_stream(conn: Any, stream: calls.Stream) -> int:
             "outbox.aio.enqueue_stream needs a transaction; this connection is in autocommit mode"
         )
     done = 0
-    try:
+    with calls.translating():
         async with driver.cursor() as cur:
             await cur.execute(query("stream_savepoint"))
             try:
@@ -127,15 +122,11 @@ async def _run_stream(conn: Any, stream: calls.Stream) -> int:
                         stream.progress(done)
                 await cur.execute(query("stream_unstage"))
             except BaseException:
+                # Undo what the stream wrote; the caller's transaction goes on.
                 await cur.execute(query("stream_rollback"))
                 await cur.execute(query("stream_release"))
                 raise
             await cur.execute(query("stream_release"))
-    except Exception as exc:
-        translated = calls.translate(exc)
-        if translated is not None:
-            raise translated from exc
-        raise
     return done
 
 

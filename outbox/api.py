@@ -110,13 +110,9 @@ def _run(conn: Any, function: str, call: calls.Call[R]) -> R:
         return call.result(None)
     cur = _dbapi_connection(conn, function).cursor()
     try:
-        cur.execute(query(call.query), call.params)
-        row = cur.fetchone()
-    except Exception as exc:
-        translated = calls.translate(exc)
-        if translated is not None:
-            raise translated from exc
-        raise
+        with calls.translating():
+            cur.execute(query(call.query), call.params)
+            row = cur.fetchone()
     finally:
         cur.close()
     return call.result(calls.single_value(row))
@@ -138,29 +134,26 @@ def _run_stream(conn: Any, stream: calls.Stream) -> int:
         )
     done = 0
     try:
-        cur.execute(query("stream_savepoint"))
-        try:
-            cur.execute(query("stream_stage"))
-            for first, rows in stream.chunks:
-                with cur.copy(query("stream_copy")) as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                cur.execute(query("stream_chunk"), {"first": first})
-                cur.execute(query("stream_clear"))
-                done += len(rows)
-                if stream.progress is not None:
-                    stream.progress(done)
-            cur.execute(query("stream_unstage"))
-        except BaseException:
-            cur.execute(query("stream_rollback"))
+        with calls.translating():
+            cur.execute(query("stream_savepoint"))
+            try:
+                cur.execute(query("stream_stage"))
+                for first, rows in stream.chunks:
+                    with cur.copy(query("stream_copy")) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                    cur.execute(query("stream_chunk"), {"first": first})
+                    cur.execute(query("stream_clear"))
+                    done += len(rows)
+                    if stream.progress is not None:
+                        stream.progress(done)
+                cur.execute(query("stream_unstage"))
+            except BaseException:
+                # Undo what the stream wrote; the caller's transaction goes on.
+                cur.execute(query("stream_rollback"))
+                cur.execute(query("stream_release"))
+                raise
             cur.execute(query("stream_release"))
-            raise
-        cur.execute(query("stream_release"))
-    except Exception as exc:
-        translated = calls.translate(exc)
-        if translated is not None:
-            raise translated from exc
-        raise
     finally:
         cur.close()
     return done

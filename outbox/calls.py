@@ -21,6 +21,7 @@ the same :class:`~outbox.ValidationError` tree.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -99,6 +100,18 @@ def translate(exc: BaseException) -> errors.OutboxError | None:
     return cls(message)
 
 
+@contextlib.contextmanager
+def translating() -> Iterator[None]:
+    """Raise our exception (see :func:`translate`) for a driver error raised inside."""
+    try:
+        yield
+    except Exception as exc:
+        translated = translate(exc)
+        if translated is not None:
+            raise translated from exc
+        raise
+
+
 def single_value(row: Any) -> Any:
     """The one column of a query's one row (None for no row)."""
     if row is None:
@@ -107,7 +120,7 @@ def single_value(row: Any) -> Any:
     return next(iter(row.values())) if isinstance(row, Mapping) else row[0]
 
 
-def signature_with_conn(describe: Callable[..., Call[Any]]) -> inspect.Signature:
+def signature_with_conn(describe: Callable[..., Any]) -> inspect.Signature:
     """``describe``'s signature with the caller's connection first, for help() and IDEs."""
     sig = inspect.signature(describe)
     conn = inspect.Parameter("conn", inspect.Parameter.POSITIONAL_ONLY, annotation="Any")
@@ -426,20 +439,9 @@ def _item_params(i: int, item: Any) -> dict[str, Any]:
 #: enough that a chunk's rows (and ids) stay a few hundred KiB.
 STREAM_CHUNK = 1000
 
-#: The staging table's columns, in COPY order: the position in the whole stream,
-#: then ``outbox.enqueue_item``'s fields (sql/functions/enqueue.sql).
-STREAM_COLUMNS = (
-    "message_id",
-    "recipient",
-    "template",
-    "data",
-    "channels",
-    "address",
-    "category",
-    "priority",
-    "send_at",
-    "expires_at",
-)
+#: The staging table's columns after the position, in COPY order: enqueue's
+#: arguments (``outbox.enqueue_item``'s fields, sql/functions/enqueue.sql).
+STREAM_COLUMNS = tuple(inspect.signature(_enqueue_params).parameters)
 
 
 @dataclass(frozen=True)

@@ -107,22 +107,12 @@ RELEASE SAVEPOINT outbox_enqueue_stream;
 ROLLBACK TO SAVEPOINT outbox_enqueue_stream;
 
 -- name: stream_stage
-CREATE TEMPORARY TABLE outbox_enqueue_stream (
-    pos         bigint NOT NULL,
-    message_id  text,
-    recipient   text,
-    template    text,
-    data        jsonb,
-    channels    text[],
-    address     text,
-    category    text,
-    priority    integer,
-    send_at     timestamptz,
-    expires_at  timestamptz
-) ON COMMIT DROP;
+CREATE TEMPORARY TABLE outbox_enqueue_stream (pos bigint NOT NULL, LIKE outbox.enqueue_item)
+    ON COMMIT DROP;
 
 -- name: stream_copy
-COPY pg_temp.outbox_enqueue_stream (pos, message_id, recipient, template, data, channels, address,
+-- The columns in the order of outbox.calls.STREAM_COLUMNS (enqueue's arguments).
+COPY pg_temp.outbox_enqueue_stream (pos, message_id, template, recipient, data, channels, address,
                                     category, priority, send_at, expires_at) FROM STDIN;
 
 -- name: stream_chunk

@@ -13,11 +13,15 @@ with an email address, a phone number and two push devices):
      * ``outbox.enqueue`` to a realistic recipient (email + SMS + 2 push
        devices: four deliveries).
    Reported: transactions/s, deliveries/s, and the ratio to the plain INSERT.
-2. bulk — ``outbox.enqueue_many`` with B notifications per call (one round
-   trip) and per transaction, to direct addresses and to realistic recipients:
-   notifications/s and deliveries/s; R rounds on emptied tables, each followed
-   by PgQueuer's and procrastinate's own batch enqueue of as many jobs, B per
-   transaction (benchmarks/peers.py, each in its own database).
+2. bulk — interleaved in rounds: a plain COPY of B rows per transaction into
+   ``bench.plain_outbox`` (the reference), ``outbox.enqueue_many`` with B
+   notifications per call (one round trip) and per transaction, and
+   ``outbox.enqueue_stream`` (COPY into a staging table, the set-based core per
+   chunk of B; one transaction per round), to direct addresses and to realistic
+   recipients: notifications/s, deliveries/s and the ratio to COPY; R rounds on
+   emptied tables, each followed by PgQueuer's and procrastinate's own batch
+   enqueue of as many jobs, B per transaction (benchmarks/peers.py, each in its
+   own database).
 3. concurrent — P producer processes, each doing one ``outbox.enqueue`` (direct
    address) per transaction for D seconds, with the NOTIFY trigger on and off
    (``SET outbox.notify = 'off'``), alternating in rounds. A bare LISTEN
@@ -27,7 +31,8 @@ with an email address, a phone number and two push devices):
 Wall-clock time is measured by the producer (perf_counter around the loop);
 every commit is a durable commit with the server's own settings.
 
-    python -m benchmarks.enqueue [--single 3000] [--bulk 20000] [--producers 4] [--duration 5]
+    python -m benchmarks.enqueue [--single 3000] [--bulk 20000] [--batch 1000]
+                                 [--producers 4] [--duration 5]
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import argparse
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -162,43 +168,117 @@ def single(
     return out
 
 
-def bulk(conn: psycopg.Connection, *, n: int, batch: int, recipients: int) -> list[dict[str, Any]]:
-    """enqueue_many: ``batch`` notifications per call and transaction."""
-    out = []
-    # Realistic recipients make four deliveries each: a quarter as many notifications.
-    for kind, total in (("address", n), ("recipient", max(batch, n // 4))):
-        before = _deliveries(conn)
-        started = time.perf_counter()
-        for start in range(0, total, batch):
-            items = []
-            for i in range(start, min(total, start + batch)):
-                item: dict[str, Any] = {
-                    "message_id": f"bulk-{kind}-{i}",
-                    "template": TEMPLATE,
-                    "data": {"n": i},
-                }
-                if kind == "address":
-                    item["address"] = f"user{i}@example.com"
-                else:
-                    item["recipient"] = f"user-{i % recipients}"
-                items.append(item)
-            outbox.enqueue_many(conn, items)
-            conn.commit()
-        elapsed = time.perf_counter() - started
-        deliveries = _deliveries(conn) - before
-        log(
-            f"bulk {kind}: {total / elapsed:,.0f} notifications/s, "
-            f"{deliveries / elapsed:,.0f} deliveries/s"
+# The Outbox bulk path set beside the peers' batch enqueue: the streaming one.
+PEER_COMPARED = "stream-address"
+BULK_VARIANTS = (
+    ("copy", "address", "plain COPY into bench.plain_outbox (the reference)"),
+    ("many", "address", "enqueue_many, direct addresses (1 delivery each)"),
+    ("stream", "address", "enqueue_stream, direct addresses (1 delivery each)"),
+    ("many", "recipient", "enqueue_many, recipients with email+phone+2 devices (4 deliveries)"),
+    ("stream", "recipient", "enqueue_stream, recipients with email+phone+2 devices (4 deliveries)"),
+)
+
+
+def _bulk_items(
+    kind: str, prefix: str, start: int, stop: int, recipients: int
+) -> Iterator[dict[str, Any]]:
+    for i in range(start, stop):
+        item: dict[str, Any] = {
+            "message_id": f"{prefix}-{i}",
+            "template": TEMPLATE,
+            "data": {"n": i},
+        }
+        if kind == "address":
+            item["address"] = f"user{i}@example.com"
+        else:
+            item["recipient"] = f"user-{i % recipients}"
+        yield item
+
+
+def _bulk_round(
+    conn: psycopg.Connection,
+    way: str,
+    kind: str,
+    prefix: str,
+    total: int,
+    batch: int,
+    recipients: int,
+) -> None:
+    """``total`` notifications one way: ``batch`` per transaction (copy, many) or one
+    stream of them all in one transaction, ``batch`` per chunk."""
+    if way == "stream":
+        outbox.enqueue_stream(
+            conn, _bulk_items(kind, prefix, 0, total, recipients), chunk_size=batch
         )
+        conn.commit()
+        return
+    for start in range(0, total, batch):
+        stop = min(total, start + batch)
+        if way == "copy":
+            with conn.cursor() as cur, cur.copy(sql("plain_copy")) as copy:
+                for i in range(start, stop):
+                    copy.write_row(
+                        (
+                            f"{prefix}-{i}",
+                            "email",
+                            f"user{i}@example.com",
+                            TEMPLATE,
+                            json.dumps({"n": i}),
+                        )
+                    )
+        else:
+            outbox.enqueue_many(conn, list(_bulk_items(kind, prefix, start, stop, recipients)))
+        conn.commit()
+
+
+def bulk(
+    conn: psycopg.Connection, *, n: int, batch: int, rounds: int, recipients: int
+) -> list[dict[str, Any]]:
+    """Bulk enqueue, ``n`` deliveries per variant, interleaved in ``rounds``: a plain
+    COPY (the reference), enqueue_many (``batch`` per call and transaction) and
+    enqueue_stream (one transaction per round, ``batch`` per chunk), to direct
+    addresses and to realistic recipients (four deliveries each: a quarter as many
+    notifications)."""
+    totals = {
+        (way, kind): {"notifications": 0, "deliveries": 0, "seconds": 0.0, "runs": []}
+        for way, kind, _ in BULK_VARIANTS
+    }
+    for way, kind, _ in BULK_VARIANTS:
+        _bulk_round(conn, way, kind, f"bulk-warmup-{way}-{kind}", batch, batch, recipients)
+    for r in range(rounds):
+        for way, kind, _ in BULK_VARIANTS:
+            total = max(batch, n // rounds // (4 if kind == "recipient" else 1))
+            before = _deliveries(conn)
+            started = time.perf_counter()
+            _bulk_round(conn, way, kind, f"bulk-{way}-{kind}-{r}", total, batch, recipients)
+            elapsed = time.perf_counter() - started
+            deliveries = total if way == "copy" else _deliveries(conn) - before
+            t = totals[(way, kind)]
+            t["notifications"] += total
+            t["deliveries"] += deliveries
+            t["seconds"] += elapsed
+            t["runs"].append(deliveries / elapsed)
+            log(
+                f"bulk {way} {kind} round {r + 1}/{rounds}: "
+                f"{deliveries / elapsed:,.0f} deliveries/s"
+            )
+    copy = totals[("copy", "address")]
+    copy_rate = copy["deliveries"] / copy["seconds"]
+    out = []
+    for way, kind, label in BULK_VARIANTS:
+        t = totals[(way, kind)]
+        rate = t["deliveries"] / t["seconds"]
         out.append(
             {
-                "variant": kind,
-                "notifications": total,
-                "deliveries": deliveries,
+                "variant": f"{way}-{kind}",
+                "way": way,
+                "kind": kind,
+                "label": label,
+                **t,
                 "batch": batch,
-                "seconds": elapsed,
-                "notifications_per_s": total / elapsed,
-                "deliveries_per_s": deliveries / elapsed,
+                "notifications_per_s": t["notifications"] / t["seconds"],
+                "deliveries_per_s": rate,
+                "ratio_to_copy": rate / copy_rate,
             }
         )
     return out
@@ -208,7 +288,7 @@ def bulk_round(conn: psycopg.Connection, args: argparse.Namespace) -> list[dict[
     """The bulk section once, on emptied tables: peers.bulk_rounds alternates it with the peers'."""
     conn.execute(sql("outbox_reset"))
     conn.commit()
-    return bulk(conn, n=args.bulk, batch=args.batch, recipients=args.recipients)
+    return bulk(conn, n=args.bulk, batch=args.batch, rounds=1, recipients=args.recipients)
 
 
 def concurrent(
@@ -317,7 +397,11 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
                 rounds=args.rounds,
                 n=args.bulk,
                 batch=args.batch,
+                compare=PEER_COMPARED,
             )
+            copy = next(v for v in result["bulk"] if v["variant"] == "copy-address")
+            for v in result["bulk"]:
+                v["ratio_to_copy"] = v["deliveries_per_s"] / copy["deliveries_per_s"]
         result["concurrent"] = concurrent(
             url,
             producers=args.producers,
@@ -337,12 +421,11 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     bulk_rows = [
         (
-            "direct addresses (1 delivery each)"
-            if r["variant"] == "address"
-            else "recipients with email+phone+2 devices (4 deliveries each)",
+            r["label"],
             num(r["notifications"]),
             num(r["notifications_per_s"]),
             num(r["deliveries_per_s"]),
+            f"{r['ratio_to_copy']:.2f}",
         )
         for r in result["bulk"]
     ]
@@ -355,9 +438,14 @@ def markdown(result: dict[str, Any]) -> str:
             md_table(
                 ["variant", "transactions/s", "deliveries/s", "ratio to plain INSERT"], single_rows
             ),
-            f"**Bulk enqueue** (`enqueue_many`, {s['batch']} notifications per call and "
-            f"per transaction)",
-            md_table(["recipients", "notifications", "notifications/s", "deliveries/s"], bulk_rows),
+            f"**Bulk enqueue** ({num(s['bulk_deliveries'])} deliveries per variant in "
+            f"{s['rounds']} interleaved rounds; COPY and `enqueue_many` {s['batch']} "
+            f"notifications per "
+            f"transaction, `enqueue_stream` one transaction per round in chunks of {s['batch']})",
+            md_table(
+                ["variant", "notifications", "notifications/s", "deliveries/s", "ratio to COPY"],
+                bulk_rows,
+            ),
             *([peers.bulk_markdown(result["bulk_peers"])] if "bulk_peers" in result else []),
             f"**{c['producers']} concurrent producer processes** (one `enqueue` per transaction, "
             f"{kind}; {c['rounds']} rounds of {c['duration']:g} s per mode, alternating; "
@@ -400,7 +488,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch",
         type=int,
         default=1000,
-        help="notifications per enqueue_many call (and jobs per peer batch; issue 13 states 1000)",
+        help="notifications per COPY / enqueue_many transaction and per stream chunk "
+        "(and jobs per peer batch; issue 13 states 1000)",
     )
     parser.add_argument(
         "--recipients", type=int, default=500, help="realistic recipients to create"

@@ -373,13 +373,15 @@ def bulk_rounds(
     rounds: int,
     n: int,
     batch: int,
+    compare: str = "address",
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Outbox's bulk enqueue (``outbox_round``) and each peer's, alternating for ``rounds``.
 
     ``outbox_round`` runs Outbox's bulk section once on an emptied database and
-    returns its rows (per variant: notifications, deliveries, seconds). Returns
-    those rows summed over the rounds (the shape one round has) and the
-    comparison: per system its rate per round and overall.
+    returns its rows (per variant: notifications, deliveries, seconds, and the
+    rates of its ``runs``). Returns those rows summed over the rounds (the shape
+    one round has) and the comparison: per system its rate per round and
+    overall, Outbox's from the variant named ``compare``.
     """
     outbox_rows: dict[str, dict[str, Any]] = {}
     runs: list[dict[str, Any]] = []
@@ -387,11 +389,13 @@ def bulk_rounds(
         for r in range(rounds):
             for row in outbox_round():
                 total = outbox_rows.setdefault(
-                    row["variant"], row | {"notifications": 0, "deliveries": 0, "seconds": 0.0}
+                    row["variant"],
+                    row | {"notifications": 0, "deliveries": 0, "seconds": 0.0, "runs": []},
                 )
                 for key in ("notifications", "deliveries", "seconds"):
                     total[key] += row[key]
-                if row["variant"] == "address":
+                total["runs"] = total["runs"] + row.get("runs", [])
+                if row["variant"] == compare:
                     runs.append(
                         {"system": "outbox", "round": r, "jobs": row["deliveries"]}
                         | {"seconds": row["seconds"], "rate": row["deliveries_per_s"]}
@@ -404,6 +408,7 @@ def bulk_rounds(
         row["notifications_per_s"] = row["notifications"] / row["seconds"]
         row["deliveries_per_s"] = row["deliveries"] / row["seconds"]
     return list(outbox_rows.values()), {
+        "compared": compare,
         "batch": batch,
         "rounds": rounds,
         "versions": versions(),
@@ -553,9 +558,7 @@ def bulk_markdown(comparison: dict[str, Any]) -> str:
     outbox = systems.get("outbox", {}).get("rate")
     rows = [
         (
-            "Outbox `enqueue_many`, direct addresses"
-            if s == "outbox"
-            else _peer_label(s, comparison),
+            _peer_label(s, comparison),
             num(x["rate"]),
             ", ".join(num(v) for v in x["runs"]),
             f"{outbox / x['rate']:.2f}×" if outbox and s != "outbox" else "",
@@ -572,7 +575,9 @@ def bulk_markdown(comparison: dict[str, Any]) -> str:
 
 def _peer_label(peer: str, comparison: dict[str, Any]) -> str:
     if peer == "outbox":
-        return "Outbox `enqueue_many`, direct addresses"
+        way = comparison.get("compared", "many-address").split("-")[0]
+        call = {"stream": "enqueue_stream", "many": "enqueue_many"}.get(way, "enqueue_many")
+        return f"Outbox `{call}`, direct addresses"
     call = "`Queries.enqueue` (lists)" if peer == "pgqueuer" else "`batch_defer_async`"
     version = comparison.get("versions", {}).get(peer, "")
     return f"{TITLES[peer]} {version} {call}".replace("  ", " ")

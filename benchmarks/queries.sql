@@ -196,3 +196,7 @@ LISTEN outbox_work;
 SELECT delivery_id, extract(epoch FROM created_at)::float8 AS claimed_at
 FROM outbox.events
 WHERE kind = 'processing';
+
+-- name: plain_copy
+-- The baseline of bulk enqueue: COPY into the hand-rolled outbox, one row per delivery.
+COPY bench.plain_outbox (message_id, channel, destination, template_key, data) FROM STDIN;

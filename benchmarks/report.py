@@ -203,9 +203,14 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
 
     def bulk(kind: str) -> Callable[[dict[str, Any]], str]:
         def cell(r: dict[str, Any]) -> str:
-            x = next(v for v in r["bulk"] if v["variant"] == kind)
+            x = next((v for v in r["bulk"] if v["variant"] == kind), None)
+            if x is None:  # a page from before this variant existed
+                return "not run"
             rates = (num(x["notifications_per_s"]), num(x["deliveries_per_s"]))
-            return f"{rates[0]} notif./s = {rates[1]} deliveries/s"
+            text = f"{rates[0]} notif./s = {rates[1]} deliveries/s"
+            if "ratio_to_copy" in x and kind != "copy-address":
+                text += f" ({x['ratio_to_copy']:.2f}× COPY)"
+            return text
 
         return cell
 
@@ -232,8 +237,11 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
     add("single enqueue, direct address", single("address"), "enqueue")
     add("single enqueue, recipient (4 deliveries)", single("recipient"), "enqueue")
     add("plain INSERT (baseline)", single("plain"), "enqueue")
-    add("bulk enqueue_many, direct addresses", bulk("address"), "enqueue")
-    add("bulk enqueue_many, recipients (4 deliveries)", bulk("recipient"), "enqueue")
+    add("bulk: plain COPY (baseline)", bulk("copy-address"), "enqueue")
+    add("bulk enqueue_many, direct addresses", bulk("many-address"), "enqueue")
+    add("bulk enqueue_stream, direct addresses", bulk("stream-address"), "enqueue")
+    add("bulk enqueue_many, recipients (4 deliveries)", bulk("many-recipient"), "enqueue")
+    add("bulk enqueue_stream, recipients (4 deliveries)", bulk("stream-recipient"), "enqueue")
     add(
         "4 producers, commits/s NOTIFY on / off",
         lambda r: (

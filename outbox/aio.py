@@ -27,14 +27,20 @@ from outbox.sql import query
 
 __all__ = [
     "activate_template",
+    "broadcast",
     "cancel",
+    "cancel_broadcast",
     "create_template",
+    "create_topic",
     "deactivate_device",
     "enqueue",
     "enqueue_many",
+    "enqueue_stream",
     "erase_recipient",
     "register_device",
     "set_preference",
+    "subscribe",
+    "unsubscribe",
     "upsert_recipient",
 ]
 
@@ -85,16 +91,54 @@ async def _run(conn: Any, function: str, call: calls.Call[R]) -> R:
     if call.query is None:
         return call.result(None)
     driver = await _driver_connection(conn, function)
-    try:
+    with calls.translating():
         async with driver.cursor() as cur:
             await cur.execute(query(call.query), call.params)
             row = await cur.fetchone()
-    except Exception as exc:
-        translated = calls.translate(exc)
-        if translated is not None:
-            raise translated from exc
-        raise
     return call.result(calls.single_value(row))
+
+
+async def _run_stream(conn: Any, stream: calls.Stream) -> int:
+    """Run a described streaming enqueue on the caller's async connection (as outbox.api's)."""
+    driver = await _driver_connection(conn, "enqueue_stream")
+    if driver.autocommit:
+        raise errors.UnsupportedConnection(
+            "outbox.aio.enqueue_stream needs a transaction; this connection is in autocommit mode"
+        )
+    done = 0
+    with calls.translating():
+        async with driver.cursor() as cur:
+            await cur.execute(query("stream_savepoint"))
+            try:
+                await cur.execute(query("stream_stage"))
+                for first, rows in stream.chunks:
+                    async with cur.copy(query("stream_copy")) as copy:
+                        for row in rows:
+                            await copy.write_row(row)
+                    await cur.execute(query("stream_chunk"), {"first": first})
+                    await cur.execute(query("stream_clear"))
+                    done += len(rows)
+                    if stream.progress is not None:
+                        stream.progress(done)
+                await cur.execute(query("stream_unstage"))
+            except BaseException:
+                # Undo what the stream wrote; the caller's transaction goes on.
+                await cur.execute(query("stream_rollback"))
+                await cur.execute(query("stream_release"))
+                raise
+            await cur.execute(query("stream_release"))
+    return done
+
+
+async def enqueue_stream(conn: Any, /, *args: Any, **kwargs: Any) -> int:
+    _refuse_sync(conn, "enqueue_stream")
+    return await _run_stream(conn, calls.enqueue_stream(*args, **kwargs))
+
+
+enqueue_stream.__doc__ = calls.enqueue_stream.__doc__
+enqueue_stream.__signature__ = calls.signature_with_conn(calls.enqueue_stream).replace(  # type: ignore[attr-defined]
+    return_annotation="int"
+)
 
 
 def _async(
@@ -115,12 +159,17 @@ def _async(
 
 
 activate_template = _async(calls.activate_template)
+broadcast = _async(calls.broadcast)
 cancel = _async(calls.cancel)
+cancel_broadcast = _async(calls.cancel_broadcast)
 create_template = _async(calls.create_template)
+create_topic = _async(calls.create_topic)
 deactivate_device = _async(calls.deactivate_device)
 enqueue = _async(calls.enqueue)
 enqueue_many = _async(calls.enqueue_many)
 erase_recipient = _async(calls.erase_recipient)
 register_device = _async(calls.register_device)
 set_preference = _async(calls.set_preference)
+subscribe = _async(calls.subscribe)
+unsubscribe = _async(calls.unsubscribe)
 upsert_recipient = _async(calls.upsert_recipient)

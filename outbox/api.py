@@ -35,14 +35,20 @@ from outbox.sql import query
 
 __all__ = [
     "activate_template",
+    "broadcast",
     "cancel",
+    "cancel_broadcast",
     "create_template",
+    "create_topic",
     "deactivate_device",
     "enqueue",
     "enqueue_many",
+    "enqueue_stream",
     "erase_recipient",
     "register_device",
     "set_preference",
+    "subscribe",
+    "unsubscribe",
     "upsert_recipient",
 ]
 
@@ -104,16 +110,64 @@ def _run(conn: Any, function: str, call: calls.Call[R]) -> R:
         return call.result(None)
     cur = _dbapi_connection(conn, function).cursor()
     try:
-        cur.execute(query(call.query), call.params)
-        row = cur.fetchone()
-    except Exception as exc:
-        translated = calls.translate(exc)
-        if translated is not None:
-            raise translated from exc
-        raise
+        with calls.translating():
+            cur.execute(query(call.query), call.params)
+            row = cur.fetchone()
     finally:
         cur.close()
     return call.result(calls.single_value(row))
+
+
+def _run_stream(conn: Any, stream: calls.Stream) -> int:
+    """Run a described streaming enqueue on the caller's connection (see calls.Stream)."""
+    raw = _dbapi_connection(conn, "enqueue_stream")
+    if getattr(raw, "autocommit", False):
+        raise errors.UnsupportedConnection(
+            "outbox.enqueue_stream needs a transaction; this connection is in autocommit mode"
+        )
+    cur = raw.cursor()
+    if not callable(getattr(cur, "copy", None)):
+        cur.close()
+        raise errors.UnsupportedConnection(
+            f"outbox.enqueue_stream streams with psycopg 3's COPY; {type(cur).__module__} "
+            "cursors have none (use a psycopg 3 connection, or outbox.enqueue_many)"
+        )
+    done = 0
+    try:
+        with calls.translating():
+            cur.execute(query("stream_savepoint"))
+            try:
+                cur.execute(query("stream_stage"))
+                for first, rows in stream.chunks:
+                    with cur.copy(query("stream_copy")) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                    cur.execute(query("stream_chunk"), {"first": first})
+                    cur.execute(query("stream_clear"))
+                    done += len(rows)
+                    if stream.progress is not None:
+                        stream.progress(done)
+                cur.execute(query("stream_unstage"))
+            except BaseException:
+                # Undo what the stream wrote; the caller's transaction goes on.
+                cur.execute(query("stream_rollback"))
+                cur.execute(query("stream_release"))
+                raise
+            cur.execute(query("stream_release"))
+    finally:
+        cur.close()
+    return done
+
+
+def enqueue_stream(conn: Any, /, *args: Any, **kwargs: Any) -> int:
+    _refuse_async(conn, "enqueue_stream")
+    return _run_stream(conn, calls.enqueue_stream(*args, **kwargs))
+
+
+enqueue_stream.__doc__ = calls.enqueue_stream.__doc__
+enqueue_stream.__signature__ = calls.signature_with_conn(calls.enqueue_stream).replace(  # type: ignore[attr-defined]
+    return_annotation="int"
+)
 
 
 def _sync(describe: Callable[P, calls.Call[R]]) -> Callable[Concatenate[Any, P], R]:
@@ -133,12 +187,17 @@ def _sync(describe: Callable[P, calls.Call[R]]) -> Callable[Concatenate[Any, P],
 
 
 activate_template = _sync(calls.activate_template)
+broadcast = _sync(calls.broadcast)
 cancel = _sync(calls.cancel)
+cancel_broadcast = _sync(calls.cancel_broadcast)
 create_template = _sync(calls.create_template)
+create_topic = _sync(calls.create_topic)
 deactivate_device = _sync(calls.deactivate_device)
 enqueue = _sync(calls.enqueue)
 enqueue_many = _sync(calls.enqueue_many)
 erase_recipient = _sync(calls.erase_recipient)
 register_device = _sync(calls.register_device)
 set_preference = _sync(calls.set_preference)
+subscribe = _sync(calls.subscribe)
+unsubscribe = _sync(calls.unsubscribe)
 upsert_recipient = _sync(calls.upsert_recipient)

@@ -21,11 +21,12 @@ the same :class:`~outbox.ValidationError` tree.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
 import operator
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time
 from typing import Any, Generic, TypeVar
@@ -99,6 +100,18 @@ def translate(exc: BaseException) -> errors.OutboxError | None:
     return cls(message)
 
 
+@contextlib.contextmanager
+def translating() -> Iterator[None]:
+    """Raise our exception (see :func:`translate`) for a driver error raised inside."""
+    try:
+        yield
+    except Exception as exc:
+        translated = translate(exc)
+        if translated is not None:
+            raise translated from exc
+        raise
+
+
 def single_value(row: Any) -> Any:
     """The one column of a query's one row (None for no row)."""
     if row is None:
@@ -107,7 +120,7 @@ def single_value(row: Any) -> Any:
     return next(iter(row.values())) if isinstance(row, Mapping) else row[0]
 
 
-def signature_with_conn(describe: Callable[..., Call[Any]]) -> inspect.Signature:
+def signature_with_conn(describe: Callable[..., Any]) -> inspect.Signature:
     """``describe``'s signature with the caller's connection first, for help() and IDEs."""
     sig = inspect.signature(describe)
     conn = inspect.Parameter("conn", inspect.Parameter.POSITIONAL_ONLY, annotation="Any")
@@ -388,6 +401,18 @@ def enqueue_many(notifications: Iterable[Mapping[str, Any]]) -> Call[list[int]]:
 
 
 def _enqueue_many_item(i: int, item: Any) -> str:
+    """Item ``i`` of enqueue_many as a JSON object for ``outbox.enqueue_many``."""
+    params = _item_params(i, item)
+    data = params.pop("data")
+    for moment in ("send_at", "expires_at"):
+        if params[moment] is not None:
+            params[moment] = params[moment].isoformat()
+    return json.dumps(params, ensure_ascii=False)[:-1] + ', "data": ' + data + "}"
+
+
+def _item_params(i: int, item: Any) -> dict[str, Any]:
+    """Item ``i`` of a bulk call checked as :func:`enqueue` checks its arguments;
+    errors start with ``notifications[i]``."""
     where = f"notifications[{i}]"
     if not isinstance(item, Mapping):
         raise errors.ValidationError(
@@ -404,14 +429,84 @@ def _enqueue_many_item(i: int, item: Any) -> str:
         if required not in item:
             raise errors.ValidationError(f"{where} has no {required}", field=required)
     try:
-        params = _enqueue_params(**item)
+        return _enqueue_params(**item)
     except errors.ValidationError as exc:
         raise errors.ValidationError(f"{where}: {exc}", field=exc.field) from None
-    data = params.pop("data")
-    for moment in ("send_at", "expires_at"):
-        if params[moment] is not None:
-            params[moment] = params[moment].isoformat()
-    return json.dumps(params, ensure_ascii=False)[:-1] + ', "data": ' + data + "}"
+
+
+#: How many notifications :func:`outbox.enqueue_stream` copies and enqueues at a
+#: time: big enough that a chunk's statements cost little per notification, small
+#: enough that a chunk's rows (and ids) stay a few hundred KiB.
+STREAM_CHUNK = 1000
+
+#: The staging table's columns after the position, in COPY order: enqueue's
+#: arguments (``outbox.enqueue_item``'s fields, sql/functions/enqueue.sql).
+STREAM_COLUMNS = tuple(inspect.signature(_enqueue_params).parameters)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A streaming enqueue, described: its chunks (checked lazily, one at a time, as
+    the runner asks for them) and who to tell as each is done.
+
+    Each chunk is ``(first, rows)``: the index in the whole stream of its first
+    item, and its rows for the staging table (position, then
+    :data:`STREAM_COLUMNS`). The runner stages a temporary table
+    (``stream_stage``), and per chunk COPYs the rows in (``stream_copy``), runs
+    ``stream_chunk`` with ``first`` and calls ``progress`` with the count so far;
+    all of it inside a savepoint, rolled back on any error.
+    """
+
+    chunks: Iterator[tuple[int, list[tuple[Any, ...]]]]
+    progress: Callable[[int], object] | None
+
+
+def enqueue_stream(
+    notifications: Iterable[Mapping[str, Any]],
+    *,
+    chunk_size: int = STREAM_CHUNK,
+    progress: Callable[[int], object] | None = None,
+) -> Stream:
+    """Enqueue notifications from any iterable (a generator, a query's cursor...),
+    streamed to the database in chunks; return how many were enqueued.
+
+    Each item is a mapping with :func:`enqueue`'s arguments as keys, checked the
+    same way, as for :func:`enqueue_many`; repeats of a message id (stored, or
+    earlier in the stream) change nothing, as always. Items are read
+    ``chunk_size`` at a time, copied (COPY) into a temporary table and enqueued by
+    one set-based call per chunk, so memory stays bounded however long the stream
+    is. ``progress``, if given, is called with the number of items done so far
+    after each chunk.
+
+    It runs in the caller's transaction (which must not be in autocommit mode)
+    and commits nothing. A bad item raises :class:`~outbox.ValidationError` (or a
+    subclass) naming the field and the item's index in the whole stream
+    (``notifications[123456]: ...`` when refused in Python,
+    ``outbox.enqueue_stream: items[123456]: ...`` when refused by the database),
+    and everything the call wrote is undone: it runs inside a savepoint, so the
+    caller's transaction stays usable.
+    """
+    if isinstance(notifications, (str, bytes, Mapping)) or not isinstance(notifications, Iterable):
+        raise _fail("notifications", f"must be an iterable of mappings, got {_show(notifications)}")
+    size = _integer(chunk_size, "chunk_size", range(1, 100_001))
+    if progress is not None and not callable(progress):
+        raise _fail("progress", f"must be callable, got {_show(progress)}")
+    return Stream(_stream_chunks(notifications, size), progress)
+
+
+def _stream_chunks(
+    notifications: Iterable[Mapping[str, Any]], size: int
+) -> Iterator[tuple[int, list[tuple[Any, ...]]]]:
+    chunk: list[tuple[Any, ...]] = []
+    first = 0
+    for i, item in enumerate(notifications):
+        params = _item_params(i, item)
+        chunk.append((i, *(params[name] for name in STREAM_COLUMNS)))
+        if len(chunk) == size:
+            yield first, chunk
+            first, chunk = i + 1, []
+    if chunk:
+        yield first, chunk
 
 
 def upsert_recipient(
@@ -570,6 +665,170 @@ def erase_recipient(recipient: str, *, actor: str | None = None) -> Call[dict[st
     )
 
 
+def create_topic(topic: str, *, description: str | None = None) -> Call[int]:
+    """Create topic ``topic`` (or update its description; ``None`` keeps it); return its id.
+
+    A topic name is 1 to 64 lowercase letters, digits, ``_``, ``.`` or ``-``.
+    """
+    return Call(
+        "create_topic",
+        {
+            "topic": _text(topic, "topic"),
+            "description": _optional_text(description, "description"),
+        },
+        int,
+    )
+
+
+def subscribe(recipient: str, topic: str) -> Call[bool]:
+    """Subscribe ``recipient`` to ``topic``; return False if they already were.
+
+    Raises :class:`~outbox.UnknownRecipient`, or :class:`~outbox.ValidationError`
+    with ``field == "topic"`` for a topic that does not exist.
+    """
+    return Call(
+        "subscribe",
+        {"recipient": _text(recipient, "recipient"), "topic": _text(topic, "topic")},
+        bool,
+    )
+
+
+def unsubscribe(recipient: str, topic: str) -> Call[bool]:
+    """Unsubscribe ``recipient`` from ``topic``; return False if they were not subscribed.
+
+    Notifications a broadcast already enqueued to them stay (cancel one with
+    :func:`cancel`).
+    """
+    return Call(
+        "unsubscribe",
+        {"recipient": _text(recipient, "recipient"), "topic": _text(topic, "topic")},
+        bool,
+    )
+
+
+@dataclass(frozen=True)
+class BroadcastResult:
+    """What one :func:`outbox.broadcast` call (or chunk) did.
+
+    ``targets`` recipients it looked at = ``enqueued`` (notifications created now)
+    + ``already`` (had one from an earlier run of the same message id)
+    + ``unreachable`` (can receive none of the template's channels: skipped, a
+    rerun reaches them once they can) + ``unknown`` (ids no recipient has).
+    ``last_recipient`` is the last recipient id of the chunk (``None`` if it was
+    empty): pass it as ``after_recipient`` to do the next chunk. For a topic it
+    is an ``outbox.recipients.id`` (int), for a segment the segment's own id (str).
+    """
+
+    targets: int
+    enqueued: int
+    already: int
+    unreachable: int
+    unknown: int
+    last_recipient: int | str | None
+
+
+def _broadcast_result(row: Mapping[str, Any]) -> BroadcastResult:
+    return BroadcastResult(**{name: row[name] for name in BroadcastResult.__dataclass_fields__})
+
+
+def broadcast(
+    message_id: str,
+    *,
+    template: str,
+    topic: str | None = None,
+    recipients: Sequence[str] | None = None,
+    segment: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    channels: str | Sequence[str] | None = None,
+    category: str | None = None,
+    priority: int = 0,
+    send_at: datetime | None = None,
+    expires_at: datetime | None = None,
+    after_recipient: int | str | None = None,
+    max_recipients: int | None = None,
+) -> Call[BroadcastResult]:
+    """Enqueue one notification per recipient of a segment, in one statement; return a
+    :class:`BroadcastResult`.
+
+    The segment is one of: ``topic`` (every subscriber of it), ``recipients`` (a
+    list of recipient ids) or ``segment`` (an SQL query returning recipient ids as
+    text, run with the privileges of the connection's role). Each recipient gets
+    the notification :func:`enqueue` would give them (preferences, opt-outs and
+    suppressions honoured), with the message id ``"<message_id>/<recipients.id>"``.
+
+    Idempotent per (``message_id``, recipient): calling it again with the same
+    ``message_id`` reuses the first call's content and enqueues only for the
+    recipients that have no notification of it yet (new subscribers, or the rest
+    of a run that stopped between chunks). ``message_id`` is at most 200
+    characters. ``after_recipient`` and ``max_recipients`` make the call one chunk
+    (topic or segment): the recipients after ``after_recipient`` in id order, at
+    most ``max_recipients`` of them. The other arguments are :func:`enqueue`'s.
+    """
+    targets = [
+        name
+        for name, given in (("topic", topic), ("recipients", recipients), ("segment", segment))
+        if given is not None
+    ]
+    if len(targets) != 1:
+        raise _fail(
+            "topic", f"give exactly one of topic, recipients or segment, got {targets or 'none'}"
+        )
+    params = _enqueue_params(
+        message_id,
+        template=template,
+        data=data,
+        channels=channels,
+        category=category,
+        priority=priority,
+        send_at=send_at,
+        expires_at=expires_at,
+        recipient="",
+    )
+    del params["recipient"], params["address"]
+    if max_recipients is not None:
+        params["max_recipients"] = _integer(
+            max_recipients, "max_recipients", range(1, _INT4_MAX + 1)
+        )
+    elif after_recipient is not None:
+        raise _fail("after_recipient", "needs max_recipients (the size of the chunk)")
+    if topic is not None:
+        params["topic"] = _text(topic, "topic")
+        params["after_recipient"] = (
+            None
+            if after_recipient is None
+            else _integer(after_recipient, "after_recipient", range(0, 2**63))
+        )
+        params.setdefault("max_recipients", None)
+        return Call("broadcast_topic", params, _broadcast_result)
+    if segment is not None:
+        params["segment"] = _text(segment, "segment")
+        params["after_recipient"] = _optional_text(after_recipient, "after_recipient")
+        params.setdefault("max_recipients", None)
+        return Call("broadcast_segment", params, _broadcast_result)
+    if after_recipient is not None or max_recipients is not None:
+        raise _fail("max_recipients", "chunks a topic or a segment, not a list of recipients")
+    if isinstance(recipients, (str, bytes)) or not isinstance(recipients, Iterable):
+        raise _fail("recipients", f"must be a list of recipient ids, got {_show(recipients)}")
+    params["recipients"] = [_text(r, f"recipients[{i}]") for i, r in enumerate(recipients)]
+    return Call("broadcast_list", params, _broadcast_result)
+
+
+def cancel_broadcast(
+    message_id: str, reason: str = "cancelled by the application"
+) -> Call[Cancellation]:
+    """Cancel every unsent delivery of broadcast ``message_id``; return a :class:`Cancellation`.
+
+    As :func:`cancel` does for each of its notifications, summed; the broadcast
+    is marked cancelled, so a rerun of it raises instead of enqueueing more.
+    Raises :class:`~outbox.NotFound` if no broadcast has that message id.
+    """
+    return Call(
+        "cancel_broadcast",
+        {"message_id": _text(message_id, "message_id"), "reason": _text(reason, "reason")},
+        _cancellation,
+    )
+
+
 def create_template(
     key: str,
     channel: str,
@@ -651,13 +910,18 @@ def _nothing(_: Any) -> None:
 #: Every call, in the order of ``__all__``: the API modules build their functions from these.
 CALLS: tuple[Callable[..., Call[Any]], ...] = (
     activate_template,
+    broadcast,
     cancel,
+    cancel_broadcast,
     create_template,
+    create_topic,
     deactivate_device,
     enqueue,
     enqueue_many,
     erase_recipient,
     register_device,
     set_preference,
+    subscribe,
+    unsubscribe,
     upsert_recipient,
 )

@@ -44,6 +44,7 @@ CURRENT_SCHEMA: tuple[str, ...] = (
     "functions/enqueue.sql",
     "functions/registry.sql",
     "functions/templates.sql",
+    "functions/broadcast.sql",
     "views.sql",
     "ratelimit.sql",
     "admit.sql",

@@ -4,10 +4,12 @@
 --   CREATE ROLE outbox_api_svc LOGIN PASSWORD '...' IN ROLE outbox_api;
 --
 -- outbox_api  EXECUTE on the functions the API calls: the producer functions
---             (enqueue, enqueue_many, upsert_recipient, register_device,
+--             (enqueue, enqueue_many, enqueue_items, upsert_recipient, register_device,
 --             deactivate_device, set_preference, cancel, cancel_detailed,
---             erase_recipient) and
---             api_authenticate; SELECT on the tables its GET endpoints read
+--             erase_recipient; create_topic, subscribe, unsubscribe,
+--             broadcast, broadcast_list, cancel_broadcast since 0013) and
+--             api_authenticate, but not broadcast_segment: an HTTP client
+--             does not get to run SQL; SELECT on the tables its GET endpoints read
 --             (recipients, devices, preferences, notifications, deliveries,
 --             events). No writes to any table: every change goes through a
 --             function, with its checks. It cannot read key hashes
@@ -26,8 +28,9 @@ DECLARE
     f  regprocedure;
     r  text;
     api_functions CONSTANT text[] := ARRAY[
-        'enqueue', 'enqueue_many', 'upsert_recipient', 'register_device', 'deactivate_device',
-        'set_preference', 'cancel', 'cancel_detailed', 'erase_recipient', 'api_authenticate'];
+        'enqueue', 'enqueue_many', 'enqueue_items', 'upsert_recipient', 'register_device', 'deactivate_device',
+        'set_preference', 'cancel', 'cancel_detailed', 'erase_recipient', 'api_authenticate',
+        'create_topic', 'subscribe', 'unsubscribe', 'broadcast', 'broadcast_list', 'cancel_broadcast'];
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'outbox_producer') THEN
         RAISE WARNING 'outbox_api skipped: the outbox roles are not installed (see sql/roles.sql)';

@@ -13,16 +13,20 @@
 -- docs/operations.md ("Roles") has the table of what each may do and may not.
 --
 -- outbox_producer  the application: EXECUTE on the producer functions (enqueue,
---                  enqueue_many, upsert_recipient, register_device,
---                  deactivate_device, set_preference, cancel, cancel_detailed)
---                  and nothing else:
+--                  enqueue_many, enqueue_items, upsert_recipient, register_device,
+--                  deactivate_device, set_preference, cancel, cancel_detailed;
+--                  create_topic, subscribe, unsubscribe, broadcast,
+--                  broadcast_list, cancel_broadcast since 0013) and nothing else:
 --                  no table rights at all. The functions are SECURITY DEFINER,
 --                  so they write as their owner and keep every check the
 --                  database makes; search_path is pinned (pg_catalog, pg_temp)
 --                  so a caller cannot slip its own objects into them, and
 --                  EXECUTE is revoked from PUBLIC. Table grants instead would
 --                  let a producer write rows that bypass enqueue's validation,
---                  idempotency and suppression rules.
+--                  idempotency and suppression rules. One exception:
+--                  broadcast_segment runs the caller's own SQL query, so it
+--                  stays SECURITY INVOKER (the query reads what the caller may
+--                  read) and hands the ids it finds to broadcast_list.
 -- outbox_worker    workers, `outbox prune` and `outbox dlq`: read every table;
 --                  update only the delivery columns the worker writes (status,
 --                  lease, attempts, schedule, provider and its message id, errors,
@@ -58,8 +62,9 @@ DECLARE
     f        regprocedure;
     missing  text[] := '{}';
     producer_functions CONSTANT text[] := ARRAY[
-        'enqueue', 'enqueue_many', 'upsert_recipient', 'register_device', 'deactivate_device',
-        'set_preference', 'cancel', 'cancel_detailed'];
+        'enqueue', 'enqueue_many', 'enqueue_items', 'upsert_recipient', 'register_device', 'deactivate_device',
+        'set_preference', 'cancel', 'cancel_detailed',
+        'create_topic', 'subscribe', 'unsubscribe', 'broadcast', 'broadcast_list', 'cancel_broadcast'];
 BEGIN
     FOREACH r IN ARRAY ARRAY['outbox_producer', 'outbox_worker', 'outbox_reader', 'outbox_webhooks'] LOOP
         IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = r) THEN
@@ -94,6 +99,11 @@ BEGIN
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO outbox_producer', f);
     END LOOP;
+    -- Invoker on purpose (above): EXECUTE only, no SECURITY DEFINER.
+    REVOKE EXECUTE ON FUNCTION outbox.broadcast_segment(text, text, text, jsonb, text[], text, integer,
+                                                        timestamptz, timestamptz, text, integer) FROM PUBLIC;
+    GRANT EXECUTE ON FUNCTION outbox.broadcast_segment(text, text, text, jsonb, text[], text, integer,
+                                                       timestamptz, timestamptz, text, integer) TO outbox_producer;
 
     -- Workers: read everything; write only the columns they write. A column a
     -- later migration adds is readable (table-level SELECT) but not writable until

@@ -15,7 +15,7 @@ DECLARE
     r  text;
     f  regprocedure;
     producer_functions CONSTANT text[] := ARRAY[
-        'enqueue', 'enqueue_many', 'upsert_recipient', 'register_device', 'deactivate_device',
+        'enqueue', 'enqueue_many', 'enqueue_items', 'upsert_recipient', 'register_device', 'deactivate_device',
         'set_preference', 'cancel', 'cancel_detailed'];
 BEGIN
     FOR f IN

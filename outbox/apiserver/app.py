@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Any
@@ -215,6 +216,7 @@ def create_app(
     _install_errors(app)
     router = APIRouter(responses=_ERRORS)
     _routes(router)
+    _broadcast_routes(router)
     app.include_router(router)
     _health(app)
     return Guard(app, max_body_bytes)
@@ -413,6 +415,88 @@ def _routes(app: APIRouter) -> None:
                 conn, "inspect_deliveries", {"notification_id": found["id"]}
             )
         return models.Status.model_validate({"notification": found, "deliveries": deliveries})
+
+
+def _broadcast_routes(app: APIRouter) -> None:
+    """Topics, their subscribers, and broadcasts (sql/functions/broadcast.sql)."""
+
+    @app.put("/v1/topics/{topic}", tags=["topics"], summary="Create a topic (scope: enqueue)")
+    async def create_topic(
+        topic: str,
+        service: ServiceDep,
+        key: Annotated[Key, Depends(require("enqueue"))],
+        body: Annotated[models.TopicIn | None, Body()] = None,
+    ) -> models.Topic:
+        description = (body or models.TopicIn()).description
+        async with service.transaction() as conn:
+            topic_id = await aio.create_topic(conn, topic, description=description)
+        return models.Topic(id=topic_id, topic=topic)
+
+    @app.put(
+        "/v1/topics/{topic}/subscribers/{recipient:path}",
+        tags=["topics"],
+        summary="Subscribe a recipient to a topic (scope: recipients)",
+    )
+    async def subscribe(
+        topic: str,
+        recipient: str,
+        service: ServiceDep,
+        key: Annotated[Key, Depends(require("recipients"))],
+    ) -> models.Subscribed:
+        async with service.transaction() as conn:
+            done = await aio.subscribe(conn, recipient, topic)
+        return models.Subscribed(subscribed=done)
+
+    @app.delete(
+        "/v1/topics/{topic}/subscribers/{recipient:path}",
+        tags=["topics"],
+        summary="Unsubscribe a recipient from a topic (scope: recipients)",
+    )
+    async def unsubscribe(
+        topic: str,
+        recipient: str,
+        service: ServiceDep,
+        key: Annotated[Key, Depends(require("recipients"))],
+    ) -> models.Unsubscribed:
+        async with service.transaction() as conn:
+            done = await aio.unsubscribe(conn, recipient, topic)
+        return models.Unsubscribed(unsubscribed=done)
+
+    @app.post(
+        "/v1/broadcasts",
+        tags=["topics"],
+        summary="Enqueue a notification to a topic's subscribers or a list (scope: enqueue)",
+        description=(
+            "One notification per recipient, as an enqueue to each would make it (preferences "
+            "and suppressions honoured). Idempotent per (message_id, recipient): repeating it "
+            "reaches only recipients not covered yet. An SQL segment is not offered over HTTP."
+        ),
+    )
+    async def broadcast(
+        body: models.BroadcastIn,
+        service: ServiceDep,
+        key: Annotated[Key, Depends(require("enqueue"))],
+    ) -> models.Broadcast:
+        fields = body.model_dump(exclude={"message_id"})
+        async with service.transaction() as conn:
+            result = await aio.broadcast(conn, body.message_id, **fields)
+        return models.Broadcast(message_id=body.message_id, **dataclasses.asdict(result))
+
+    @app.post(
+        "/v1/broadcasts/{message_id:path}/cancel",
+        tags=["topics"],
+        summary="Cancel every pending delivery of a broadcast (scope: enqueue)",
+    )
+    async def cancel_broadcast(
+        message_id: str,
+        service: ServiceDep,
+        key: Annotated[Key, Depends(require("enqueue"))],
+        body: Annotated[models.CancelIn | None, Body()] = None,
+    ) -> models.Cancelled:
+        reason = (body or models.CancelIn()).reason
+        async with service.transaction() as conn:
+            n = await aio.cancel_broadcast(conn, message_id, reason)
+        return models.Cancelled(cancelled=n)
 
 
 def _health(app: FastAPI) -> None:

@@ -16,6 +16,10 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, St
 #: Most notifications in one bulk request.
 MAX_BULK = 1000
 
+#: Most recipient ids in one broadcast to a list (a topic has no such limit; chunk
+#: it with after_recipient and max_recipients).
+MAX_BROADCAST_LIST = 10000
+
 
 class _In(BaseModel):
     # An unknown field is a typo or a misunderstanding: refused, named.
@@ -219,3 +223,66 @@ class Event(BaseModel):
 class Timeline(BaseModel):
     message_id: str
     events: list[Event]
+
+
+# -- topics and broadcasts -----------------------------------------------------------------------
+
+
+class TopicIn(_In):
+    description: StrictStr | None = Field(default=None, description="Left unchanged if omitted.")
+
+
+class Topic(BaseModel):
+    id: int
+    topic: str
+
+
+class Subscribed(BaseModel):
+    subscribed: bool = Field(description="false if the recipient already was subscribed.")
+
+
+class Unsubscribed(BaseModel):
+    unsubscribed: bool = Field(description="false if the recipient was not subscribed.")
+
+
+class BroadcastIn(_In):
+    """One notification to every subscriber of ``topic`` or to each of ``recipients``.
+
+    Idempotent per (``message_id``, recipient): sending it again reaches only the
+    recipients not covered yet, with the first request's content.
+    """
+
+    message_id: StrictStr = Field(
+        description="At most 200 characters; each recipient's notification is <message_id>/<id>."
+    )
+    template: StrictStr
+    topic: StrictStr | None = Field(default=None, description="Or recipients.")
+    recipients: list[StrictStr] | None = Field(
+        default=None, max_length=MAX_BROADCAST_LIST, description="Recipient ids (or topic)."
+    )
+    data: dict[str, Any] | None = Field(default=None, description="Template variables.")
+    channels: list[StrictStr] | None = Field(default=None, description="email, sms, push.")
+    category: StrictStr | None = None
+    priority: StrictInt = Field(default=0, ge=-100, le=100, description="Higher goes first.")
+    send_at: AwareDatetime | None = None
+    expires_at: AwareDatetime | None = None
+    after_recipient: StrictInt | None = Field(
+        default=None, description="A topic in chunks: the last_recipient of the previous chunk."
+    )
+    max_recipients: StrictInt | None = Field(
+        default=None, ge=1, description="A topic in chunks: the size of a chunk."
+    )
+
+
+class Broadcast(BaseModel):
+    """targets = enqueued + already + unreachable + unknown."""
+
+    message_id: str
+    targets: int = Field(description="Recipients this request looked at.")
+    enqueued: int = Field(description="Notifications created now.")
+    already: int = Field(description="Recipients that had one from an earlier request.")
+    unreachable: int = Field(description="Recipients who can receive none of its channels.")
+    unknown: int = Field(description="Recipient ids that do not exist.")
+    last_recipient: int | str | None = Field(
+        description="Pass it as after_recipient for the next chunk; null when there is none."
+    )

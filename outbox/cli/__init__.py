@@ -99,6 +99,7 @@ def _register() -> None:
         migrate,
         ops,
         sandbox,
+        send,
         templates,
         webhooks,
         worker,
@@ -124,6 +125,7 @@ def _register() -> None:
     app.command("status")(schema_checked(ops.status))
     app.command("inspect")(schema_checked(ops.inspect))
     app.command("prune")(schema_checked(ops.prune))
+    app.command("send")(schema_checked(send.send))
 
 
 def main() -> None:

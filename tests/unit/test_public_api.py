@@ -10,14 +10,20 @@ import outbox.aio
 
 FUNCTIONS = [
     "activate_template",
+    "broadcast",
     "cancel",
+    "cancel_broadcast",
     "create_template",
+    "create_topic",
     "deactivate_device",
     "enqueue",
     "enqueue_many",
+    "enqueue_stream",
     "erase_recipient",
     "register_device",
     "set_preference",
+    "subscribe",
+    "unsubscribe",
     "upsert_recipient",
 ]
 ERRORS = [

@@ -521,3 +521,14 @@ async def _async_stream(db_url: str) -> None:
         ):
             await outbox.aio.enqueue_stream(aconn, _generated(5, bad_at=3, bad={"address": "x@y"}))
         await aconn.commit()
+
+
+def test_the_producer_role_can_stream_but_not_expand_by_itself(world, login):
+    """outbox_producer has no table rights: the stream's temporary table is its own,
+    enqueue_items runs as its owner, and enqueue_deliveries is out of its reach."""
+    with psycopg.connect(login("outbox_producer")) as producer:
+        assert outbox.enqueue_stream(producer, _generated(30), chunk_size=8) == 30
+        producer.commit()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            producer.execute("SELECT outbox.enqueue_deliveries(ARRAY[1::bigint])")
+    assert _count(world) == 30

@@ -1,4 +1,38 @@
--- Revision 0015's downgrade: after 0007's upsert_recipient and 0008's
--- create_template are back (their own frozen files), the shared function goes.
--- Locales stay in the canonical form: the earlier functions match them as well.
-DROP FUNCTION outbox.canonical_locale(text);
+-- Revision 0015's downgrade: api_authenticate as 0011 made it (frozen/0011_api_keys.sql),
+-- then the column goes (keys that were to expire no longer do).
+CREATE OR REPLACE FUNCTION outbox.api_authenticate(key_hash bytea)
+RETURNS TABLE (key_id bigint, name text, scopes text[], wait_seconds double precision,
+               limited_by text)
+LANGUAGE plpgsql
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_id      bigint;
+    v_name    text;
+    v_scopes  text[];
+    v_limit   text;
+BEGIN
+    SELECT k.id, k.name, k.scopes INTO v_id, v_name, v_scopes
+    FROM outbox.api_keys k
+    WHERE k.key_hash = api_authenticate.key_hash AND k.revoked_at IS NULL;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    UPDATE outbox.api_keys k SET last_used_at = now()
+    WHERE k.id = v_id AND (k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute');
+    v_limit := CASE WHEN EXISTS (SELECT 1 FROM outbox.rate_limits l
+                                 WHERE l.scope = 'api_key' AND l.name = v_id::text)
+                    THEN v_id::text ELSE '*' END;
+    SELECT t.wait_seconds, t.limited_by INTO wait_seconds, limited_by
+    FROM outbox.take_tokens(ARRAY[1], ARRAY['api_key'], ARRAY[v_limit], ARRAY['key:' || v_id]) t;
+    key_id := v_id;
+    name := v_name;
+    scopes := v_scopes;
+    RETURN NEXT;
+END
+$$;
+COMMENT ON FUNCTION outbox.api_authenticate(bytea) IS
+    'The live API key with this SHA-256 (id, name, scopes) and its rate limit''s answer for one request '
+    '(wait_seconds = 0: go ahead); no row for an unknown or revoked key.';
+ALTER TABLE outbox.api_keys DROP COLUMN expires_at;

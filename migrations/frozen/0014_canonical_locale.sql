@@ -1,5 +1,5 @@
--- Revision 0015: one canonical form of a locale, for recipients and templates alike
--- (from sql/functions/registry.sql and sql/functions/templates.sql at 0015).
+-- Revision 0014: one canonical form of a locale, for recipients and templates alike
+-- (from sql/functions/registry.sql and sql/functions/templates.sql at 0014).
 -- create_template had its own normalisation, which lower-cased a script subtag
 -- (zh-hant-TW), so such a template never matched a recipient (zh-Hant-TW).
 

@@ -1,5 +1,18 @@
--- Revision 0016's downgrade: api_authenticate as 0011 made it (frozen/0011_api_keys.sql),
--- then the column goes (keys that were to expire no longer do).
+-- Revision 0015: API keys may expire (from sql/api_keys.sql at 0015).
+ALTER TABLE outbox.api_keys
+    ADD COLUMN expires_at timestamptz
+        CONSTRAINT api_keys_expires_after_creation CHECK (expires_at > created_at);
+COMMENT ON COLUMN outbox.api_keys.expires_at IS 'When it stops working by itself; NULL: it does not expire.';
+
+-- outbox.api_authenticate: the API server's question for each request. Given
+-- the SHA-256 of the key presented, the live key's id, name and scopes and
+-- whether its rate limit lets this request through (wait_seconds = 0), or no
+-- row for a key that does not exist, was revoked or has expired. Each call
+-- takes one token from the key's bucket (outbox.take_tokens, sql/ratelimit.sql):
+-- one per request, whether or not the request is then allowed.
+--
+-- SECURITY DEFINER so the API's role reads no key hashes and writes no buckets
+-- itself: it may only ask this.
 CREATE OR REPLACE FUNCTION outbox.api_authenticate(key_hash bytea)
 RETURNS TABLE (key_id bigint, name text, scopes text[], wait_seconds double precision,
                limited_by text)
@@ -15,7 +28,8 @@ DECLARE
 BEGIN
     SELECT k.id, k.name, k.scopes INTO v_id, v_name, v_scopes
     FROM outbox.api_keys k
-    WHERE k.key_hash = api_authenticate.key_hash AND k.revoked_at IS NULL;
+    WHERE k.key_hash = api_authenticate.key_hash AND k.revoked_at IS NULL
+      AND (k.expires_at IS NULL OR k.expires_at > now());
     IF NOT FOUND THEN
         RETURN;
     END IF;
@@ -34,5 +48,4 @@ END
 $$;
 COMMENT ON FUNCTION outbox.api_authenticate(bytea) IS
     'The live API key with this SHA-256 (id, name, scopes) and its rate limit''s answer for one request '
-    '(wait_seconds = 0: go ahead); no row for an unknown or revoked key.';
-ALTER TABLE outbox.api_keys DROP COLUMN expires_at;
+    '(wait_seconds = 0: go ahead); no row for an unknown, revoked or expired key.';

@@ -287,6 +287,7 @@ def bulk(
 def bulk_round(conn: psycopg.Connection, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The bulk section once, on emptied tables: peers.bulk_rounds alternates it with the peers'."""
     conn.execute(sql("outbox_reset"))
+    conn.execute(sql("plain_reset"))
     conn.commit()
     return bulk(conn, n=args.bulk, batch=args.batch, rounds=1, recipients=args.recipients)
 
@@ -421,11 +422,11 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     bulk_rows = [
         (
-            r["label"],
+            r.get("label", r["variant"]),  # results from before the COPY reference: no label
             num(r["notifications"]),
             num(r["notifications_per_s"]),
             num(r["deliveries_per_s"]),
-            f"{r['ratio_to_copy']:.2f}",
+            f"{r['ratio_to_copy']:.2f}" if "ratio_to_copy" in r else "–",
         )
         for r in result["bulk"]
     ]

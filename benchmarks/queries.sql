@@ -98,6 +98,10 @@ ANALYZE outbox.notifications, outbox.deliveries, outbox.events;
 -- name: outbox_reset
 TRUNCATE outbox.events, outbox.deliveries, outbox.notifications;
 
+-- name: plain_reset
+-- The plain COPY's table, emptied between bulk rounds (each round reuses its message ids).
+TRUNCATE bench.plain_outbox;
+
 -- name: outbox_go
 -- Start the clock (database time) and wake the idle workers.
 SELECT extract(epoch FROM clock_timestamp())::float8 AS t0, pg_notify('outbox_work', '');

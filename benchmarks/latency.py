@@ -8,9 +8,11 @@ On a fresh database of its own, in alternating blocks:
   (direct email address) per transaction, takes ``time.time()`` right after
   ``commit()`` returns, waits until the record file shows that send, and pauses
   10-30 ms (random) so the worker is idle again. Latency = ``at`` - commit time.
-  The claim's 'processing' event (database clock, the claim transaction's
-  start) splits each latency into wake-up (commit → claim starts) and claim →
-  provider call (claim query, rows to Python, render, task start).
+  The 'processing' event (database clock: the start mark's transaction start,
+  written after the claim and the render, committed just before the provider
+  call; see workers/starts.py) splits each latency into commit → start mark
+  (wake-up, the claim's round trip, render) and start mark → provider call
+  (the mark's own round trip and commit, then the call).
 * **bare LISTEN loop** (the floor): a process that LISTENs on the same channel
   and appends ``time.time()`` when a notification arrives; the same enqueue
   transactions; latency = arrival - commit time.
@@ -379,8 +381,13 @@ def markdown(result: dict[str, Any]) -> str:
                     result["outbox"],
                     target=True,
                 ),
-                row("… of which commit → claim starts (wake-up)", result["outbox_wake"]),
-                row("… of which claim starts → provider call", result["outbox_claim_to_send"]),
+                row(
+                    "… of which commit → start mark (wake-up, claim, render)", result["outbox_wake"]
+                ),
+                row(
+                    "… of which start mark → provider call (its commit, the call)",
+                    result["outbox_claim_to_send"],
+                ),
                 *(
                     [row(f"Outbox worker before (`{s.get('before')}`)", result["outbox_before"])]
                     if "outbox_before" in result

@@ -196,7 +196,8 @@ FROM bench.raw_jobs;
 LISTEN outbox_work;
 
 -- name: processing_times
--- When each delivery was claimed (the claim transaction's start, database clock).
+-- When each delivery's start mark was written (its transaction's start, database
+-- clock): after the claim and the render, just before the provider call.
 SELECT delivery_id, extract(epoch FROM created_at)::float8 AS claimed_at
 FROM outbox.events
 WHERE kind = 'processing';

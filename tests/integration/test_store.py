@@ -51,3 +51,40 @@ def test_columns_that_do_not_match_the_dataclass_fail_at_once_naming_both(db_url
 
     with pytest.raises(RuntimeError, match=r"\['id', 'notification'\].*'notification_id'"):
         asyncio.run(go())
+
+
+def test_a_claim_commits_without_a_flush_and_the_start_mark_with_one(conn, db_url):
+    """The claim turns synchronous_commit off for its own transaction only; the start
+    mark, whose commit must be on disk before a request leaves, keeps the server's
+    setting (and its flush covers the claim's WAL before it)."""
+    factories.seven(conn, fcm=False)
+    factories.enqueue_committed(conn, "m-1", channels=["email"])
+
+    async def go() -> tuple[str, str, str, set[int]]:
+        aconn = await store.connect(db_url, "test store")
+        try:
+            await aconn.set_autocommit(False)
+            # The claim's statement, inside a transaction so its setting can be read.
+            [row] = await store.claim(
+                aconn, worker="w", channels=["email"], limit=5, lease_seconds=30
+            )
+            in_claim = await (await aconn.execute("SHOW synchronous_commit")).fetchone()
+            await aconn.commit()
+            after = await (await aconn.execute("SHOW synchronous_commit")).fetchone()
+            await aconn.rollback()
+            started = await store.start(aconn, worker="w", starting=[(row.id, row.attempts)])
+            in_start = await (await aconn.execute("SHOW synchronous_commit")).fetchone()
+            await aconn.commit()
+            return (
+                in_claim["synchronous_commit"],
+                after["synchronous_commit"],
+                in_start["synchronous_commit"],
+                started,
+            )
+        finally:
+            await aconn.close()
+
+    in_claim, after, in_start, started = asyncio.run(go())
+    assert in_claim == "off"
+    assert after == in_start == "on"
+    assert len(started) == 1

@@ -626,11 +626,47 @@ def _p50_target(results: dict[str, Any]) -> tuple[str, bool] | None:
     return f"{lat['outbox']['p50']:.2f}", lat["outbox"]["p50"] <= 1.6
 
 
+#: The slowest adapter's rate through the sandbox when issue 13 was filed (2 workers).
+ISSUE13_SLOWEST_ADAPTER_RATE = 344.0
+
+
+def _adapter_vs_raw_target(results: dict[str, Any]) -> tuple[str, bool] | None:
+    """Each adapter alone (benchmarks/provider_clients.py) ÷ a raw httpx client sending the
+    same requests to the same sandbox in the same rounds: the lowest median must be ≥ 0.5×."""
+    summary = (results.get("provider_clients") or {}).get("summary")
+    if not summary:
+        return None
+    ratios = sorted((median(x["kinds"]["adapter"]["vs_httpx"]), x["adapter"]) for x in summary)
+    (lo, lo_name), (hi, hi_name) = ratios[0], ratios[-1]
+    return f"lowest {lo:.2f}× (`{lo_name}`), highest {hi:.2f}× (`{hi_name}`)", lo >= 0.5
+
+
+def _slowest_adapter_target(results: dict[str, Any]) -> tuple[str, bool] | None:
+    """The slowest adapter through the worker (benchmarks/providers.py, 2 processes) must
+    reach 3× the slowest rate at filing."""
+    runs = [
+        x
+        for x in (results.get("providers") or {}).get("runs", [])
+        if x["processes"] == 2 and x.get("version") != "before"
+    ]
+    if not runs:
+        return None
+    slowest = min(runs, key=lambda x: x["rate"])
+    ratio = slowest["rate"] / ISSUE13_SLOWEST_ADAPTER_RATE
+    return (
+        f"`{slowest['adapter']}` {num(slowest['rate'])}/s = **{ratio:.2f}×** "
+        f"{num(ISSUE13_SLOWEST_ADAPTER_RATE)}/s",
+        ratio >= 3,
+    )
+
+
 TARGETS: tuple[tuple[str, Callable[[dict[str, Any]], tuple[str, bool] | None]], ...] = (
     ("bulk enqueue, 1000 per transaction: Outbox ≥ 1.2× PgQueuer", _bulk_target),
     ("drain, 2 processes: Outbox ≥ 1.5× PgQueuer", _drain_target),
     ("wake-up p99 (ms): Outbox below every peer", _latency_target),
     ("wake-up p50 (ms): Outbox ≤ 1.6", _p50_target),
+    ("each adapter alone ≥ 0.5× a raw httpx client, same sandbox", _adapter_vs_raw_target),
+    ("slowest adapter through 2 workers ≥ 3× its rate at filing (344/s)", _slowest_adapter_target),
 )
 
 

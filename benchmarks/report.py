@@ -90,9 +90,10 @@ it building retention's 5-million-row history (bounded by `--build-budget`; its
 progress is logged); each section below says how long it took. `--quick` is a
 smoke run of a few minutes whose sections are marked as such.
 
-`--issue13` runs only enqueue, drain (2 processes), latency and providers, in 3
-interleaved rounds each, sized for about 10 minutes: what issue 13 states its
-targets in, as ratios against the peers measured in the same run.
+`--issue13` runs only enqueue, drain (2 processes), latency, providers (2
+workers) and provider_clients, in interleaved rounds, sized for about 15 minutes:
+what issue 13 states its targets in, as ratios against the peers, the raw
+clients and the rate at filing, measured in the same run.
 
 How each is measured:
 
@@ -334,7 +335,10 @@ def summary(results: dict[str, dict[str, Any]]) -> str:
 def targets(results: dict[str, dict[str, Any]]) -> str:
     """Issue 13's targets, each as measured in the stored run, ✅/❌ per server."""
     by_server = {
-        label: {bench: _get(results[label], bench) for bench in ("enqueue", "drain", "latency")}
+        label: {
+            bench: _get(results[label], bench)
+            for bench in ("enqueue", "drain", "latency", "providers", "provider_clients")
+        }
         for label in LABELS
         if label in results
     }

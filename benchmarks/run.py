@@ -3,7 +3,7 @@
     python -m benchmarks                     # every benchmark on the configured server
     python -m benchmarks --target both       # the OUTBOX_DATABASE_URL service, then embedded
     python -m benchmarks --only drain --quick
-    python -m benchmarks --issue13           # issue 13's side-by-side comparisons, ~10 min
+    python -m benchmarks --issue13           # issue 13's side-by-side comparisons, ~15 min
 
 The benchmarks, in the order they run: enqueue, drain, latency, providers
 (through the provider sandbox), provider_clients (each adapter alone against
@@ -15,10 +15,10 @@ of it is retention building its 5M-row history: it logs its progress and stops
 growing after its ``--build-budget`` (600 s), saying so in the results; a
 slow worker makes a drain take longer, each bounded by its ``--timeout``.
 ``--issue13`` runs only what issue 13's targets are stated in (enqueue with
-bulk next to the peers, drain with 2 processes, latency, providers), each in
-3 interleaved rounds with PgQueuer and procrastinate alongside
-(benchmarks/peers.py; ``pip install -e '.[bench]'``), sized for about
-10 minutes; the page's issue-13 table reads the ratios from that run.
+bulk next to the peers, drain with 2 processes, latency, providers and each
+adapter against a raw client), in interleaved rounds with PgQueuer and
+procrastinate alongside (benchmarks/peers.py; ``pip install -e '.[bench]'``),
+sized for about 15 minutes; the page's issue-13 table reads the ratios from that run.
 Before each benchmark it waits (bounded) for the machine to be mostly idle and
 records how busy it was. Results go to ``benchmarks/results/<server>.json``
 (merged: a partial run keeps the other benchmarks' last results) and the page
@@ -97,6 +97,7 @@ ISSUE13 = {
     "drain": ["--processes", "2", "--rounds", "3"],
     "latency": ["--enqueues", "600", "--blocks", "3"],
     "providers": ["--processes", "2", "--deliveries", "1000"],
+    "provider_clients": ["--sends", "500", "--warmup", "50", "--rounds", "2"],
 }
 
 

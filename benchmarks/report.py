@@ -68,7 +68,7 @@ Each benchmark creates a database of its own on the server it measures
 ```sh
 # everything, against what the project is configured for (OUTBOX_DATABASE_URL, else embedded):
 .venv/bin/python -m benchmarks
-# only issue 13's comparisons, with PgQueuer and procrastinate alongside (about 10 minutes):
+# only issue 13's comparisons, with PgQueuer and procrastinate alongside (about 15 minutes):
 .venv/bin/pip install -e '.[bench]'
 .venv/bin/python -m benchmarks --issue13
 # both servers of this page, one after the other:

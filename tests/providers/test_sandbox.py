@@ -197,3 +197,52 @@ def test_cli_runs_until_sigterm(tmp_path):
         output, _ = process.communicate(timeout=15)
     assert process.returncode == 0, output
     assert "provider sandbox stopped" in output
+
+
+def test_apns_token_check_remembers_a_verified_token_but_still_checks_age_and_signature(
+    tmp_path, monkeypatch
+):
+    """The sandbox checks a provider token's signature once and then only its age; a token
+    with the same claims and another key's signature is still refused."""
+    from types import SimpleNamespace
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from outbox.sandbox import apns
+
+    creds = SandboxCredentials.load_or_create(tmp_path)
+    verifier = apns._TokenVerifier(SimpleNamespace(credentials=creds))  # type: ignore[arg-type]
+    now = time.time()
+    header = {"kid": creds.apns_key_id}
+
+    def bearer(key: str, **claims: float | str) -> str:
+        return "bearer " + jwt.encode(claims, key, algorithm="ES256", headers=header)
+
+    good = bearer(creds.apns_private_key, iss=creds.apns_team_id, iat=now - 3000)
+    other_key = (
+        ec.generate_private_key(ec.SECP256R1())
+        .private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        .decode()
+    )
+    forged = bearer(other_key, iss=creds.apns_team_id, iat=now - 3000)
+    assert verifier.check(good) is None
+    assert verifier.check(good) is None
+    assert verifier.check(forged) == "InvalidProviderToken"
+    assert verifier.check(good.upper()[:7] + good[7:]) is None  # "BEARER " is as good
+
+    # An hour after its iat, the remembered token is expired like any other.
+    monkeypatch.setattr(apns.time, "time", lambda: now + 700)
+    assert verifier.check(good) == "ExpiredProviderToken"
+
+    # A token past its own exp is refused even though it was remembered.
+    monkeypatch.setattr(apns.time, "time", lambda: now)
+    short = bearer(creds.apns_private_key, iss=creds.apns_team_id, iat=now - 10, exp=now + 5)
+    assert verifier.check(short) is None
+    monkeypatch.setattr(apns.time, "time", lambda: now + 120)
+    assert verifier.check(short) == "InvalidProviderToken"

@@ -96,7 +96,7 @@ ISSUE13 = {
     "enqueue": ["--single", "1000", "--rounds", "3", "--duration", "3"],
     "drain": ["--processes", "2", "--rounds", "3"],
     "latency": ["--enqueues", "600", "--blocks", "3"],
-    "providers": ["--processes", "2", "--deliveries", "1000"],
+    "providers": ["--processes", "2", "--deliveries", "5000"],
     "provider_clients": ["--sends", "500", "--warmup", "50", "--rounds", "2"],
 }
 

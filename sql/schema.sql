@@ -180,7 +180,11 @@ CREATE TABLE outbox.deliveries (
     lease_expires_at     timestamptz,
     provider             text,
     provider_message_id  text,
-    template_id          bigint REFERENCES outbox.templates (id),
+    -- No foreign key: its check locked the template row every delivery of a blast
+    -- shares on each record (a MultiXact per record transaction of two workers).
+    -- Versions are never deleted (templates_never_deleted) and their ids never
+    -- change (template_immutable); the record writes the id its claim read.
+    template_id          bigint,
     last_error           text,
     in_doubt             integer NOT NULL DEFAULT 0 CHECK (in_doubt >= 0),
     created_at           timestamptz NOT NULL DEFAULT now(),
@@ -225,7 +229,8 @@ COMMENT ON COLUMN outbox.deliveries.lease_owner IS 'Worker id holding the claim 
 COMMENT ON COLUMN outbox.deliveries.lease_expires_at IS 'After this the lease is void and any worker returns the row to pending.';
 COMMENT ON COLUMN outbox.deliveries.provider IS 'Provider that last handled it (sendgrid, twilio, apns, ...).';
 COMMENT ON COLUMN outbox.deliveries.provider_message_id IS 'The provider''s id for the sent message (receipts are matched on it).';
-COMMENT ON COLUMN outbox.deliveries.template_id IS 'The exact template version rendered for this delivery.';
+COMMENT ON COLUMN outbox.deliveries.template_id IS
+    'The exact template version rendered for this delivery (no foreign key: versions are never deleted, see templates_never_deleted).';
 COMMENT ON COLUMN outbox.deliveries.last_error IS 'Reason of the last failure, or why it is dead/expired/suppressed/cancelled.';
 COMMENT ON COLUMN outbox.deliveries.in_doubt IS 'Attempts whose outcome was unknown (timeout after sending, lease lost mid-send): possible duplicates.';
 COMMENT ON COLUMN outbox.deliveries.finished_at IS 'When it reached a terminal status.';
@@ -268,13 +273,13 @@ END $$;
 CREATE TRIGGER events_append_only BEFORE UPDATE ON outbox.events
     FOR EACH STATEMENT EXECUTE FUNCTION outbox.forbid_update();
 
--- Template content is immutable; only the active flag may change.
+-- Template content and id are immutable; only the active flag may change.
 CREATE FUNCTION outbox.template_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF (NEW.key, NEW.channel, NEW.locale, NEW.version, NEW.subject, NEW.body, NEW.html_body,
+    IF (NEW.id, NEW.key, NEW.channel, NEW.locale, NEW.version, NEW.subject, NEW.body, NEW.html_body,
         NEW.title, NEW.content_hash)
        IS DISTINCT FROM
-       (OLD.key, OLD.channel, OLD.locale, OLD.version, OLD.subject, OLD.body, OLD.html_body,
+       (OLD.id, OLD.key, OLD.channel, OLD.locale, OLD.version, OLD.subject, OLD.body, OLD.html_body,
         OLD.title, OLD.content_hash) THEN
         RAISE EXCEPTION 'template versions are immutable: create a new version of % instead', OLD.key
             USING ERRCODE = 'OB005';
@@ -283,6 +288,19 @@ BEGIN
 END $$;
 CREATE TRIGGER templates_immutable BEFORE UPDATE ON outbox.templates
     FOR EACH ROW EXECUTE FUNCTION outbox.template_immutable();
+
+-- Versions are never deleted: deliveries.template_id names the one each delivery
+-- was rendered from, and has no foreign key (migration 0016). Deactivate a
+-- version by activating another one.
+CREATE FUNCTION outbox.forbid_template_delete() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'template versions are never deleted (deliveries name the version they were rendered from): activate another version instead'
+        USING ERRCODE = 'OB005';
+END $$;
+COMMENT ON FUNCTION outbox.forbid_template_delete() IS
+    'Refuses DELETE and TRUNCATE on outbox.templates: deliveries.template_id relies on versions staying.';
+CREATE TRIGGER templates_never_deleted BEFORE DELETE OR TRUNCATE ON outbox.templates
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox.forbid_template_delete();
 
 -- Wake workers on commit. A statement-level trigger sends at most one NOTIFY per
 -- statement, and PostgreSQL folds identical notifications of one transaction into

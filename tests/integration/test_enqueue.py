@@ -440,6 +440,28 @@ def test_the_database_refuses_bad_states(conn, setup):
         conn.rollback()
 
 
+def test_template_versions_are_never_deleted_nor_renumbered(conn, setup):
+    """deliveries.template_id has no foreign key (migration 0016): it holds because
+    no version can be deleted, truncated away or given another id."""
+    outbox.create_template(conn, "order_confirmed", "sms", "v2 {{ order }}", activate=False)
+    conn.commit()
+    unused = conn.execute(
+        "SELECT max(id) FROM outbox.templates WHERE key = 'order_confirmed' AND channel = 'sms'"
+    ).fetchone()[0]
+    refused = [
+        ("DELETE FROM outbox.templates WHERE id = %s", "never deleted"),
+        ("TRUNCATE outbox.templates CASCADE", "never deleted"),
+        ("UPDATE outbox.templates SET id = DEFAULT WHERE id = %s", "immutable"),
+    ]
+    for statement, message in refused:
+        with pytest.raises(psycopg.Error, match=message) as caught:
+            conn.execute(statement, (unused,) if "%s" in statement else None)
+        assert caught.value.sqlstate == "OB005", statement
+        conn.rollback()
+    kept = conn.execute("SELECT count(*) FROM outbox.templates WHERE id = %s", (unused,)).fetchone()
+    assert kept == (1,)
+
+
 def test_device_reregistration_moves_and_reactivates(conn, setup):
     other = factories.recipient(conn, "user-8")
     outbox.deactivate_device(conn, "apns-token-0001", "apns: Unregistered")

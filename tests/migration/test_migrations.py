@@ -70,3 +70,27 @@ def test_every_table_and_column_is_commented(db_url):
             ORDER BY 1
         """).fetchall()
     assert [m[0] for m in missing] == []
+
+
+def test_downgrading_0016_keeps_rows_and_restores_the_template_key(empty_db_url):
+    """0016 drops deliveries.template_id's foreign key; its downgrade adds it back
+    (it validates, since no version could be deleted) and keeps every row."""
+    migrate.upgrade(empty_db_url)
+    with psycopg.connect(empty_db_url) as c:
+        c.execute(
+            "INSERT INTO outbox.templates (key, channel, version, body, content_hash, active) "
+            "VALUES ('t', 'email', 1, 'b', 'h', true)"
+        )
+        c.execute("SELECT outbox.enqueue('m-1', address => 'a@example.com', template => 't')")
+        c.execute("UPDATE outbox.deliveries SET template_id = (SELECT id FROM outbox.templates)")
+    migrate.downgrade(empty_db_url, "0015")
+    with psycopg.connect(empty_db_url) as c:
+        assert c.execute(
+            "SELECT count(*) FROM outbox.deliveries d "
+            "JOIN outbox.templates t ON t.id = d.template_id"
+        ).fetchone() == (1,)
+        assert c.execute(
+            "SELECT confdeltype FROM pg_constraint WHERE conname = 'deliveries_template_id_fkey'"
+        ).fetchone() == ("a",)
+        c.execute("DELETE FROM outbox.templates WHERE false")  # the guard is gone
+    migrate.upgrade(empty_db_url)

@@ -196,12 +196,13 @@ def test_report_renders_the_new_sections_and_summary_rows() -> None:
 
 
 def test_issue13_preset_runs_what_the_targets_need() -> None:
-    assert set(run.ISSUE13) == {"enqueue", "drain", "latency", "providers"}
+    assert set(run.ISSUE13) == {"enqueue", "drain", "latency", "providers", "provider_clients"}
     for name in run.ISSUE13:
         args = run._options(name, quick=False, diagnose=False, issue13=True)
         assert vars(args)
     assert run._options("drain", False, False, issue13=True).processes == [2]
     assert run._options("enqueue", False, False, issue13=True).batch == 1000
+    assert run._options("providers", False, False, issue13=True).processes == [2]
     # --quick still wins: a smoke run stays small.
     assert run._options("drain", True, False, issue13=True).deliveries == 5000
 
@@ -300,7 +301,43 @@ def test_issue13_table_says_not_run_without_peer_results() -> None:
     results = {"latency": {"outbox": {"p50": 1.0, "p99": 2.0}}}
     lines = peers.targets_markdown({"service": results}).splitlines()
     # A latency result without the peers is from another run: no target is read from it.
-    assert all(line.endswith("| not run |") for line in lines[2:6])
+    assert all(line.endswith("| not run |") for line in lines[2:])
+
+
+def test_issue13_table_marks_the_provider_path_targets() -> None:
+    def clients(ratios: dict[str, list[float]]) -> dict[str, object]:
+        return {
+            "summary": [
+                {"adapter": name, "kinds": {"adapter": {"vs_httpx": r}}}
+                for name, r in ratios.items()
+            ]
+        }
+
+    def through(rates: dict[str, float]) -> dict[str, object]:
+        runs = [
+            {"adapter": a, "processes": 2, "version": "this", "rate": r} for a, r in rates.items()
+        ]
+        # A 1-worker run and a --before run are not what the target reads.
+        runs += [
+            {"adapter": "apns", "processes": 1, "version": "this", "rate": 10.0},
+            {"adapter": "apns", "processes": 2, "version": "before", "rate": 10.0},
+        ]
+        return {"runs": runs}
+
+    met = {
+        "provider_clients": clients({"apns": [0.4, 0.6, 0.7], "fcm": [5.0, 6.0, 7.0]}),
+        "providers": through({"apns": 1_100.0, "twilio": 1_040.0}),
+    }
+    missed = {
+        "provider_clients": clients({"apns": [0.4, 0.45, 0.7], "fcm": [5.0, 6.0, 7.0]}),
+        "providers": through({"apns": 1_100.0, "twilio": 1_000.0}),
+    }
+    lines = peers.targets_markdown({"service": met, "embedded": missed}).splitlines()
+    raw, slowest = lines[-2:]
+    assert "lowest 0.60× (`apns`), highest 6.00× (`fcm`) ✅" in raw
+    assert "lowest 0.45× (`apns`)" in raw and raw.endswith("❌ |")
+    assert "`twilio` 1,040/s = **3.02×** 344/s ✅" in slowest
+    assert "`twilio` 1,000/s = **2.91×** 344/s ❌" in slowest
 
 
 def test_report_renders_the_peers_next_to_outbox() -> None:

@@ -10,7 +10,11 @@
 -- statement (the database's guard: an expired message is never sent); they come
 -- back with status 'expired' and no template, so the worker counts and logs them.
 -- Returns what the worker needs to render and send, including the template
--- version resolved along the recipient's locale chain (fr-CA -> fr -> default).
+-- version resolved along the recipient's locale chain (fr-CA -> fr -> default):
+-- its id and content hash, not its text. Versions are immutable, so the worker
+-- keeps their contents by id and asks (claimed_templates) only for those it has
+-- not seen; a batch of 100 no longer carries 100 copies of the same subject, body
+-- and HTML.
 -- One row per delivery, columns in the order of workers/delivery.py's
 -- ClaimedDelivery (the worker checks the names, then builds rows by position).
 -- due_since (enqueued, or its scheduled send_at if later) is where the
@@ -77,7 +81,7 @@ SELECT c.id, c.notification_id, n.message_id, c.channel::text AS channel, c.dest
        r.timezone, r.quiet_start, r.quiet_end, coalesce(cat.critical, false) AS critical,
        dev.platform AS device_platform, dev.environment AS device_environment,
        t.id AS template_id, t.version AS template_version, t.locale AS template_locale,
-       t.subject, t.body, t.html_body, t.title, t.content_hash,
+       t.content_hash,
        CASE
            WHEN s.reason IS NOT NULL THEN 'suppressed address: ' || s.reason
            WHEN dev.active IS FALSE THEN 'device deactivated: ' || coalesce(dev.deactivated_reason, 'no reason given')
@@ -102,7 +106,7 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) p ON n.recipient_id IS NOT NULL AND NOT coalesce(cat.critical, false)
 LEFT JOIN LATERAL (
-    SELECT t.*
+    SELECT t.id, t.version, t.locale, t.content_hash
     FROM outbox.templates t
     WHERE t.key = n.template_key AND t.channel = c.channel AND t.active
       AND t.locale IN (coalesce(r.locale, 'default'), split_part(coalesce(r.locale, 'default'), '-', 1), 'default')
@@ -111,6 +115,15 @@ LEFT JOIN LATERAL (
     LIMIT 1
 ) t ON c.status = 'processing'
 ORDER BY c.priority DESC, c.id;
+
+-- name: claimed_templates
+-- The template versions %(ids)s, whole: what a claim returned the id and content
+-- hash of, for the worker to render with. A version's content never changes
+-- (templates_immutable), so the worker keeps them and asks only for new ones.
+SELECT t.id, t.key, t.channel::text AS channel, t.locale, t.version,
+       t.subject, t.body, t.html_body, t.title, t.content_hash
+FROM outbox.templates t
+WHERE t.id = ANY (%(ids)s::bigint[]);
 
 -- name: start
 -- The provider calls of these deliveries (%(ids)s, at the attempts %(attempts)s

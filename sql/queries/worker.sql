@@ -97,23 +97,29 @@ LEFT JOIN outbox.categories cat ON cat.name = n.category
 LEFT JOIN outbox.devices dev ON dev.id = c.device_id
 LEFT JOIN outbox.suppressions s ON s.channel = c.channel AND s.destination = c.destination
 -- The recipient's preference for this channel and category (an opt-out wins
--- over an opt-in, as at enqueue); critical categories do not ask.
+-- over an opt-in, as at enqueue); critical categories and direct addresses do
+-- not ask. The conditions that skip a lookup are inside the subquery, so a row
+-- that needs none runs none (in a join's ON clause, the lookup would run for
+-- every row and its result be discarded).
 LEFT JOIN LATERAL (
     SELECT pr.opted_in, pr.category FROM outbox.preferences pr
-    WHERE pr.recipient_id = n.recipient_id AND pr.channel = c.channel
+    WHERE n.recipient_id IS NOT NULL AND NOT coalesce(cat.critical, false)
+      AND pr.recipient_id = n.recipient_id AND pr.channel = c.channel
       AND pr.category IN ('*', coalesce(n.category, '*'))
     ORDER BY pr.opted_in, pr.category DESC
     LIMIT 1
-) p ON n.recipient_id IS NOT NULL AND NOT coalesce(cat.critical, false)
+) p ON true
+-- Likewise, no template is looked up for a row expired at claim.
 LEFT JOIN LATERAL (
     SELECT t.id, t.version, t.locale, t.content_hash
     FROM outbox.templates t
-    WHERE t.key = n.template_key AND t.channel = c.channel AND t.active
+    WHERE c.status = 'processing'
+      AND t.key = n.template_key AND t.channel = c.channel AND t.active
       AND t.locale IN (coalesce(r.locale, 'default'), split_part(coalesce(r.locale, 'default'), '-', 1), 'default')
     ORDER BY t.locale = coalesce(r.locale, 'default') DESC,
              t.locale = split_part(coalesce(r.locale, 'default'), '-', 1) DESC
     LIMIT 1
-) t ON c.status = 'processing'
+) t ON true
 ORDER BY c.priority DESC, c.id;
 
 -- name: claimed_templates

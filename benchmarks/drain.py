@@ -88,9 +88,16 @@ def _admin(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True, row_factory=dict_row)
 
 
-def setup(url: str) -> None:
+def setup(url: str, html_kb: int = 0) -> None:
+    """The template every delivery uses: one line, or with ``html_kb`` KiB of HTML body
+    (an ordinary marketing email is 10-100 KiB) to see what its size costs."""
+    html = None
+    if html_kb:
+        html = "<p>Hello {{ n }}</p>" + "<p>A paragraph of the newsletter.</p>" * (html_kb * 28)
     with psycopg.connect(url) as conn:
-        outbox.create_template(conn, TEMPLATE, "email", "Hello {{ n }}", subject="Note {{ n }}")
+        outbox.create_template(
+            conn, TEMPLATE, "email", "Hello {{ n }}", subject="Note {{ n }}", html_body=html
+        )
         conn.execute(sql("create_baselines"))
         conn.commit()
 
@@ -257,6 +264,7 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
             "worker_pgoptions": args.worker_pgoptions,
             "variant_pgoptions": args.variant_pgoptions,
             "before": args.before,
+            "template_html_kb": args.template_html_kb,
         }
     }
     with (
@@ -265,7 +273,7 @@ def run(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         Processes(Path(tmp)) as procs,
         peers.databases(server) as peer_urls,
     ):
-        setup(url)
+        setup(url, args.template_html_kb)
         # The same drain settings for every run of this benchmark.
         raw_loop = functools.partial(
             raw_run, url, procs, n=args.deliveries, batch=args.batch, timeout=args.timeout
@@ -414,7 +422,13 @@ def markdown(result: dict[str, Any]) -> str:
         for x in result["summary"]
     ]
     parts = [
-        f"{num(s['deliveries'])} pending email deliveries, `{s['provider']}` provider, batch size "
+        f"{num(s['deliveries'])} pending email deliveries"
+        + (
+            f" (template with {s['template_html_kb']} KiB of HTML)"
+            if s.get("template_html_kb")
+            else ""
+        )
+        + f", `{s['provider']}` provider, batch size "
         f"{s['batch']}, worker concurrency {s['concurrency']}; median of {s['rounds']} rounds "
         f"(raw loop, one-statement floor and Outbox alternate). Rates from database timestamps: "
         f"wake-up NOTIFY → max(finished_at).",
@@ -552,6 +566,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout", type=float, default=300.0, help="give up on one drain after this"
+    )
+    parser.add_argument(
+        "--template-html-kb",
+        type=int,
+        default=0,
+        help="give the deliveries' email template an HTML body of this many KiB "
+        "(default 0: a one-line template)",
     )
     parser.add_argument(
         "--diagnose",

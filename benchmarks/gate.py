@@ -90,9 +90,11 @@ async def _drain(url: str, variant: str, worker_id: str, batch: int, wait: float
     from outbox.templates import render
     from outbox.workers import store
     from outbox.workers.decide import Decision
+    from outbox.workers.delivery import TemplateVersions
     from outbox.workers.gate import Gate
 
     conn = await store.connect(url, f"bench-gate {worker_id}")
+    templates = TemplateVersions()
     router = Router({"bench": _Named("bench")}, {"sms": ["bench"]})  # type: ignore[dict-item]
     rendering, scopes = VARIANTS[variant]
     gate = Gate(lambda: datetime.now(UTC), router) if scopes is not None else None
@@ -110,7 +112,12 @@ async def _drain(url: str, variant: str, worker_id: str, batch: int, wait: float
     while True:
         t = time.perf_counter()
         rows = await store.claim(
-            conn, worker=worker_id, channels=("sms",), limit=batch, lease_seconds=300
+            conn,
+            worker=worker_id,
+            channels=("sms",),
+            limit=batch,
+            lease_seconds=300,
+            templates=templates,
         )
         spent["claim"] += time.perf_counter() - t
         if not rows:

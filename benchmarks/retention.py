@@ -62,6 +62,7 @@ from benchmarks.harness import Server, fresh_database, log, md_table, num, sql, 
 from outbox.sql import query
 from outbox.workers import store
 from outbox.workers.decide import Decision
+from outbox.workers.delivery import TemplateVersions
 
 CHUNK = 250_000  # history rows per INSERT: bounded memory and WAL bursts
 
@@ -139,10 +140,16 @@ def counts(url: str) -> dict[str, int]:
 async def _claimer(url: str, name: str, batch: int, counts: list[int]) -> None:
     """Claim and record batches until a claim finds nothing, as a worker would (minus sending)."""
     conn = await store.connect(url, f"bench-retention {name}")
+    templates = TemplateVersions()
     try:
         while True:
             rows = await store.claim(
-                conn, worker=name, channels=["email"], limit=batch, lease_seconds=60
+                conn,
+                worker=name,
+                channels=["email"],
+                limit=batch,
+                lease_seconds=60,
+                templates=templates,
             )
             if not rows:
                 return

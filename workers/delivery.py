@@ -1,8 +1,10 @@
 """A claimed delivery, as the claim statement returns it, and the leases this worker holds.
 
 :class:`ClaimedDelivery` is one row of the ``claim`` query (sql/queries/worker.sql),
-field for field and in the same order: workers/store.py checks the column
-names once per claim and then builds each row positionally, so a column
+field for field and in the same order, but for the last (the template version's
+contents, which store.claim attaches from :class:`TemplateVersions`):
+workers/store.py checks the column names once per claim and then builds each
+row positionally, so a column
 renamed or added in the SQL fails at the first claim, with both lists, rather
 than as a missing key somewhere downstream.
 
@@ -15,6 +17,7 @@ later instant (after rendering, after a rate-limit wait, before a retry).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from datetime import datetime, time
 from typing import Any
@@ -55,14 +58,12 @@ class ClaimedDelivery:
     device_platform: str | None
     device_environment: str | None
     # The active template version resolved along the locale chain; all None when
-    # there is none (or the row expired at claim).
+    # there is none (or the row expired at claim). The claim returns no template
+    # text: store.claim attaches the version's contents from the worker's
+    # TemplateVersions (``template``, below).
     template_id: int | None
     template_version: int | None
     template_locale: str | None
-    subject: str | None
-    body: str | None
-    html_body: str | None
-    title: str | None
     content_hash: str | None
     # Why it must not go after all (opt-out, suppressed address, dead device), else None.
     blocked: str | None
@@ -70,6 +71,9 @@ class ClaimedDelivery:
     # per-recipient limit, which providers a per-provider one.
     limited_channels: list[str] | None
     limited_providers: list[str] | None
+    # Not a column: the version template_id names, with its contents (one shared
+    # object per version), or None when there is none.
+    template: TemplateVersion | None = None
 
     def expired(self, at: datetime) -> bool:
         """Whether it may no longer be sent at ``at`` (:func:`past_expiry`)."""
@@ -77,31 +81,48 @@ class ClaimedDelivery:
 
     def resolved_template(self) -> TemplateVersion:
         """The template version the claim resolved for this delivery."""
-        # The claim resolves every column of a version, or (no version) none; a
-        # row without one is refused before rendering.
-        assert (
-            self.template_id is not None
-            and self.template_locale is not None
-            and self.template_version is not None
-            and self.body is not None
-            and self.content_hash is not None
-        )
-        return TemplateVersion(
-            id=self.template_id,
-            key=self.template_key,
-            channel=self.channel,
-            locale=self.template_locale,
-            version=self.template_version,
-            subject=self.subject,
-            body=self.body,
-            html_body=self.html_body,
-            title=self.title,
-            content_hash=self.content_hash,
-        )
+        # store.claim attaches one to every row with a template_id; a row without
+        # one is refused before rendering.
+        assert self.template is not None
+        return self.template
 
 
 #: The claim query's columns, in order.
-COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ClaimedDelivery))
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ClaimedDelivery) if f.name != "template")
+
+#: Template versions a worker keeps in memory (then it starts again from empty).
+TEMPLATE_CACHE_SIZE = 1024
+
+
+class TemplateVersions:
+    """The template versions this worker has rendered, by id: a claim returns only a
+    version's id and content hash, and the contents are fetched once per version.
+
+    Versions are immutable (a trigger refuses any change), so an id always names
+    the same content; the hash is still compared, because a process can outlive a
+    database (tests recreate them) and ids are then reused.
+    """
+
+    def __init__(self, size: int = TEMPLATE_CACHE_SIZE) -> None:
+        self.size = size
+        self._by_id: dict[int, TemplateVersion] = {}
+
+    def get(self, template_id: int | None, content_hash: str | None) -> TemplateVersion | None:
+        """The version ``template_id`` if it is known with that content, else None."""
+        if template_id is None:
+            return None
+        found = self._by_id.get(template_id)
+        return found if found is not None and found.content_hash == content_hash else None
+
+    def missing(self, wanted: Iterable[tuple[int | None, str | None]]) -> list[int]:
+        """The ids among (template id, content hash) pairs whose contents are not known."""
+        return sorted({i for i, h in wanted if i is not None and self.get(i, h) is None})
+
+    def add(self, versions: Iterable[TemplateVersion]) -> None:
+        for version in versions:
+            if len(self._by_id) >= self.size:
+                self._by_id.clear()
+            self._by_id[version.id] = version
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from outbox import metrics
 from outbox.channel_limits import check_limits
 from outbox.providers.base import Message, Outcome
 from outbox.providers.router import Router
-from outbox.templates import TemplateError, TemplateVersion
+from outbox.templates import TemplateError
 from outbox.workers.breaker import Breakers
 from outbox.workers.decide import (
     Decision,
@@ -32,9 +32,6 @@ from outbox.workers.decide import (
 )
 from outbox.workers.delivery import ClaimedDelivery, Leases
 from outbox.workers.rendering import Renderer
-
-# Template versions kept by id (each compiles once; see outbox/templates.py's cache).
-TEMPLATE_CACHE_SIZE = 1024
 
 # A start mark that failed (not a lost lease): claimed again after this long.
 START_FAILED_RETRY_SECONDS = 1.0
@@ -68,7 +65,6 @@ class Sender:
         self.rand = rand
         self.max_sms_segments = max_sms_segments
         self._log = log
-        self._templates: dict[int, TemplateVersion] = {}
 
     async def deliver(self, row: ClaimedDelivery) -> Decision:
         """Send ``row`` once; its decision. A bug here becomes an ``unknown`` outcome,
@@ -94,7 +90,13 @@ class Sender:
                 f"(locale {row.locale})",
                 template=row.template_key,
             )
-        template = self._template(row.template_id, row)
+        template = row.template
+        if template is None:
+            # The version's contents could not be read (it was deleted after the claim).
+            return failed_before_sending(
+                f"template version {row.template_id} of {row.template_key!r} not found",
+                template=row.template_key,
+            )
         try:
             # Off the loop when it takes more than a moment (workers/rendering.py).
             rendered = await self.renderer.render(template, row.data)
@@ -157,17 +159,6 @@ class Sender:
         finally:
             metrics.observe_provider_call(provider.name, kind, time.perf_counter() - began)
         return self.decide(row, provider.name, outcome)
-
-    def _template(self, template_id: int, row: ClaimedDelivery) -> TemplateVersion:
-        """The row's template version; one object per version, so its compiled form is
-        found at once."""
-        template = self._templates.get(template_id)
-        # Versions are immutable, but a process can outlive a database (tests recreate them).
-        if template is None or template.content_hash != row.content_hash:
-            if len(self._templates) >= TEMPLATE_CACHE_SIZE:
-                self._templates.clear()
-            template = self._templates[template_id] = row.resolved_template()
-        return template
 
     def _no_provider(self, row: ClaimedDelivery, message: Message) -> Decision:
         """Every provider that could send ``message`` has its breaker open: wait, attempt

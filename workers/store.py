@@ -16,8 +16,9 @@ import psycopg
 from psycopg.rows import DictRow, RowMaker, class_row, dict_row
 
 from outbox.sql import query
+from outbox.templates import TemplateVersion
 from outbox.workers.decide import Decision
-from outbox.workers.delivery import COLUMNS, ClaimedDelivery
+from outbox.workers.delivery import COLUMNS, ClaimedDelivery, TemplateVersions
 
 #: The channel outbox.cancel notifies (the payload: a notification id) when it asks
 #: deliveries in flight to stop (sql/functions/registry.sql, cancel_detailed).
@@ -41,8 +42,8 @@ async def connect(url: str, application_name: str) -> Conn:
 # -- claim and record -------------------------------------------------------------------
 
 
-def _claimed_rows(cursor: psycopg.AsyncCursor[Any]) -> RowMaker[ClaimedDelivery]:
-    """Rows of the claim query as ClaimedDelivery, built by position.
+def _claimed_rows(cursor: psycopg.AsyncCursor[Any]) -> RowMaker[tuple[Any, ...]]:
+    """Rows of the claim query as tuples in ClaimedDelivery's order, names checked.
 
     The names are compared once per statement, not per row: positional
     construction is what keeps a typed row as cheap as a dict.
@@ -53,7 +54,11 @@ def _claimed_rows(cursor: psycopg.AsyncCursor[Any]) -> RowMaker[ClaimedDelivery]
             f"the claim query's columns {list(names)} do not match ClaimedDelivery's "
             f"fields {list(COLUMNS)} (sql/queries/worker.sql, workers/delivery.py)"
         )
-    return lambda values: ClaimedDelivery(*values)
+    return tuple
+
+
+_TEMPLATE_ID = COLUMNS.index("template_id")
+_CONTENT_HASH = COLUMNS.index("content_hash")
 
 
 async def claim(
@@ -63,8 +68,17 @@ async def claim(
     channels: Sequence[str],
     limit: int,
     lease_seconds: float,
+    templates: TemplateVersions | None = None,
 ) -> list[ClaimedDelivery]:
-    """Claim up to ``limit`` due deliveries (expired ones included, marked so)."""
+    """Claim up to ``limit`` due deliveries (expired ones included, marked so), each
+    with its template version's contents.
+
+    The claim returns a version's id and content hash only; the contents come from
+    ``templates`` (the worker's, kept across claims), and those it lacks from one
+    more statement. The claim is committed by then: if that statement fails, the
+    rows are leased but held by no one, and lease recovery returns them to pending
+    (no send began, so none counts as in doubt).
+    """
     cur = conn.cursor(row_factory=_claimed_rows)
     await cur.execute(
         query("claim"),
@@ -75,6 +89,27 @@ async def claim(
             "lease_seconds": lease_seconds,
         },
     )
+    rows = await cur.fetchall()
+    known = templates if templates is not None else TemplateVersions()
+    wanted = {(r[_TEMPLATE_ID], r[_CONTENT_HASH]) for r in rows}
+    fetched: dict[int, TemplateVersion] = {}
+    missing = known.missing(wanted)
+    if missing:
+        fetched = {v.id: v for v in await claimed_templates(conn, missing)}
+        known.add(fetched.values())
+    claimed = []
+    for r in rows:
+        version = fetched.get(r[_TEMPLATE_ID]) or known.get(r[_TEMPLATE_ID], r[_CONTENT_HASH])
+        if version is not None and version.content_hash != r[_CONTENT_HASH]:
+            version = None
+        claimed.append(ClaimedDelivery(*(*r, version)))
+    return claimed
+
+
+async def claimed_templates(conn: Conn, ids: Sequence[int]) -> list[TemplateVersion]:
+    """The template versions ``ids``, with their contents."""
+    cur = conn.cursor(row_factory=class_row(TemplateVersion))
+    await cur.execute(query("claimed_templates"), {"ids": list(ids)})
     return await cur.fetchall()
 
 

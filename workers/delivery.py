@@ -119,10 +119,12 @@ class TemplateVersions:
         return sorted({i for i, h in wanted if i is not None and self.get(i, h) is None})
 
     def add(self, versions: Iterable[TemplateVersion]) -> None:
-        for version in versions:
-            if len(self._by_id) >= self.size:
-                self._by_id.clear()
-            self._by_id[version.id] = version
+        """Keep ``versions``: all of them, so a claim finds every one it just read
+        (what would pass ``size`` empties the store first)."""
+        new = {version.id: version for version in versions}
+        if len(self._by_id) + len(new) > self.size:
+            self._by_id.clear()
+        self._by_id.update(new)
 
 
 @dataclass(slots=True)

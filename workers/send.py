@@ -92,7 +92,8 @@ class Sender:
             )
         template = row.template
         if template is None:
-            # The version's contents could not be read (it was deleted after the claim).
+            # Its contents could not be read after the claim (a version removed with
+            # its guard trigger disabled): nothing to render, so it fails with why.
             return failed_before_sending(
                 f"template version {row.template_id} of {row.template_key!r} not found",
                 template=row.template_key,

@@ -91,19 +91,11 @@ async def claim(
     )
     rows = await cur.fetchall()
     known = templates if templates is not None else TemplateVersions()
-    wanted = {(r[_TEMPLATE_ID], r[_CONTENT_HASH]) for r in rows}
-    fetched: dict[int, TemplateVersion] = {}
-    missing = known.missing(wanted)
+    missing = known.missing((r[_TEMPLATE_ID], r[_CONTENT_HASH]) for r in rows)
     if missing:
-        fetched = {v.id: v for v in await claimed_templates(conn, missing)}
-        known.add(fetched.values())
-    claimed = []
-    for r in rows:
-        version = fetched.get(r[_TEMPLATE_ID]) or known.get(r[_TEMPLATE_ID], r[_CONTENT_HASH])
-        if version is not None and version.content_hash != r[_CONTENT_HASH]:
-            version = None
-        claimed.append(ClaimedDelivery(*(*r, version)))
-    return claimed
+        known.add(await claimed_templates(conn, missing))
+    # The version is the field after the columns (delivery.COLUMNS).
+    return [ClaimedDelivery(*(*r, known.get(r[_TEMPLATE_ID], r[_CONTENT_HASH]))) for r in rows]
 
 
 async def claimed_templates(conn: Conn, ids: Sequence[int]) -> list[TemplateVersion]:

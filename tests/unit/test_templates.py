@@ -464,3 +464,36 @@ def test_limit_error_names_the_template_when_given():
 def test_unknown_channel():
     with pytest.raises(UnknownChannel, match="unknown channel 'fax'"):
         check_limits("fax", Rendered(None, "x", None, None), {})
+
+
+# --- the worker's store of versions ----------------------------------------------------
+
+
+def test_the_workers_versions_match_on_id_and_content_hash():
+    from outbox.workers.delivery import TemplateVersions
+
+    known = TemplateVersions()
+    version = make("Hi")
+    known.add([version])
+    assert known.get(version.id, version.content_hash) is version
+    # The same id with other contents (a recreated database reuses ids) is not known.
+    assert known.get(version.id, content_hash(None, "Other", None, None)) is None
+    assert known.get(None, None) is None
+    assert known.missing([(version.id, version.content_hash), (None, None)]) == []
+    never_added = make("x")
+    wanted = [(version.id, "other"), (never_added.id, never_added.content_hash)]
+    assert known.missing(wanted) == sorted([version.id, never_added.id])
+
+
+def test_the_workers_versions_keep_all_of_a_claims_batch_past_their_size():
+    from outbox.workers.delivery import TemplateVersions
+
+    known = TemplateVersions(size=2)
+    old = make("old")
+    known.add([old])
+    batch = [make("a"), make("b"), make("c")]
+    known.add(batch)
+    # Past the size, the old go and the whole new batch stays: the claim that read it
+    # finds every version it asked for.
+    assert all(known.get(v.id, v.content_hash) is v for v in batch)
+    assert known.get(old.id, old.content_hash) is None

@@ -286,6 +286,32 @@ def test_template_error_goes_dead_and_the_worker_goes_on(world, db_url):
     assert [m.message_id for m in provider.calls] == ["good"]
 
 
+def test_a_template_version_gone_after_the_claim_goes_dead_with_why(world, db_url, monkeypatch):
+    """Versions cannot be deleted; a superuser who bypasses the guard between a claim and
+    the read of the version's contents leaves nothing to render: dead, with the reason,
+    never sent, and the worker goes on."""
+    from outbox.workers import store
+
+    _enqueue(world, "orphan", channels=["sms"])
+    read = store.claimed_templates
+
+    async def removed_first(aconn, ids):
+        async with await psycopg.AsyncConnection.connect(db_url, autocommit=True) as admin:
+            await admin.execute("SET session_replication_role = replica")  # no triggers
+            await admin.execute("DELETE FROM outbox.templates WHERE id = ANY (%s)", [list(ids)])
+        return await read(aconn, ids)
+
+    monkeypatch.setattr(store, "claimed_templates", removed_first)
+    provider = ScriptedProvider()
+    _drain(make_worker(db_url, provider))
+    status, error = world.execute(
+        "SELECT status::text, last_error FROM outbox.deliveries"
+    ).fetchone()
+    assert status == "dead"
+    assert "template version" in error and "not found" in error
+    assert provider.calls == []
+
+
 # Finite, but far longer than any render time limit: 10**9 loop steps.
 CPU_BOMB = "{% for i in range(100000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}x"
 

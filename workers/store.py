@@ -32,11 +32,14 @@ async def connect(url: str, application_name: str) -> Conn:
     """An autocommit connection: each worker statement is its own transaction.
 
     ``application_name`` shows in pg_stat_activity, so a DBA sees which worker
-    (and which of its loops) holds a connection.
+    (and which of its loops) holds a connection. The session's planner is told
+    that the pages the worker reads are cached (sql/queries/worker.sql, session).
     """
-    return await psycopg.AsyncConnection.connect(
+    conn = await psycopg.AsyncConnection.connect(
         url, autocommit=True, row_factory=dict_row, application_name=application_name[:63]
     )
+    await conn.execute(query("session"))
+    return conn
 
 
 # -- claim and record -------------------------------------------------------------------

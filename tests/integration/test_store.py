@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import replace
 
 import pytest
+from psycopg.conninfo import make_conninfo
 
+from outbox.sql import query
 from outbox.templates import TemplateVersion
 from outbox.workers import store
 from outbox.workers.delivery import COLUMNS, ClaimedDelivery, TemplateVersions
@@ -150,3 +153,92 @@ def test_a_claim_fetches_a_template_versions_contents_once(conn, db_url, monkeyp
 def test_a_claim_returns_no_template_text():
     """Every row of a batch used to carry the version's subject, body and HTML."""
     assert not {"subject", "body", "html_body", "title"} & set(COLUMNS)
+
+
+# A backlog in the size range where, at the default random_page_cost, the planner
+# prices one sequential scan of deliveries below a hundred primary-key lookups.
+_BACKLOG = """
+WITH n AS (
+    INSERT INTO outbox.notifications (message_id, address, template_key, channels)
+    SELECT 'plan-' || i, 'user' || i || '@example.com', 'order_confirmed', '{email}'
+    FROM generate_series(1, 10000) AS i
+    RETURNING id, address
+)
+INSERT INTO outbox.deliveries (notification_id, channel, destination, max_attempts)
+SELECT n.id, 'email', n.address, 5 FROM n
+"""
+
+
+def _scanned_whole(plan: dict) -> set[str]:
+    """The tables a JSON plan reads with a sequential scan."""
+    found = {plan["Relation Name"]} if plan.get("Node Type") == "Seq Scan" else set()
+    for child in plan.get("Plans", ()):
+        found |= _scanned_whole(child)
+    return found
+
+
+def _worker_plans(url: str) -> dict[str, set[str]]:
+    """Tables scanned whole by the generic plans (what a worker's prepared
+    statements settle on) of a batch's claim, start mark and record."""
+
+    async def go() -> dict[str, set[str]]:
+        aconn = await store.connect(url, "test store")
+        try:
+            await aconn.execute("SET plan_cache_mode = force_generic_plan")
+            claimed = await store.claim(
+                aconn, worker="w", channels=["email"], limit=100, lease_seconds=30
+            )
+            ids, attempts = [d.id for d in claimed], [d.attempts for d in claimed]
+            results = [
+                {"id": d.id, "attempt": d.attempts, "status": "sent", "kind": "sent"}
+                for d in claimed
+            ]
+            statements = {
+                "claim": {"worker": "w", "channels": ["email"], "limit": 100, "lease_seconds": 30},
+                "start": {"worker": "w", "ids": ids, "attempts": attempts},
+                "record": {"worker": "w", "results": json.dumps(results)},
+            }
+            plans = {}
+            for name, params in statements.items():
+                cur = await aconn.execute(
+                    "EXPLAIN (FORMAT JSON) " + query(name), params, prepare=True
+                )
+                [[explained]] = [tuple(r.values()) for r in await cur.fetchall()]
+                plans[name] = _scanned_whole(explained[0]["Plan"])
+            return plans
+        finally:
+            await aconn.close()
+
+    return asyncio.run(go())
+
+
+def test_a_batch_is_planned_by_primary_key_not_by_scanning_deliveries(conn, db_url):
+    """At 10,000 deliveries the default random_page_cost made the start mark and the
+    record scan all of them for each batch of 100 (and the claim hash-join them with
+    notifications): a drain at half speed. The worker's session says its pages are
+    cached, and each statement then joins its batch by primary key."""
+    factories.seven(conn, fcm=False)
+    conn.execute(_BACKLOG)
+    conn.commit()
+    conn.execute("ANALYZE outbox.deliveries, outbox.notifications")
+    conn.commit()
+
+    plans = _worker_plans(db_url)
+
+    whole = {name: scans & {"deliveries", "notifications"} for name, scans in plans.items()}
+    assert whole == {"claim": set(), "start": set(), "record": set()}
+
+
+def test_the_worker_session_lowers_random_page_cost_but_keeps_a_lower_one(db_url):
+    async def cost(url: str) -> str:
+        aconn = await store.connect(url, "test store")
+        try:
+            row = await (await aconn.execute("SHOW random_page_cost")).fetchone()
+            assert row is not None
+            return str(row["random_page_cost"])
+        finally:
+            await aconn.close()
+
+    assert asyncio.run(cost(db_url)) == "1.1"
+    lower = make_conninfo(db_url, options="-c random_page_cost=1.05")
+    assert asyncio.run(cost(lower)) == "1.05"

@@ -28,18 +28,37 @@ CANCEL_CHANNEL = "outbox_cancel"
 Conn: TypeAlias = psycopg.AsyncConnection[DictRow]
 
 
-async def connect(url: str, application_name: str) -> Conn:
+async def connect(url: str, application_name: str, *, prepared: bool = False) -> Conn:
     """An autocommit connection: each worker statement is its own transaction.
 
     ``application_name`` shows in pg_stat_activity, so a DBA sees which worker
     (and which of its loops) holds a connection. The session's planner is told
     that the pages the worker reads are cached (sql/queries/worker.sql, session).
+    ``prepared``: each statement is prepared at its first execution, and planned
+    once for any values (the claim's, start marks' and record's connections: their
+    statements run for every batch, and are written for that plan).
     """
     conn = await psycopg.AsyncConnection.connect(
         url, autocommit=True, row_factory=dict_row, application_name=application_name[:63]
     )
-    await conn.execute(query("session"))
+    await conn.execute(query("session"), {"generic": prepared})
+    if prepared:
+        conn.prepare_threshold = 0
     return conn
+
+
+async def plan_ahead(conn: Conn, *, role: str, worker: str) -> None:
+    """Run ``role``'s batch statement (claim, start or record) with nothing to do, so that
+    it is parsed, prepared and planned before its first batch needs it (on a connection
+    from ``connect(prepared=True)``). Claims, marks and records nothing."""
+    if role == "claim":
+        await claim(conn, worker=worker, channels=[], limit=0, lease_seconds=1.0)
+    elif role == "start":
+        await start(conn, worker=worker, starting=[])
+    elif role == "record":
+        await record(conn, worker=worker, results=[])
+    else:
+        raise ValueError(f"no batch statement for the role {role!r}: claim, start or record")
 
 
 # -- claim and record -------------------------------------------------------------------

@@ -158,6 +158,9 @@ class Worker:
         helpers = [
             asyncio.create_task(self._listen(), name="listen"),
             asyncio.create_task(self.recorder.run(), name="record"),
+            # The claim loop opens its own at once; the first send and the first
+            # record should not wait for theirs.
+            asyncio.create_task(self.connections.open("start", "record"), name="open"),
         ]
         helpers += [asyncio.create_task(s.run(), name=s.role) for s in self.housekeeping()]
         stopper = asyncio.create_task(self._wait_stop(stop), name="stop")

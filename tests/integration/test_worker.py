@@ -553,6 +553,38 @@ def test_shutdown_past_the_grace_releases_interrupted_sends_as_in_doubt(world, d
     ] == {"interrupted": True}
 
 
+def _sessions(url: str, application_name: str) -> list[tuple[str]]:
+    """The roles of the sessions whose application_name is LIKE ``application_name``."""
+    with psycopg.connect(url, autocommit=True) as c:
+        return c.execute(
+            "SELECT split_part(application_name, ' ', 2) FROM pg_stat_activity "
+            "WHERE application_name LIKE %s ORDER BY 1",
+            [application_name],
+        ).fetchall()
+
+
+def test_a_worker_opens_its_start_and_record_connections_before_any_work(world, db_url):
+    """Opened at the first send, the start marks' connection made the first wake-up
+    after a start take 11.5 ms instead of 6-7: the worker opens it as it starts."""
+    worker = make_worker(db_url, ScriptedProvider(), poll_interval_seconds=5)
+
+    async def go() -> list[str]:
+        stop = asyncio.Event()
+        run = asyncio.create_task(worker.run(stop))
+        roles: list[str] = []
+        started = time.monotonic()
+        while len(roles) < 3 and time.monotonic() - started < 10:
+            await asyncio.sleep(0.05)
+            rows = await asyncio.to_thread(_sessions, db_url, f"outbox-worker % {worker.id}")
+            roles = [r[0] for r in rows if r[0] in ("claim", "start", "record")]
+        stop.set()
+        await run
+        return roles
+
+    assert asyncio.run(go()) == ["claim", "record", "start"]
+    assert _statuses(world) == {}
+
+
 def test_worker_survives_a_lost_connection(world, db_url):
     """Its connections are terminated mid-run: it reconnects, re-LISTENs and finishes."""
     provider = ScriptedProvider()
